@@ -1,0 +1,1 @@
+"""Training tasks a sweep can run. Each is a module with `make_data` and `train`."""

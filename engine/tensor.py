@@ -1,0 +1,242 @@
+"""The vectorised twin of `Variable`: the same reverse-mode design over numpy float64 arrays.
+
+Where a `Variable` keeps pairs (child, local gradient), a `Tensor` keeps pairs
+(child, vector-Jacobian product): a function from the gradient of the output to
+the gradient of that child. Each primitive states its value and its VJPs side by
+side. Broadcasting is undone in one place, `unbroadcast`, which every gradient
+passes through on its way into a child.
+"""
+
+from __future__ import annotations
+
+from itertools import count
+from operator import attrgetter
+from typing import Any, Callable, Union
+
+import numpy as np
+
+ArrayLike = Union["Tensor", np.ndarray, float, int]
+VJP = Callable[[np.ndarray], np.ndarray]
+
+# As in `Variable`: creation order is a topological order of the graph.
+_creation_order = count()
+
+
+class NoGradientError(TypeError):
+    """An operation was applied to a Tensor that has no gradient defined for it."""
+
+
+class Tensor:
+    __slots__ = ("val", "grad", "local_gradients", "name", "_order")
+
+    def __init__(self, val: Any, name: str = "") -> None:
+        """A leaf to differentiate against (a parameter); its value is copied to float64."""
+        self.val = np.array(val, dtype=np.float64)
+        self.grad: np.ndarray | None = None
+        self.local_gradients: tuple[tuple[Tensor, VJP], ...] = ()
+        self.name = name
+        self._order = next(_creation_order)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.val.shape
+
+    @property
+    def children(self) -> tuple[Tensor, ...]:
+        return tuple(child for child, _ in self.local_gradients)
+
+    def __repr__(self) -> str:
+        return f"Tensor({self.val!r})"
+
+    # ---- elementwise primitives ----
+
+    def __add__(self, other: ArrayLike) -> Tensor:
+        return _result(self.val + _val(other), self, _identity, other, _identity)
+
+    def __sub__(self, other: ArrayLike) -> Tensor:
+        return _result(self.val - _val(other), self, _identity, other, np.negative)
+
+    def __mul__(self, other: ArrayLike) -> Tensor:
+        a, b = self.val, _val(other)
+        return _result(a * b, self, lambda g: g * b, other, lambda g: g * a)
+
+    def __pow__(self, exponent: float) -> Tensor:
+        if isinstance(exponent, Tensor):
+            raise NoGradientError("no gradient defined for Tensor ** Tensor: the exponent must be a number")
+        a = self.val
+        if exponent == 2:  # the square of every MSE: a * a is exact and faster than a ** 2
+            return _result(a * a, self, lambda g: g * 2.0 * a)
+        return _result(a**exponent, self, lambda g: g * exponent * a ** (exponent - 1))
+
+    def exp(self) -> Tensor:
+        out = np.exp(self.val)
+        return _result(out, self, lambda g: g * out)
+
+    def log(self) -> Tensor:
+        a = self.val
+        return _result(np.log(a), self, lambda g: g / a)
+
+    def tanh(self) -> Tensor:
+        out = np.tanh(self.val)
+        return _result(out, self, lambda g: g * (1.0 - out * out))
+
+    def relu(self) -> Tensor:
+        positive = self.val > 0
+        return _result(np.where(positive, self.val, 0.0), self, lambda g: g * positive)
+
+    def sigmoid(self) -> Tensor:
+        # 0.5 * (1 + tanh(x / 2)) equals 1 / (1 + exp(-x)) and never overflows.
+        out = 0.5 * (1.0 + np.tanh(0.5 * self.val))
+        return _result(out, self, lambda g: g * out * (1.0 - out))
+
+    # ---- linear algebra and shape primitives ----
+
+    def __matmul__(self, other: ArrayLike) -> Tensor:
+        return _matmul(self, other)
+
+    def __rmatmul__(self, other: ArrayLike) -> Tensor:
+        return _matmul(other, self)
+
+    @property
+    def T(self) -> Tensor:
+        return _result(self.val.T, self, lambda g: g.T)
+
+    def reshape(self, *shape: Any) -> Tensor:
+        old = self.shape
+        return _result(self.val.reshape(*shape), self, lambda g: g.reshape(old))
+
+    def sum(self, axis: int | tuple[int, ...] | None = None) -> Tensor:
+        shape = self.shape
+        if axis is None:
+            return _result(np.asarray(self.val.sum()), self, lambda g: np.full(shape, g))
+        return _result(self.val.sum(axis=axis), self, lambda g: _spread(g, axis, shape))
+
+    def mean(self, axis: int | tuple[int, ...] | None = None) -> Tensor:
+        shape = self.shape
+        # sum / n is what numpy's mean computes, without its slow Python wrapper.
+        n = self.val.size if axis is None else int(np.prod([shape[i] for i in np.atleast_1d(axis)]))
+        if axis is None:
+            return _result(np.asarray(self.val.sum() / n), self, lambda g: np.full(shape, g / n))
+        return _result(self.val.sum(axis=axis) / n, self, lambda g: _spread(g / n, axis, shape))
+
+    # ---- composed operators ----
+
+    def __neg__(self) -> Tensor:
+        return self * -1.0
+
+    def __radd__(self, other: ArrayLike) -> Tensor:
+        return self + other
+
+    def __rsub__(self, other: ArrayLike) -> Tensor:
+        return -self + other
+
+    def __rmul__(self, other: ArrayLike) -> Tensor:
+        return self * other
+
+    def __truediv__(self, other: ArrayLike) -> Tensor:
+        if isinstance(other, Tensor):
+            return self * other**-1
+        return self * (1.0 / np.asarray(other, dtype=np.float64))
+
+    def __rtruediv__(self, other: ArrayLike) -> Tensor:
+        return self**-1 * other
+
+    # `ndarray + Tensor` must come to our reflected operators rather than make numpy
+    # loop over the Tensor as an object; None tells numpy so, at no cost per call.
+    __array_ufunc__ = None
+
+    def __getattr__(self, name: str) -> Any:
+        """Name the ndarray operations we have no gradient for, rather than a bare AttributeError."""
+        if hasattr(np.ndarray, name):
+            raise NoGradientError(f"no gradient defined for {name!r} on a Tensor; use Tensor's own operations")
+        raise AttributeError(f"'Tensor' object has no attribute {name!r}")
+
+    # ---- reverse mode ----
+
+    def backward(self) -> None:
+        """Set `.grad` on every tensor this scalar depends on; afresh at each call."""
+        if self.val.size != 1:
+            raise ValueError(f"backward() needs a scalar output, got shape {self.shape}")
+        # Order the graph: newest first is a valid reverse topological order.
+        nodes = _reachable(self)
+        nodes.sort(key=_by_creation, reverse=True)
+        for node in nodes:
+            node.grad = None
+        self.grad = np.ones_like(self.val)
+        # Propagate, each gradient reduced to its child's shape on the way in.
+        for node in nodes:
+            grad = node.grad
+            for child, vjp in node.local_gradients:
+                child_grad = vjp(grad)
+                if child_grad.shape != child.val.shape:
+                    child_grad = unbroadcast(child_grad, child.val.shape)
+                child.grad = child_grad if child.grad is None else child.grad + child_grad
+
+
+def _identity(g: np.ndarray) -> np.ndarray:
+    return g
+
+
+def _val(x: ArrayLike) -> Any:
+    return x.val if isinstance(x, Tensor) else x
+
+
+def _result(val: Any, a: Any, a_vjp: VJP, b: Any = None, b_vjp: VJP | None = None) -> Tensor:
+    """A new node from its value and each operand's VJP. Operands that are not Tensors are constants."""
+    out = Tensor.__new__(Tensor)
+    out.val = val
+    out.grad = None
+    pairs = ((a, a_vjp),) if isinstance(a, Tensor) else ()
+    out.local_gradients = pairs + ((b, b_vjp),) if isinstance(b, Tensor) else pairs
+    out.name = ""
+    out._order = next(_creation_order)
+    return out
+
+
+def _matmul(a: ArrayLike, b: ArrayLike) -> Tensor:
+    x, y = np.asarray(_val(a)), np.asarray(_val(b))
+    dims = (x.ndim, y.ndim)
+    if dims == (2, 2):
+        return _result(x @ y, a, lambda g: g @ y.T, b, lambda g: x.T @ g)
+    if dims == (2, 1):
+        return _result(x @ y, a, lambda g: np.outer(g, y), b, lambda g: x.T @ g)
+    if dims == (1, 2):
+        return _result(x @ y, a, lambda g: y @ g, b, lambda g: np.outer(x, g))
+    if dims == (1, 1):
+        return _result(x @ y, a, lambda g: g * y, b, lambda g: g * x)
+    raise NoGradientError(f"no gradient defined for @ on arrays of {x.ndim} and {y.ndim} dimensions")
+
+
+def _spread(g: np.ndarray, axis: int | tuple[int, ...], shape: tuple[int, ...]) -> np.ndarray:
+    """The gradient of a reduction over `axis`: g copied back along the reduced axes."""
+    return np.broadcast_to(np.expand_dims(g, axis), shape).copy()
+
+
+def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Sum `grad` down to `shape`, undoing numpy broadcasting (the one place that does)."""
+    if grad.shape == shape:
+        return grad
+    if not shape:
+        return np.asarray(grad.sum())
+    grad = grad.sum(axis=tuple(range(grad.ndim - len(shape))))
+    kept = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if kept:
+        grad = grad.sum(axis=kept, keepdims=True)
+    if grad.shape != shape:
+        raise RuntimeError(f"gradient of shape {grad.shape} does not fit a tensor of shape {shape}")
+    return np.asarray(grad)
+
+
+_by_creation = attrgetter("_order")
+
+
+def _reachable(root: Tensor) -> list[Tensor]:
+    """Every tensor `root` depends on, itself included; iterative, so depth is no limit."""
+    found = [root]
+    seen = {root}
+    for node in found:  # `found` grows while we walk it: a breadth-first search
+        for child, _ in node.local_gradients:
+            if child not in seen:
+                seen.add(child)
+                found.append(child)
+    return found

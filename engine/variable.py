@@ -1,0 +1,165 @@
+"""The seed's scalar reverse-mode engine: one `Variable` per scalar operation.
+
+A `Variable` keeps the seed's vocabulary: its value `val`, its `children`, and
+`local_gradients`, the pairs (child, d self / d child) that backward multiplies
+along. Each primitive computes its value and, right beside it, its local
+gradients; everything else is composed from the primitives.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import count
+from operator import attrgetter
+from typing import Union
+
+Number = Union[int, float]
+
+# Every Variable takes the next number at creation. A node is always created
+# after its children, so these numbers already order the graph topologically.
+_creation_order = count()
+
+
+class Variable:
+    __slots__ = ("val", "local_gradients", "name", "grad", "_order")
+
+    def __init__(self, val: Number, local_gradients: tuple[tuple[Variable, float], ...] = ()) -> None:
+        self.val = val
+        self.local_gradients = local_gradients
+        self.name = ""
+        self.grad = 0.0
+        self._order = next(_creation_order)
+
+    @property
+    def children(self) -> tuple[Variable, ...]:
+        """The seed stores these beside `local_gradients`; here they are read off the pairs."""
+        return tuple(child for child, _ in self.local_gradients)
+
+    def set_name(self, name: str) -> Variable:
+        """Name the node for `to_dot`; returns it so the seed's chained call works."""
+        self.name = name
+        return self
+
+    def __repr__(self) -> str:
+        label = f"{self.name}=" if self.name else ""
+        return f"Variable({label}{self.val!r}, grad={self.grad!r})"
+
+    # ---- primitives: value and local gradients side by side ----
+
+    def __add__(self, other: Variable | Number) -> Variable:
+        if not isinstance(other, Variable):
+            return Variable(self.val + other, ((self, 1.0),))
+        return Variable(self.val + other.val, ((self, 1.0), (other, 1.0)))
+
+    def __mul__(self, other: Variable | Number) -> Variable:
+        if not isinstance(other, Variable):
+            return Variable(self.val * other, ((self, other),))
+        return Variable(self.val * other.val, ((self, other.val), (other, self.val)))
+
+    def __pow__(self, exponent: Number) -> Variable:
+        if isinstance(exponent, Variable):
+            raise TypeError("Variable ** Variable is not supported: the exponent must be a number")
+        return Variable(self.val**exponent, ((self, exponent * self.val ** (exponent - 1)),))
+
+    def exp(self) -> Variable:
+        out = math.exp(self.val)
+        return Variable(out, ((self, out),))
+
+    def log(self) -> Variable:
+        return Variable(math.log(self.val), ((self, 1.0 / self.val),))
+
+    def sin(self) -> Variable:
+        return Variable(math.sin(self.val), ((self, math.cos(self.val)),))
+
+    def cos(self) -> Variable:
+        return Variable(math.cos(self.val), ((self, -math.sin(self.val)),))
+
+    def tanh(self) -> Variable:
+        out = math.tanh(self.val)
+        return Variable(out, ((self, 1.0 - out * out),))
+
+    def relu(self) -> Variable:
+        return Variable(max(self.val, 0.0), ((self, 1.0 if self.val > 0 else 0.0),))
+
+    def sigmoid(self) -> Variable:
+        # Written so that exp never overflows, whatever the sign of val.
+        if self.val >= 0:
+            out = 1.0 / (1.0 + math.exp(-self.val))
+        else:
+            e = math.exp(self.val)
+            out = e / (1.0 + e)
+        return Variable(out, ((self, out * (1.0 - out)),))
+
+    # ---- composed operators ----
+
+    def __neg__(self) -> Variable:
+        return self * -1.0
+
+    def __radd__(self, other: Number) -> Variable:
+        return self + other
+
+    def __sub__(self, other: Variable | Number) -> Variable:
+        return self + (-other)
+
+    def __rsub__(self, other: Number) -> Variable:
+        return -self + other
+
+    def __rmul__(self, other: Number) -> Variable:
+        return self * other
+
+    def __truediv__(self, other: Variable | Number) -> Variable:
+        if isinstance(other, Variable):
+            return self * other**-1
+        return self * (1.0 / other)
+
+    def __rtruediv__(self, other: Number) -> Variable:
+        return self**-1 * other
+
+    # ---- reverse mode ----
+
+    def backward(self) -> None:
+        """Set `.grad` on every variable this one depends on, to d self / d it.
+
+        Gradients are computed afresh at each call. No recursion, so a graph of a
+        million nodes is fine: the creation order is a topological order, so the
+        nodes are visited from the newest to the oldest.
+        """
+        # Order the graph: every node reachable from self, newest first.
+        nodes = _reachable(self)
+        nodes.sort(key=_by_creation, reverse=True)
+        for node in nodes:
+            node.grad = 0.0
+        self.grad = 1.0
+        # Propagate: a node's grad is complete once every newer node has pushed into it.
+        for node in nodes:
+            grad = node.grad
+            for child, local_gradient in node.local_gradients:
+                child.grad += local_gradient * grad
+
+
+_by_creation = attrgetter("_order")
+
+
+def _reachable(root: Variable) -> list[Variable]:
+    """Every variable `root` depends on, itself included; iterative, so depth is no limit."""
+    found = [root]
+    seen = {root}
+    for node in found:  # `found` grows while we walk it: a breadth-first search
+        for child, _ in node.local_gradients:
+            if child not in seen:
+                seen.add(child)
+                found.append(child)
+    return found
+
+
+def to_dot(out: Variable) -> str:
+    """Graphviz text of the graph behind `out`, labelled with names, values and gradients."""
+    lines = ["digraph {", "  rankdir=LR;", '  node [shape=record, fontname="monospace"];']
+    for node in sorted(_reachable(out), key=_by_creation):
+        label = f"{node.name or '·'} | val {node.val:.4g} | grad {node.grad:.4g}"
+        label = label.replace('"', '\\"').replace("{", "\\{").replace("}", "\\}")
+        lines.append(f'  n{node._order} [label="{label}"];')
+        for child, local_gradient in node.local_gradients:
+            lines.append(f'  n{child._order} -> n{node._order} [label="{local_gradient:.4g}"];')
+    lines.append("}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,31 @@
+"""One settings object, read from the environment (and an optional `.env`).
+
+The API, the worker, the CLI and the migrations all read `get_settings()`, so a
+deployment is configured in exactly one way: `GRADSWEEP_*` variables.
+"""
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GRADSWEEP_", env_file=".env", extra="ignore")
+
+    # Embedded defaults: a SQLite file for results, and a SQLite file as Celery's
+    # broker (kombu's SQLAlchemy transport), so one machine needs no server at all.
+    database_url: str = "sqlite:///gradsweep.sqlite"
+    broker_url: str = "sqla+sqlite:///gradsweep-broker.sqlite"
+    api_token: str | None = None
+    api_url: str = "http://127.0.0.1:8000"
+
+    max_runs_per_sweep: int = Field(10_000, ge=1)
+    max_epochs: int = Field(100_000, ge=1)
+
+    worker_concurrency: int | None = Field(None, ge=1)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

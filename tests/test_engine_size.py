@@ -1,0 +1,21 @@
+"""The engine must stay small enough to read in one sitting (teenygrad keeps such a budget)."""
+
+from pathlib import Path
+
+import engine
+
+LINE_BUDGET = 700
+
+
+def test_the_engine_fits_its_line_budget():
+    root = Path(engine.__file__).parent
+    lines = sum(len(path.read_text().splitlines()) for path in root.rglob("*.py"))
+    assert lines <= LINE_BUDGET, f"engine/ has {lines} lines; the budget is {LINE_BUDGET}"
+
+
+def test_the_engine_imports_neither_the_service_nor_the_worker():
+    root = Path(engine.__file__).parent
+    for path in root.rglob("*.py"):
+        text = path.read_text()
+        assert "import service" not in text and "from service" not in text, path
+        assert "import worker" not in text and "from worker" not in text, path
