@@ -1,0 +1,22 @@
+"""gradsweep's storage layer: sweeps, runs and loss curves in SQLite or PostgreSQL.
+
+Callers get frozen records (`Sweep`, `Run`) and our exceptions (`StorageError`
+and its subclasses), never SQLAlchemy's rows or errors.
+"""
+
+from service.storage.errors import DatabaseUnavailable, NotFound, SchemaOutOfDate, StorageError
+from service.storage.records import FINISHED_STATUSES, Run, RunConfig, RunStatus, Sweep
+from service.storage.storage import Storage
+
+__all__ = [
+    "FINISHED_STATUSES",
+    "DatabaseUnavailable",
+    "NotFound",
+    "Run",
+    "RunConfig",
+    "RunStatus",
+    "SchemaOutOfDate",
+    "Storage",
+    "StorageError",
+    "Sweep",
+]

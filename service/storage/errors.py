@@ -1,0 +1,23 @@
+"""The storage layer's exceptions: callers never see SQLAlchemy's.
+
+StorageError
+├── NotFound              no sweep or run with that id
+├── DatabaseUnavailable   the database could not be reached or was locked; worth retrying
+└── SchemaOutOfDate       the database needs `gradsweep db upgrade`
+"""
+
+
+class StorageError(Exception):
+    """The database refused an operation; also the base of every storage exception."""
+
+
+class NotFound(StorageError):
+    pass
+
+
+class DatabaseUnavailable(StorageError):
+    pass
+
+
+class SchemaOutOfDate(StorageError):
+    pass

@@ -1,0 +1,332 @@
+"""The storage layer, as its callers use it; every test runs on SQLite and on PostgreSQL (see conftest.py)."""
+
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
+from datetime import UTC
+
+import numpy as np
+import pytest
+
+from service.storage import (
+    DatabaseUnavailable,
+    NotFound,
+    Run,
+    RunConfig,
+    RunStatus,
+    SchemaOutOfDate,
+    Storage,
+)
+
+CONFIG = RunConfig(
+    learning_rate=0.1,
+    seed=2**32 - 1,  # numpy's largest seed, which needs a BIGINT
+    optimizer="sgd",
+    epochs=20,
+    n_samples=100,
+    n_features=50,
+    data_seed=2**32 - 1,
+    mode="tensor",
+)
+
+
+UNKNOWN = 2**63 - 1  # no such sweep or run; also the largest id the API accepts
+
+
+def configs(n: int) -> list[RunConfig]:
+    return [replace(CONFIG, learning_rate=0.01 * (i + 1), seed=i) for i in range(n)]
+
+
+def ignore(run_ids: list[int]) -> None:
+    """An enqueue that queues nothing, for tests that do not look at the queue."""
+
+
+def fail_to_enqueue(run_ids: list[int]) -> None:
+    raise ConnectionError("broker down")
+
+
+# Schema and connection
+
+
+def test_check_schema_asks_for_an_upgrade_until_there_is_one(empty_storage: Storage) -> None:
+    with pytest.raises(SchemaOutOfDate, match="gradsweep db upgrade"):
+        empty_storage.check_schema()
+    empty_storage.upgrade()
+    empty_storage.check_schema()
+    empty_storage.upgrade()  # already at head: nothing to do
+    empty_storage.check_schema()
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite:////nonexistent/directory/gradsweep.sqlite", "postgresql://postgres@127.0.0.1:1/gradsweep"]
+)
+def test_an_unreachable_database_raises_database_unavailable(url: str) -> None:
+    storage = Storage(url)
+    with pytest.raises(DatabaseUnavailable):
+        storage.ping()
+    storage.close()
+
+
+def test_a_plain_postgresql_url_uses_psycopg_3() -> None:
+    assert Storage("postgresql://postgres@127.0.0.1/gradsweep").url.drivername == "postgresql+psycopg"
+
+
+# Sweeps
+
+
+def test_create_sweep_stores_queued_runs_with_their_configs(storage: Storage) -> None:
+    enqueued: list[int] = []
+    sweep, runs = storage.create_sweep("learning rates", configs(3), enqueued.extend)
+
+    assert (sweep.name, sweep.n_runs) == ("learning rates", 3)
+    assert sweep.counts == {"queued": 3, "running": 0, "succeeded": 0, "diverged": 0, "failed": 0, "cancelled": 0}
+    assert sweep.created_at.tzinfo == UTC
+    assert [run.config for run in runs] == configs(3)
+    assert {(run.status, run.attempts, run.epochs_done, run.sweep_id) for run in runs} == {
+        (RunStatus.QUEUED, 0, 0, sweep.id)
+    }
+    assert enqueued == [run.id for run in runs]
+    assert storage.get_sweep(sweep.id) == sweep
+    assert storage.list_runs(sweep.id) == runs
+    assert storage.get_run(runs[0].id) == runs[0]
+
+
+def test_a_failing_enqueue_stores_nothing(storage: Storage) -> None:
+    offered: list[int] = []
+
+    def enqueue(run_ids: list[int]) -> None:
+        offered.extend(run_ids)
+        fail_to_enqueue(run_ids)
+
+    with pytest.raises(ConnectionError):
+        storage.create_sweep("doomed", configs(3), enqueue)
+
+    assert storage.list_sweeps() == []
+    for run_id in offered:
+        with pytest.raises(NotFound):
+            storage.get_run(run_id)
+
+
+def test_list_sweeps_puts_the_newest_first_with_counts_per_status(storage: Storage) -> None:
+    _, older_runs = storage.create_sweep("older", configs(2), ignore)
+    newer, _ = storage.create_sweep("newer", configs(3), ignore)
+    storage.start_run(older_runs[0].id, "worker-1")
+
+    newest, oldest = storage.list_sweeps()
+
+    assert (newest, oldest.name) == (newer, "older")
+    assert (oldest.counts["queued"], oldest.counts["running"]) == (1, 1)
+
+
+def test_a_sweep_is_created_in_one_piece_even_with_10_000_runs(storage: Storage) -> None:
+    enqueued: list[int] = []
+    sweep, runs = storage.create_sweep("big", configs(10_000), enqueued.extend)
+
+    assert sweep.n_runs == len(runs) == len(set(enqueued)) == 10_000
+    assert [run.config.seed for run in runs] == list(range(10_000))
+    assert enqueued == [run.id for run in runs]
+
+
+def test_cancel_sweep_cancels_queued_and_running_runs(storage: Storage) -> None:
+    sweep, (done, running, queued) = storage.create_sweep("s", configs(3), ignore)
+    storage.start_run(done.id, "w")
+    storage.finish_run(done.id, RunStatus.SUCCEEDED, final_loss=0.5)
+    storage.start_run(running.id, "w")
+
+    assert storage.cancel_sweep(sweep.id) == 2
+    statuses = [run.status for run in storage.list_runs(sweep.id)]
+    assert statuses == [RunStatus.SUCCEEDED, RunStatus.CANCELLED, RunStatus.CANCELLED]
+    assert storage.get_run(queued.id).finished_at is not None
+    assert storage.cancel_sweep(sweep.id) == 0
+
+
+def test_retry_sweep_requeues_failed_and_cancelled_runs(storage: Storage) -> None:
+    sweep, (failed, cancelled, succeeded) = storage.create_sweep("s", configs(3), ignore)
+    for run in (failed, succeeded):
+        storage.start_run(run.id, "w")
+    storage.finish_run(failed.id, RunStatus.FAILED, error="Traceback ...")
+    storage.finish_run(succeeded.id, RunStatus.SUCCEEDED, final_loss=0.25)
+    storage.cancel_sweep(sweep.id)  # cancels the queued run only
+
+    enqueued: list[int] = []
+    assert storage.retry_sweep(sweep.id, enqueued.extend) == enqueued == [failed.id, cancelled.id]
+    retried = storage.get_run(failed.id)
+    assert (retried.status, retried.error, retried.finished_at) == (RunStatus.QUEUED, None, None)
+    assert storage.get_run(succeeded.id).status == RunStatus.SUCCEEDED
+
+
+def test_retry_sweep_changes_nothing_if_enqueue_fails(storage: Storage) -> None:
+    sweep, _ = storage.create_sweep("s", configs(2), ignore)
+    storage.cancel_sweep(sweep.id)
+
+    with pytest.raises(ConnectionError):
+        storage.retry_sweep(sweep.id, fail_to_enqueue)
+    assert storage.get_sweep(sweep.id).counts["cancelled"] == 2
+
+
+# Runs
+
+
+def test_start_run_begins_a_new_attempt_from_epoch_zero(storage: Storage) -> None:
+    _, (run,) = storage.create_sweep("s", configs(1), ignore)
+    storage.start_run(run.id, "worker-1")
+    storage.write_losses(run.id, 0, [3.0, 2.0, 1.0])
+
+    # The worker died; the task is delivered again, to another worker.
+    again = storage.start_run(run.id, "worker-2")
+
+    assert again is not None
+    assert (again.status, again.attempts, again.worker) == (RunStatus.RUNNING, 2, "worker-2")
+    assert (again.epochs_done, again.best_loss) == (0, None)
+    assert again.started_at is not None and again.started_at.tzinfo == UTC
+    assert storage.run_losses(run.id).size == 0
+
+
+def test_start_run_returns_none_for_a_finished_run(storage: Storage) -> None:
+    finished = [RunStatus.SUCCEEDED, RunStatus.DIVERGED, RunStatus.FAILED]
+    sweep, runs = storage.create_sweep("s", configs(4), ignore)
+    for run, status in zip(runs[:3], finished, strict=True):
+        storage.start_run(run.id, "w")
+        storage.finish_run(run.id, status)
+    storage.cancel_sweep(sweep.id)  # the fourth
+
+    for run in runs:
+        assert storage.start_run(run.id, "w") is None
+    assert [run.attempts for run in storage.list_runs(sweep.id)] == [1, 1, 1, 0]
+
+
+def test_a_worker_handed_a_run_before_its_sweep_commits_waits_for_the_commit(storage: Storage) -> None:
+    with ThreadPoolExecutor(1) as worker:
+        handed: list[Future[Run | None]] = []
+
+        def enqueue_to_an_eager_worker(run_ids: list[int]) -> None:
+            handed.append(worker.submit(storage.start_run, run_ids[0], "eager"))
+            time.sleep(0.2)  # the worker looks for the run before the sweep is committed
+
+        _, runs = storage.create_sweep("s", configs(2), enqueue_to_an_eager_worker)
+        started = handed[0].result()
+
+    assert started is not None
+    assert (started.id, started.status) == (runs[0].id, RunStatus.RUNNING)
+
+
+def test_finish_run_records_how_the_run_ended(storage: Storage) -> None:
+    _, (diverged, failed) = storage.create_sweep("s", configs(2), ignore)
+    for run in (diverged, failed):
+        storage.start_run(run.id, "w")
+    storage.finish_run(diverged.id, RunStatus.DIVERGED, final_loss=1e12, diverged_at=7)
+    storage.finish_run(failed.id, RunStatus.FAILED, error="MemoryError")
+
+    run = storage.get_run(diverged.id)
+    assert (run.status, run.final_loss, run.diverged_at, run.error) == (RunStatus.DIVERGED, 1e12, 7, None)
+    assert run.started_at is not None and run.finished_at is not None
+    assert run.finished_at >= run.started_at
+    run = storage.get_run(failed.id)
+    assert (run.status, run.error) == (RunStatus.FAILED, "MemoryError")
+
+
+def test_a_cancel_wins_over_a_late_success(storage: Storage) -> None:
+    sweep, (run,) = storage.create_sweep("s", configs(1), ignore)
+    storage.start_run(run.id, "w")
+    storage.cancel_sweep(sweep.id)
+
+    storage.finish_run(run.id, RunStatus.SUCCEEDED, final_loss=0.1)
+
+    assert storage.get_run(run.id).status == RunStatus.CANCELLED
+
+
+def test_finish_run_refuses_an_unfinished_status(storage: Storage) -> None:
+    _, (run,) = storage.create_sweep("s", configs(1), ignore)
+    with pytest.raises(ValueError):
+        storage.finish_run(run.id, RunStatus.RUNNING)
+
+
+# Losses
+
+
+def test_writing_the_same_epochs_twice_keeps_one_loss_each_the_last(storage: Storage) -> None:
+    _, (run,) = storage.create_sweep("s", configs(1), ignore)
+    storage.start_run(run.id, "w")
+
+    assert storage.write_losses(run.id, 0, [1.0, 2.0, 3.0])
+    assert storage.write_losses(run.id, 1, [20.0, 30.0, 4.0])
+
+    assert storage.run_losses(run.id).tolist() == [1.0, 20.0, 30.0, 4.0]
+    run = storage.get_run(run.id)
+    assert (run.epochs_done, run.best_loss) == (4, 1.0)
+    assert run.started_at is not None and run.heartbeat_at is not None
+    assert run.heartbeat_at >= run.started_at
+
+
+def test_write_losses_tells_the_worker_to_stop_once_cancelled(storage: Storage) -> None:
+    sweep, (run,) = storage.create_sweep("s", configs(1), ignore)
+    storage.start_run(run.id, "w")
+    storage.write_losses(run.id, 0, [1.0])
+    storage.cancel_sweep(sweep.id)
+
+    assert storage.write_losses(run.id, 1, [0.5]) is False
+    assert storage.run_losses(run.id).tolist() == [1.0]
+
+
+def test_losses_must_be_finite(storage: Storage) -> None:
+    _, (run,) = storage.create_sweep("s", configs(1), ignore)
+    storage.start_run(run.id, "w")
+    with pytest.raises(ValueError, match="diverged_at"):
+        storage.write_losses(run.id, 0, [1.0, float("nan")])
+
+
+def test_floats_come_back_bit_for_bit(storage: Storage) -> None:
+    values = np.array([0.1 + 0.2, 1e-300, 5e-324, 1.7976931348623157e308, np.random.default_rng(0).random()])
+    _, (run,) = storage.create_sweep("s", [replace(CONFIG, learning_rate=float(values[0]))], ignore)
+    storage.start_run(run.id, "w")
+    storage.write_losses(run.id, 0, values.tolist())
+    storage.finish_run(run.id, RunStatus.SUCCEEDED, final_loss=float(values[4]))
+
+    for read in (storage.run_losses(run.id), storage.sweep_losses(run.sweep_id)[run.id]):
+        assert read.dtype == np.float64
+        assert read.view(np.uint64).tolist() == values.view(np.uint64).tolist()
+    run = storage.get_run(run.id)
+    assert (run.config.learning_rate, run.final_loss, run.best_loss) == (values[0], values[4], 5e-324)
+
+
+def test_sweep_losses_gives_every_run_its_curve_in_epoch_order(storage: Storage) -> None:
+    sweep, (a, b, silent) = storage.create_sweep("s", configs(3), ignore)
+    _, (other,) = storage.create_sweep("another sweep", configs(1), ignore)
+    for run in (a, b, other):
+        storage.start_run(run.id, "w")
+    storage.write_losses(a.id, 2, [0.3, 0.2])
+    storage.write_losses(a.id, 0, [0.5, 0.4])
+    storage.write_losses(b.id, 0, [9.0])
+    storage.write_losses(other.id, 0, [7.0])
+
+    curves = storage.sweep_losses(sweep.id)
+
+    assert {run_id: curve.tolist() for run_id, curve in curves.items()} == {
+        a.id: [0.5, 0.4, 0.3, 0.2],
+        b.id: [9.0],
+        silent.id: [],
+    }
+
+
+# Errors
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        pytest.param(lambda storage: storage.get_sweep(UNKNOWN), id="get_sweep"),
+        pytest.param(lambda storage: storage.list_runs(UNKNOWN), id="list_runs"),
+        pytest.param(lambda storage: storage.cancel_sweep(UNKNOWN), id="cancel_sweep"),
+        pytest.param(lambda storage: storage.retry_sweep(UNKNOWN, ignore), id="retry_sweep"),
+        pytest.param(lambda storage: storage.sweep_losses(UNKNOWN), id="sweep_losses"),
+        pytest.param(lambda storage: storage.get_run(UNKNOWN), id="get_run"),
+        pytest.param(lambda storage: storage.start_run(UNKNOWN, "w"), id="start_run"),
+        pytest.param(lambda storage: storage.write_losses(UNKNOWN, 0, [1.0]), id="write_losses"),
+        pytest.param(lambda storage: storage.finish_run(UNKNOWN, RunStatus.FAILED), id="finish_run"),
+        pytest.param(lambda storage: storage.run_losses(UNKNOWN), id="run_losses"),
+    ],
+)
+def test_unknown_ids_raise_not_found(storage: Storage, call: Callable[[Storage], object]) -> None:
+    with pytest.raises(NotFound):
+        call(storage)
