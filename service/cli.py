@@ -1,21 +1,146 @@
-"""The `gradsweep` command line."""
+"""The `gradsweep` command line: the servers, the database, and a client of the HTTP API."""
 
 from __future__ import annotations
 
+import os
+import sys
+import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from engine.tasks import linear_regression
+from service.client import ApiError, Client
 from service.plots import RunCurve, plot_curves
+from service.settings import get_settings
 
 app = typer.Typer(help="gradsweep: hyperparameter sweeps on a small reverse-mode autodiff engine.", no_args_is_help=True)
+db_app = typer.Typer(help="The results database.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+console = Console()
 
 
-@app.callback()
-def main() -> None:
-    """Keeps `gradsweep COMMAND` a group even while it has one command."""
+# ---- servers and database ----
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the database's tables to this version of gradsweep."""
+    from service.storage import Storage
+
+    storage = Storage(get_settings().database_url)
+    storage.upgrade()
+    storage.close()
+    console.print(f"database at {storage.url.render_as_string(hide_password=True)} is up to date")
+
+
+@app.command()
+def api(host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Serve the HTTP API."""
+    import uvicorn
+
+    _require_migrated_database()
+    uvicorn.run("service.api.main:create_app", factory=True, host=host, port=port, log_level="info")
+
+
+@app.command()
+def worker(
+    concurrency: Optional[int] = typer.Option(None, min=1, help="training processes; default: the number of cores"),
+) -> None:
+    """Start a Celery worker that trains runs from the queue."""
+    _require_migrated_database()
+    settings = get_settings()
+    concurrency = concurrency or settings.worker_concurrency or os.cpu_count() or 1
+    env = dict(os.environ)
+    # One BLAS thread per process: the processes are the parallelism, and a fixed
+    # thread count keeps the floating-point reductions, and so the losses, the same on every worker.
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(name, "1")
+    argv = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--loglevel=INFO",
+            f"--concurrency={concurrency}", f"--hostname=gradsweep-{os.getpid()}@%h"]
+    os.execvpe(sys.executable, argv, env)
+
+
+def _require_migrated_database() -> None:
+    from service.storage import SchemaOutOfDate, Storage, StorageError
+
+    storage = Storage(get_settings().database_url)
+    try:
+        storage.check_schema()
+    except SchemaOutOfDate as error:
+        _fail(f"the database is not migrated: {error}")
+    except StorageError as error:
+        _fail(f"cannot use the database: {error}")
+    finally:
+        storage.close()
+
+
+# ---- client commands ----
+
+
+@app.command()
+def submit(
+    lr: str = typer.Option(..., help="learning rates, comma-separated: 1e-3,1e-2,5e-2"),
+    seeds: str = typer.Option("0", help="seeds: 0-4 or 0,3,7"),
+    epochs: int = typer.Option(300, min=1),
+    optimizer: str = typer.Option("sgd", help="optimizers, comma-separated: sgd,momentum,adam"),
+    name: str = typer.Option("sweep", help="a name to find the sweep by"),
+    mode: str = typer.Option("tensor", help="tensor or scalar"),
+    n_samples: int = typer.Option(100, min=1),
+    n_features: int = typer.Option(50, min=1),
+    data_seed: int = typer.Option(0, min=0),
+    wait: bool = typer.Option(False, "--wait", help="wait for every run to finish, with a progress bar"),
+) -> None:
+    """Submit a sweep: every learning rate × seed × optimizer becomes one run."""
+    body = {
+        "name": name, "learning_rates": _floats(lr, "--lr"), "seeds": _seeds(seeds), "epochs": epochs,
+        "optimizers": [o.strip() for o in optimizer.split(",")], "mode": mode,
+        "n_samples": n_samples, "n_features": n_features, "data_seed": data_seed,
+    }
+    client = Client()
+    sweep = _call(lambda: client.post("/sweeps", json=body).json())
+    console.print(f"sweep {sweep['id']}: {sweep['n_runs']} runs queued")
+    if wait:
+        sweep = wait_for_sweep(client, sweep["id"])
+        console.print(_counts_line(sweep))
+
+
+@app.command()
+def status(sweep_id: int) -> None:
+    """A sweep's progress and its runs."""
+    sweep = _call(lambda: Client().get(f"/sweeps/{sweep_id}").json())
+    console.print(f"sweep {sweep['id']} “{sweep['name']}”: {sweep['status']}; {_counts_line(sweep)}")
+    table = Table("run", "lr", "seed", "optimizer", "status", "epochs", "final loss", "best loss", "worker")
+    for run in sweep["runs"]:
+        table.add_row(str(run["id"]), f"{run['learning_rate']:.4g}", str(run["seed"]), run["optimizer"],
+                      run["status"], f"{run['epochs_done']}/{run['epochs']}", _num(run["final_loss"]),
+                      _num(run["best_loss"]), run["worker"] or "")
+    console.print(table)
+
+
+@app.command()
+def curves(sweep_id: int, csv: bool = typer.Option(False, "--csv", help="CSV instead of JSON")) -> None:
+    """Print every loss curve of a sweep."""
+    response = _call(lambda: Client().get(f"/sweeps/{sweep_id}/losses", format="csv" if csv else "json"))
+    sys.stdout.write(response.text if csv else response.text + "\n")
+
+
+@app.command()
+def plot(
+    sweep_id: int,
+    output: Path = typer.Option(..., "--output", "-o", help="a .png or .svg file"),
+    kind: str = typer.Option("curves", help="curves (loss against epoch) or final (loss against learning rate)"),
+) -> None:
+    """Write a sweep's comparison plot."""
+    fmt = output.suffix.lstrip(".") or "png"
+    response = _call(lambda: Client().get(f"/sweeps/{sweep_id}/plot.{fmt}", kind=kind))
+    output.write_bytes(response.content)
+    console.print(f"wrote {output}")
 
 
 @app.command()
@@ -30,7 +155,7 @@ def train(
     data_seed: int = typer.Option(0, min=0),
     output: Path = typer.Option(Path("loss-curve.png"), "--output", "-o", help="where to write the plot (.png or .svg)"),
 ) -> None:
-    """Train the seed's linear regression once, here, and plot its loss curve."""
+    """Train the seed's linear regression once, here, without the service, and plot its loss curve."""
     try:
         result = linear_regression.train(lr, seed, epochs, n_samples, n_features, data_seed, mode, optimizer)
     except ValueError as error:
@@ -39,6 +164,74 @@ def train(
     optimum = linear_regression.least_squares_loss(n_samples, n_features, data_seed)
     title = f"Linear regression {n_samples}×{n_features}, {optimizer}, lr = {lr:g}, seed {seed}"
     output.write_bytes(plot_curves([curve], title=title, optimum=optimum, fmt=output.suffix.lstrip(".") or "png"))
-    status = f"diverged at epoch {result.diverged_at}" if result.diverged else f"final loss {result.losses[-1]:.6g}"
-    typer.echo(f"{len(result.losses)} epochs, initial loss {result.losses[0]:.6g}, {status} "
-               f"(least-squares optimum {optimum:.6g}); plot written to {output}")
+    ending = f"diverged at epoch {result.diverged_at}" if result.diverged else f"final loss {result.losses[-1]:.6g}"
+    console.print(f"{len(result.losses)} epochs, initial loss {result.losses[0]:.6g}, {ending} "
+                  f"(least-squares optimum {optimum:.6g}); plot written to {output}")
+
+
+@app.command()
+def demo(
+    workers: int = typer.Option(2, min=1, help="worker processes to start"),
+    epochs: int = typer.Option(300, min=1),
+    output_dir: Path = typer.Option(Path("."), help="where to write the plots"),
+) -> None:
+    """The main job: start the API and workers here, run a sweep, plot it, and stop what was started."""
+    from service.demo import run_demo
+
+    run_demo(workers=workers, epochs=epochs, output_dir=output_dir, console=console)
+
+
+# ---- helpers ----
+
+
+def wait_for_sweep(client: Client, sweep_id: int, poll_seconds: float = 0.5) -> dict:
+    """Poll the sweep until no run is queued or running, drawing a progress bar."""
+    columns = (TextColumn("[bold]sweep {task.fields[sweep]}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("runs"), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        bar = None
+        while True:
+            sweep = _call(lambda: client.get(f"/sweeps/{sweep_id}").json())
+            if bar is None:
+                bar = progress.add_task("", total=sweep["n_runs"], sweep=sweep_id)
+            progress.update(bar, completed=sweep["n_finished"])
+            if sweep["status"] == "finished":
+                return sweep
+            time.sleep(poll_seconds)
+
+
+def _counts_line(sweep: dict) -> str:
+    return ", ".join(f"{count} {name}" for name, count in sweep["counts"].items() if count)
+
+
+def _floats(text: str, option: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"expected numbers separated by commas, got {text!r}", param_hint=option)
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        if "-" in text.strip("-"):
+            first, last = (int(part) for part in text.split("-", 1))
+            return list(range(first, last + 1))
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"expected 0-4 or 0,3,7, got {text!r}", param_hint="--seeds")
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else f"{value:.6g}"
+
+
+def _call(request):
+    try:
+        return request()
+    except ApiError as error:
+        _fail(str(error))
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(1)

@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI). `create_app()` in `service.api.main` builds it."""

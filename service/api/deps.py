@@ -1,0 +1,44 @@
+"""What routes receive by injection: the storage, the queue, the caller's credentials.
+
+Tests and other deployments override these through `app.dependency_overrides`.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from typing import Annotated
+
+from fastapi import Depends, Header, HTTPException, status
+
+from service.settings import get_settings
+from service.storage import Storage
+
+
+@lru_cache
+def get_storage() -> Storage:
+    return Storage(get_settings().database_url)
+
+
+def get_enqueue() -> Callable[[Sequence[int]], None]:
+    from worker.queue import enqueue_runs  # imported late: building the Celery app reads the settings
+
+    return enqueue_runs
+
+
+StorageDep = Annotated[Storage, Depends(get_storage)]
+EnqueueDep = Annotated[Callable[[Sequence[int]], None], Depends(get_enqueue)]
+
+
+def require_token(authorization: Annotated[str | None, Header()] = None) -> None:
+    """With GRADSWEEP_API_TOKEN set, every request must carry `Authorization: Bearer <token>`."""
+    expected = get_settings().api_token
+    if not expected:
+        return
+    scheme, _, given = (authorization or "").partition(" ")
+    # compare_digest takes as long for a wrong token as for a right one.
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "a valid API token is required", headers={"WWW-Authenticate": "Bearer"}
+        )

@@ -1,0 +1,61 @@
+"""The FastAPI application: routes, authentication and the translation of our errors to HTTP."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from service.api.deps import get_storage, require_token
+from service.api.routes import health, plots, runs, sweeps
+from service.storage import DatabaseUnavailable, NotFound, SchemaOutOfDate
+from worker.queue import BrokerUnavailable
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # Refuse to serve an un-migrated database: every request would fail later, less clearly.
+    app.dependency_overrides.get(get_storage, get_storage)().check_schema()
+    yield
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="gradsweep",
+        summary="Hyperparameter sweeps of a linear regression trained by our own autodiff engine.",
+        lifespan=lifespan,
+    )
+    protected = [Depends(require_token)]
+    for router in (sweeps.router, runs.router, plots.router):
+        app.include_router(router, dependencies=protected)
+    app.include_router(health.router)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        # Name the field and the rule, but do not echo the input: it may be NaN (not JSON)
+        # or a list of a million entries.
+        detail = [{"loc": e["loc"], "msg": e["msg"], "type": e["type"]} for e in error.errors()]
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, error: NotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=404)
+
+    @app.exception_handler(DatabaseUnavailable)
+    async def database_down(request: Request, error: DatabaseUnavailable) -> JSONResponse:
+        return JSONResponse({"detail": "the database is unavailable; try again shortly"}, status_code=503)
+
+    @app.exception_handler(SchemaOutOfDate)
+    async def schema_out_of_date(request: Request, error: SchemaOutOfDate) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=503)
+
+    @app.exception_handler(BrokerUnavailable)
+    async def broker_down(request: Request, error: BrokerUnavailable) -> JSONResponse:
+        return JSONResponse(
+            {"detail": "the job queue's broker is unavailable; nothing was stored, try again shortly"}, status_code=503
+        )
+
+    return app

@@ -1,0 +1,79 @@
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi.responses import Response
+
+from engine.tasks.linear_regression import least_squares_loss, stability_limit
+from service.api.deps import StorageDep
+from service.plots import RunCurve, plot_compare, plot_curves, plot_final
+from service.storage import Run, RunStatus, Storage
+
+router = APIRouter(tags=["plots"])
+Format = Literal["png", "svg"]
+MEDIA_TYPES = {"png": "image/png", "svg": "image/svg+xml"}
+SweepId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+
+
+@router.get("/sweeps/{sweep_id}/plot.{fmt}", response_class=Response,
+            responses={200: {"content": {"image/png": {}, "image/svg+xml": {}}}})
+def sweep_plot(
+    sweep_id: SweepId, fmt: Format, storage: StorageDep, kind: Annotated[Literal["curves", "final"], Query()] = "curves"
+) -> Response:
+    """`curves`: loss against epoch per learning rate; `final`: final and best loss against learning rate."""
+    sweep = storage.get_sweep(sweep_id)
+    runs, curves = _curves(storage, sweep_id)
+    title = f"Sweep {sweep.id} “{sweep.name}”"
+    if kind == "curves":
+        image = plot_curves(curves, title=f"{title}: loss curves", optimum=_optimum(runs), fmt=fmt)
+    else:
+        limit = _reference_lines(*_task(runs[0]))[1] if runs else None
+        image = plot_final(curves, title=f"{title}: final loss against learning rate", stability_limit=limit, fmt=fmt)
+    return Response(image, media_type=MEDIA_TYPES[fmt])
+
+
+@router.get("/compare/plot.{fmt}", response_class=Response,
+            responses={200: {"content": {"image/png": {}, "image/svg+xml": {}}}})
+def compare_plot(fmt: Format, storage: StorageDep, sweeps: Annotated[str, Query(examples=["1,2"])]) -> Response:
+    """The loss curves of several sweeps on one plot; `sweeps` is a comma-separated list of ids."""
+    try:
+        ids = [int(part) for part in sweeps.split(",")]
+    except ValueError:
+        ids = []
+    if not ids or any(not 1 <= i < 2**63 for i in ids) or len(ids) > 20:
+        raise HTTPException(422, [{"loc": ["query", "sweeps"], "type": "value_error",
+                                   "msg": "sweeps must be 1 to 20 sweep ids separated by commas, e.g. 1,2"}])
+    groups, optima = [], set()
+    for sweep_id in ids:
+        sweep = storage.get_sweep(sweep_id)
+        runs, curves = _curves(storage, sweep_id)
+        groups.append((f"{sweep.id} {sweep.name}", curves))
+        optima.add(_optimum(runs))
+    optimum = optima.pop() if len(optima) == 1 else None  # one line only when the sweeps share their data
+    image = plot_compare(groups, title="Sweeps compared: best learning rate of each", optimum=optimum, fmt=fmt)
+    return Response(image, media_type=MEDIA_TYPES[fmt])
+
+
+def _curves(storage: Storage, sweep_id: int) -> tuple[list[Run], list[RunCurve]]:
+    runs = storage.list_runs(sweep_id)
+    losses = storage.sweep_losses(sweep_id)
+    curves = [
+        RunCurve(run.config.learning_rate, run.config.seed, run.config.optimizer, losses[run.id],
+                 diverged=run.status == RunStatus.DIVERGED, best_loss=run.best_loss)
+        for run in runs if len(losses[run.id])
+    ]
+    return runs, curves
+
+
+def _task(run: Run) -> tuple[int, int, int]:
+    return run.config.n_samples, run.config.n_features, run.config.data_seed
+
+
+def _optimum(runs: list[Run]) -> float | None:
+    return _reference_lines(*_task(runs[0]))[0] if runs else None
+
+
+@lru_cache(maxsize=64)
+def _reference_lines(n_samples: int, n_features: int, data_seed: int) -> tuple[float, float]:
+    """The task's least-squares optimum and its gradient-descent stability limit (a linear solve each)."""
+    return least_squares_loss(n_samples, n_features, data_seed), stability_limit(n_samples, n_features, data_seed)

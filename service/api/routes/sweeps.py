@@ -1,0 +1,75 @@
+import csv
+import io
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Path, Query, status
+from fastapi.responses import Response
+
+from service.api.deps import EnqueueDep, StorageDep
+from service.api.schemas import RunCurvePublic, RunPublic, SweepCreate, SweepDetail, SweepLosses, SweepPublic
+
+router = APIRouter(tags=["sweeps"])
+SweepId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+
+
+@router.post("/sweeps", response_model=SweepDetail, status_code=status.HTTP_201_CREATED)
+def create_sweep(body: SweepCreate, storage: StorageDep, enqueue: EnqueueDep) -> SweepDetail:
+    """Store the grid's runs and queue them: all of them, or (on any error) none."""
+    sweep, runs = storage.create_sweep(body.name, body.run_configs(), enqueue)
+    return SweepDetail(**SweepPublic.of(sweep).model_dump(), runs=[RunPublic.of(run) for run in runs])
+
+
+@router.get("/sweeps", response_model=list[SweepPublic])
+def list_sweeps(storage: StorageDep) -> list[SweepPublic]:
+    """Every sweep, newest first, with its progress."""
+    return [SweepPublic.of(sweep) for sweep in storage.list_sweeps()]
+
+
+@router.get("/sweeps/{sweep_id}", response_model=SweepDetail)
+def get_sweep(sweep_id: SweepId, storage: StorageDep) -> SweepDetail:
+    sweep = storage.get_sweep(sweep_id)
+    runs = storage.list_runs(sweep_id)
+    return SweepDetail(**SweepPublic.of(sweep).model_dump(), runs=[RunPublic.of(run) for run in runs])
+
+
+@router.get("/sweeps/{sweep_id}/losses", response_model=SweepLosses,
+            responses={200: {"content": {"text/csv": {}}}})
+def sweep_losses(
+    sweep_id: SweepId, storage: StorageDep, format: Annotated[Literal["json", "csv"], Query()] = "json"
+) -> SweepLosses | Response:
+    """Every run's loss curve; `?format=csv` gives one row per (run, epoch)."""
+    runs = storage.list_runs(sweep_id)
+    curves = storage.sweep_losses(sweep_id)
+    if format == "csv":
+        return Response(_csv(runs, curves), media_type="text/csv")
+    return SweepLosses(sweep_id=sweep_id, runs=[
+        RunCurvePublic(run_id=run.id, learning_rate=run.config.learning_rate, seed=run.config.seed,
+                       optimizer=run.config.optimizer, status=run.status, losses=curves[run.id].tolist())
+        for run in runs
+    ])
+
+
+@router.post("/sweeps/{sweep_id}/cancel", response_model=SweepPublic)
+def cancel_sweep(sweep_id: SweepId, storage: StorageDep) -> SweepPublic:
+    """Cancel queued and running runs; running ones stop at their next batch of losses."""
+    storage.cancel_sweep(sweep_id)
+    return SweepPublic.of(storage.get_sweep(sweep_id))
+
+
+@router.post("/sweeps/{sweep_id}/retry", response_model=SweepPublic)
+def retry_sweep(sweep_id: SweepId, storage: StorageDep, enqueue: EnqueueDep) -> SweepPublic:
+    """Queue the failed and cancelled runs again."""
+    storage.retry_sweep(sweep_id, enqueue)
+    return SweepPublic.of(storage.get_sweep(sweep_id))
+
+
+def _csv(runs, curves) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["run_id", "learning_rate", "seed", "optimizer", "epoch", "loss"])
+    for run in runs:
+        config = run.config
+        for epoch, loss in enumerate(curves[run.id].tolist()):
+            # repr: the shortest text that reads back as the same float64
+            writer.writerow([run.id, repr(config.learning_rate), config.seed, config.optimizer, epoch, repr(loss)])
+    return out.getvalue()

@@ -1,0 +1,182 @@
+"""Request and response bodies, apart from the storage records they are made from.
+
+Families as in the FastAPI template: `SweepCreate` comes in, `SweepPublic`,
+`RunPublic` and `RunDetail` go out.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from datetime import datetime
+from typing import Annotated, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
+
+from engine.optimizers import OPTIMIZERS
+from service.settings import get_settings
+from service.storage import Run, RunConfig, Sweep
+
+SEED_LIMIT = 2**32
+# Strict: "0.1" or true is a client's mistake, not a learning rate.
+LearningRate = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
+Seed = Annotated[int, Strict(), Field(ge=0, lt=SEED_LIMIT)]
+Optimizer = Literal[tuple(OPTIMIZERS)]  # type: ignore[valid-type]
+
+
+class LogSpace(BaseModel):
+    """`{"logspace": [low, high, count]}`: count learning rates evenly spaced in log from low to high."""
+
+    model_config = ConfigDict(extra="forbid")
+    logspace: tuple[LearningRate, LearningRate, Annotated[int, Strict(), Field(ge=1)]]
+
+    @field_validator("logspace")
+    @classmethod
+    def _ordered_and_bounded(cls, value: tuple[float, float, int]) -> tuple[float, float, int]:
+        low, high, count = value
+        if low > high:
+            raise ValueError("low must not exceed high")
+        if count > get_settings().max_runs_per_sweep:
+            raise ValueError(f"count must be at most {get_settings().max_runs_per_sweep}")
+        return value
+
+    def values(self) -> list[float]:
+        low, high, count = self.logspace
+        return np.logspace(math.log10(low), math.log10(high), count).tolist()
+
+
+class SweepCreate(BaseModel):
+    """A grid: every learning rate × every seed × every optimizer becomes one run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    learning_rates: Annotated[list[LearningRate], Field(min_length=1)] | LogSpace
+    seeds: Annotated[list[Seed], Field(min_length=1)]
+    epochs: Annotated[int, Strict(), Field(ge=1)]
+    optimizers: Annotated[list[Optimizer], Field(min_length=1)] = ["sgd"]
+    n_samples: Annotated[int, Strict(), Field(ge=1, le=100_000)] = 100
+    n_features: Annotated[int, Strict(), Field(ge=1, le=10_000)] = 50
+    data_seed: Seed = 0
+    mode: Literal["tensor", "scalar"] = "tensor"
+
+    @field_validator("epochs")
+    @classmethod
+    def _within_epoch_limit(cls, epochs: int) -> int:
+        limit = get_settings().max_epochs
+        if epochs > limit:
+            raise ValueError(f"epochs must be at most {limit}")
+        return epochs
+
+    @field_validator("learning_rates", "seeds")
+    @classmethod
+    def _not_longer_than_a_sweep(cls, values: list | LogSpace) -> list | LogSpace:
+        # Checked per list too, so a million-entry list is refused by name before the grid is built.
+        if isinstance(values, list) and len(values) > get_settings().max_runs_per_sweep:
+            raise ValueError(f"at most {get_settings().max_runs_per_sweep} entries")
+        return values
+
+    @model_validator(mode="after")
+    def _grid_within_limit(self) -> SweepCreate:
+        size = len(self.learning_rate_values()) * len(self.seeds) * len(self.optimizers)
+        limit = get_settings().max_runs_per_sweep
+        if size > limit:
+            raise ValueError(f"the grid learning_rates × seeds × optimizers has {size} runs; at most {limit} are allowed")
+        return self
+
+    def learning_rate_values(self) -> list[float]:
+        return self.learning_rates.values() if isinstance(self.learning_rates, LogSpace) else self.learning_rates
+
+    def run_configs(self) -> list[RunConfig]:
+        grid = itertools.product(self.optimizers, self.learning_rate_values(), self.seeds)
+        return [
+            RunConfig(learning_rate=lr, seed=seed, optimizer=optimizer, epochs=self.epochs,
+                      n_samples=self.n_samples, n_features=self.n_features, data_seed=self.data_seed, mode=self.mode)
+            for optimizer, lr, seed in grid
+        ]
+
+
+class RunPublic(BaseModel):
+    id: int
+    sweep_id: int
+    learning_rate: float
+    seed: int
+    optimizer: str
+    epochs: int
+    n_samples: int
+    n_features: int
+    data_seed: int
+    mode: str
+    status: str
+    attempts: int
+    worker: str | None
+    epochs_done: int
+    final_loss: float | None
+    best_loss: float | None
+    diverged_at: int | None
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, run: Run) -> RunPublic:
+        config = run.config
+        return cls(
+            id=run.id, sweep_id=run.sweep_id, learning_rate=config.learning_rate, seed=config.seed,
+            optimizer=config.optimizer, epochs=config.epochs, n_samples=config.n_samples,
+            n_features=config.n_features, data_seed=config.data_seed, mode=config.mode, status=run.status,
+            attempts=run.attempts, worker=run.worker, epochs_done=run.epochs_done, final_loss=run.final_loss,
+            best_loss=run.best_loss, diverged_at=run.diverged_at, error=run.error, created_at=run.created_at,
+            started_at=run.started_at, finished_at=run.finished_at,
+        )
+
+
+class RunDetail(RunPublic):
+    losses: list[float]
+
+
+class SweepPublic(BaseModel):
+    id: int
+    name: str
+    created_at: datetime
+    status: Literal["queued", "running", "finished"]
+    n_runs: int
+    n_finished: int
+    counts: dict[str, int]
+
+    @classmethod
+    def of(cls, sweep: Sweep) -> SweepPublic:
+        active = sweep.counts["queued"] + sweep.counts["running"]
+        if active == 0:
+            status = "finished"
+        elif sweep.counts["queued"] == sweep.n_runs:
+            status = "queued"
+        else:
+            status = "running"
+        return cls(id=sweep.id, name=sweep.name, created_at=sweep.created_at, status=status,
+                   n_runs=sweep.n_runs, n_finished=sweep.n_runs - active, counts=sweep.counts)
+
+
+class SweepDetail(SweepPublic):
+    runs: list[RunPublic]
+
+
+class RunCurvePublic(BaseModel):
+    run_id: int
+    learning_rate: float
+    seed: int
+    optimizer: str
+    status: str
+    losses: list[float]
+
+
+class SweepLosses(BaseModel):
+    sweep_id: int
+    runs: list[RunCurvePublic]
+
+
+class Health(BaseModel):
+    database: str
+    broker: str

@@ -1,0 +1,80 @@
+"""Integration fixtures: a real Redis, a real PostgreSQL, and the service's real processes.
+
+A test whose service is missing fails under CI (CI=true) and is skipped elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import URL
+
+from tests.integration.stack import Stack
+
+REDIS_URL = os.environ.get("GRADSWEEP_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+BACKENDS = ["redis+postgresql", "embedded"]
+
+
+def unavailable(message: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def redis_broker() -> Iterator[str]:
+    """A Redis database number of this session's own, emptied before and after."""
+    database = 9
+    url = f"{REDIS_URL}/{database}"
+    client = redis.Redis.from_url(url, socket_connect_timeout=3)
+    try:
+        client.flushdb()
+    except redis.RedisError as error:
+        unavailable(f"Redis is unreachable at {REDIS_URL}: {error}")
+    yield url
+    client.flushdb()
+    client.close()
+
+
+def settings_for(backend: str, request: pytest.FixtureRequest, workdir: Path) -> dict[str, str]:
+    if backend == "embedded":
+        return {"GRADSWEEP_DATABASE_URL": f"sqlite:///{workdir}/gradsweep.sqlite",
+                "GRADSWEEP_BROKER_URL": f"sqla+sqlite:///{workdir}/gradsweep-broker.sqlite"}
+    postgres: URL = request.getfixturevalue("postgres_database")
+    broker = request.getfixturevalue("redis_broker")
+    redis.Redis.from_url(broker).flushdb()  # no message left by another module's stack
+    schema_url = _own_schema(postgres)
+    return {"GRADSWEEP_DATABASE_URL": schema_url, "GRADSWEEP_BROKER_URL": broker}
+
+
+def _own_schema(postgres: URL) -> str:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    schema = f"it_{uuid.uuid4().hex[:10]}"
+    engine = create_engine(postgres, poolclass=NullPool)
+    with engine.begin() as connection:
+        connection.execute(text(f"CREATE SCHEMA {schema}"))
+    engine.dispose()
+    url = postgres.update_query_dict({"options": f"-csearch_path={schema}"})
+    return url.render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The API and a 2-process worker, on Redis + PostgreSQL or on the embedded defaults."""
+    workdir = tmp_path_factory.mktemp(request.param.replace("+", "_"))
+    running = Stack(settings_for(request.param, request, workdir), workdir)
+    running.backend = request.param
+    try:
+        running.migrate()
+        running.start_worker(concurrency=2)
+        running.start_api()
+        yield running
+    finally:
+        running.stop()

@@ -1,0 +1,92 @@
+"""The service as real processes: `gradsweep api` and `gradsweep worker`, as a user starts them."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def gradsweep(*args: str, env: dict[str, str], cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run a `gradsweep` command to completion."""
+    return subprocess.run([sys.executable, "-m", "service", *args], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+class Stack:
+    """An API process and any number of worker processes sharing one database and broker."""
+
+    def __init__(self, settings: dict[str, str], workdir: Path) -> None:
+        self.env = {**os.environ, **settings}
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env["GRADSWEEP_API_URL"] = self.url
+        self.processes: list[subprocess.Popen] = []
+        self.http = httpx.Client(base_url=self.url, timeout=30, headers=self._auth())
+
+    def _auth(self) -> dict[str, str]:
+        token = self.env.get("GRADSWEEP_API_TOKEN")
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    def migrate(self) -> None:
+        done = gradsweep("db", "upgrade", env=self.env, cwd=self.workdir)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    def start_api(self) -> None:
+        self._start("api", ["api", "--port", str(self.port)])
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if self.http.get("/healthz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"API not healthy; log:\n{self.log('api')}"
+            time.sleep(0.2)
+
+    def start_worker(self, concurrency: int = 2, name: str = "worker") -> subprocess.Popen:
+        return self._start(name, ["worker", f"--concurrency={concurrency}"])
+
+    def _start(self, name: str, args: list[str]) -> subprocess.Popen:
+        log = open(self.workdir / f"{name}.log", "ab")
+        process = subprocess.Popen([sys.executable, "-m", "service", *args], env=self.env, cwd=self.workdir,
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.processes.append(process)
+        return process
+
+    def log(self, name: str) -> str:
+        path = self.workdir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def wait_for_sweep(self, sweep_id: int, timeout: float = 120) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            sweep = self.http.get(f"/sweeps/{sweep_id}").json()
+            if sweep["status"] == "finished":
+                return sweep
+            assert time.monotonic() < deadline, f"sweep {sweep_id} unfinished: {sweep['counts']}\n{self.log('worker')}"
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, 9)
+                process.wait()
+        self.http.close()

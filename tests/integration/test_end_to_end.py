@@ -1,0 +1,122 @@
+"""The product as a user drives it: submit a sweep over HTTP, real workers train it, read and plot the results.
+
+Every test runs twice: on Redis + PostgreSQL, and on the embedded defaults
+(SQLite + the SQLite broker), each with a real `gradsweep worker` process.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import struct
+import time
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from engine.tasks.linear_regression import stability_limit, train
+
+SWEEP = {"name": "e2e", "learning_rates": [0.01, 0.05], "seeds": [0, 1], "epochs": 50}
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    return struct.unpack(">II", data[16:24])
+
+
+def loss_rows_per_run(stack, sweep_id: int) -> dict[int, int]:
+    engine = create_engine(stack.env["GRADSWEEP_DATABASE_URL"])
+    with engine.connect() as connection:
+        rows = connection.execute(text(
+            "SELECT runs.id, COUNT(losses.epoch) FROM runs LEFT JOIN losses ON losses.run_id = runs.id "
+            "WHERE runs.sweep_id = :sweep GROUP BY runs.id"), {"sweep": sweep_id}).all()
+    engine.dispose()
+    return dict(rows)
+
+
+def test_a_sweep_trains_every_run_and_stores_every_epoch(stack):
+    created = stack.http.post("/sweeps", json=SWEEP)
+    assert created.status_code == 201, created.text
+    sweep = stack.wait_for_sweep(created.json()["id"])
+
+    assert sweep["n_runs"] == 4
+    assert sweep["counts"]["succeeded"] == 4
+    assert loss_rows_per_run(stack, sweep["id"]) == {run["id"]: 50 for run in sweep["runs"]}
+    for run in sweep["runs"]:
+        assert run["status"] == "succeeded" and run["attempts"] == 1 and run["worker"]
+        stored = stack.http.get(f"/runs/{run['id']}").json()["losses"]
+        assert stored == train(run["learning_rate"], run["seed"], 50).losses  # bit for bit
+        assert run["final_loss"] == stored[-1] and run["best_loss"] == min(stored)
+
+
+def test_curves_come_back_as_json_and_csv(stack):
+    sweep = stack.wait_for_sweep(stack.http.post("/sweeps", json=SWEEP).json()["id"])
+    curves = stack.http.get(f"/sweeps/{sweep['id']}/losses").json()["runs"]
+    rows = list(csv.DictReader(io.StringIO(stack.http.get(f"/sweeps/{sweep['id']}/losses?format=csv").text)))
+    assert len(curves) == 4 and len(rows) == 4 * 50
+    for curve in curves:
+        from_csv = [float(r["loss"]) for r in rows if int(r["run_id"]) == curve["run_id"]]
+        assert from_csv == curve["losses"] == train(curve["learning_rate"], curve["seed"], 50).losses
+
+
+@pytest.mark.parametrize("kind", ["curves", "final"])
+def test_plots_are_images_of_sensible_size(stack, kind):
+    sweep = stack.wait_for_sweep(stack.http.post("/sweeps", json=SWEEP).json()["id"])
+    png = stack.http.get(f"/sweeps/{sweep['id']}/plot.png", params={"kind": kind})
+    assert png.headers["content-type"] == "image/png"
+    width, height = png_size(png.content)
+    assert width >= 600 and height >= 400
+    svg = stack.http.get(f"/sweeps/{sweep['id']}/plot.svg", params={"kind": kind})
+    assert svg.headers["content-type"].startswith("image/svg+xml") and b"<svg" in svg.content
+    compare = stack.http.get("/compare/plot.png", params={"sweeps": f"{sweep['id']},{sweep['id']}"})
+    assert png_size(compare.content)[0] >= 600
+
+
+def test_a_learning_rate_above_the_stability_limit_ends_diverged_with_finite_losses(stack):
+    too_fast = 1.5 * stability_limit()
+    created = stack.http.post("/sweeps", json={**SWEEP, "learning_rates": [too_fast], "epochs": 2000})
+    sweep = stack.wait_for_sweep(created.json()["id"])
+    run = sweep["runs"][0]
+    assert run["status"] == "diverged"
+    detail = stack.http.get(f"/runs/{run['id']}")
+    assert "NaN" not in detail.text and "Infinity" not in detail.text
+    losses = json.loads(detail.text)["losses"]
+    assert run["diverged_at"] == len(losses) < 2000
+    assert losses == train(too_fast, run["seed"], 2000).losses
+
+
+def _wait_until(predicate, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+    return value
+
+
+def test_cancel_stops_queued_and_running_runs_and_retry_redoes_them(stack):
+    # Six long runs on two worker processes: two run while four wait.
+    long_sweep = {**SWEEP, "learning_rates": [0.01, 0.02, 0.03], "epochs": 100_000}
+    sweep_id = stack.http.post("/sweeps", json=long_sweep).json()["id"]
+    _wait_until(lambda: stack.http.get(f"/sweeps/{sweep_id}").json()["counts"]["running"] >= 1)
+
+    cancelled = stack.http.post(f"/sweeps/{sweep_id}/cancel").json()
+    assert cancelled["status"] == "finished"
+
+    # The running runs notice at their next batch of losses, well before their 100,000 epochs.
+    time.sleep(2)
+    runs = stack.http.get(f"/sweeps/{sweep_id}").json()["runs"]
+    assert {run["status"] for run in runs} == {"cancelled"}
+    assert all(run["epochs_done"] < 100_000 for run in runs)
+    started = [run for run in runs if run["attempts"] == 1]
+    assert started, "no run had started before the cancel"
+    done_after_cancel = {run["id"]: run["epochs_done"] for run in runs}
+    time.sleep(1)
+    assert {r["id"]: r["epochs_done"] for r in stack.http.get(f"/sweeps/{sweep_id}").json()["runs"]} \
+        == done_after_cancel, "a cancelled run kept training"
+
+    retried = stack.http.post(f"/sweeps/{sweep_id}/retry").json()
+    assert retried["counts"]["queued"] == 6
+    sweep = stack.wait_for_sweep(sweep_id, timeout=240)
+    assert sweep["counts"]["succeeded"] == 6
+    assert loss_rows_per_run(stack, sweep_id) == {run["id"]: 100_000 for run in sweep["runs"]}

@@ -1,0 +1,51 @@
+"""The Celery app, and only that: broker, serialisation, delivery guarantees.
+
+Tasks live in `worker.tasks`. The API sends them by name (`TRAIN_RUN`), so it
+needs this module but never the training code.
+"""
+
+from celery import Celery
+
+import worker.embedded_broker  # noqa: F401  (registers the embedded broker's transport)
+from service.settings import get_settings
+
+TRAIN_RUN = "gradsweep.train_run"
+QUEUE = "gradsweep"
+# The time a run may take: generous for the seed's task in scalar mode (about 16 ms an epoch).
+SECONDS_PER_EPOCH = 0.02
+
+
+def make_celery() -> Celery:
+    settings = get_settings()
+    app = Celery("gradsweep", broker=settings.broker_url, include=["worker.tasks"])
+    soft_limit = 60 + settings.max_epochs * SECONDS_PER_EPOCH
+    app.conf.update(
+        # JSON only: a pickled message could run code in the worker.
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,  # results live in our database
+        task_default_queue=QUEUE,
+        # A message is acknowledged once its run is recorded, so a worker that dies
+        # mid-run leaves it to be delivered again; the task is idempotent, which
+        # makes that safe. Prefetch 1: a long run does not hold others back.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_soft_time_limit=soft_limit,
+        task_time_limit=soft_limit + 30,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options=_transport_options(settings.broker_url),
+        worker_hijack_root_logger=False,
+    )
+    return app
+
+
+def _transport_options(broker_url: str) -> dict:
+    if broker_url.startswith("sqla+sqlite"):
+        # kombu hands these to create_engine: wait for the file's lock rather than fail.
+        return {"connect_args": {"timeout": 30}}
+    return {}
+
+
+app = make_celery()
