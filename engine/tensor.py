@@ -9,17 +9,14 @@ passes through on its way into a child.
 
 from __future__ import annotations
 
-from itertools import count
-from operator import attrgetter
 from typing import Any, Callable, Union
 
 import numpy as np
 
+from engine.graph import creation_order, newest_first
+
 ArrayLike = Union["Tensor", np.ndarray, float, int]
 VJP = Callable[[np.ndarray], np.ndarray]
-
-# As in `Variable`: creation order is a topological order of the graph.
-_creation_order = count()
 
 
 class NoGradientError(TypeError):
@@ -30,12 +27,17 @@ class Tensor:
     __slots__ = ("val", "grad", "local_gradients", "name", "_order")
 
     def __init__(self, val: Any, name: str = "") -> None:
-        """A leaf to differentiate against (a parameter); its value is copied to float64."""
-        self.val = np.array(val, dtype=np.float64)
+        """A leaf to differentiate against (a parameter); its value is copied to float64.
+
+        A value of shape () is held as a numpy float64 scalar rather than a 0-d array:
+        numpy computes with those several times faster, and they behave alike.
+        """
+        val = np.array(val, dtype=np.float64)
+        self.val = val[()] if val.ndim == 0 else val
         self.grad: np.ndarray | None = None
         self.local_gradients: tuple[tuple[Tensor, VJP], ...] = ()
         self.name = name
-        self._order = next(_creation_order)
+        self._order = next(creation_order)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -108,7 +110,7 @@ class Tensor:
     def sum(self, axis: int | tuple[int, ...] | None = None) -> Tensor:
         shape = self.shape
         if axis is None:
-            return _result(np.asarray(self.val.sum()), self, lambda g: np.full(shape, g))
+            return _result(self.val.sum(), self, lambda g: np.full(shape, g))
         return _result(self.val.sum(axis=axis), self, lambda g: _spread(g, axis, shape))
 
     def mean(self, axis: int | tuple[int, ...] | None = None) -> Tensor:
@@ -116,7 +118,7 @@ class Tensor:
         # sum / n is what numpy's mean computes, without its slow Python wrapper.
         n = self.val.size if axis is None else int(np.prod([shape[i] for i in np.atleast_1d(axis)]))
         if axis is None:
-            return _result(np.asarray(self.val.sum() / n), self, lambda g: np.full(shape, g / n))
+            return _result(self.val.sum() / n, self, lambda g: np.full(shape, g / n))
         return _result(self.val.sum(axis=axis) / n, self, lambda g: _spread(g / n, axis, shape))
 
     # ---- composed operators ----
@@ -157,12 +159,11 @@ class Tensor:
         """Set `.grad` on every tensor this scalar depends on; afresh at each call."""
         if self.val.size != 1:
             raise ValueError(f"backward() needs a scalar output, got shape {self.shape}")
-        # Order the graph: newest first is a valid reverse topological order.
-        nodes = _reachable(self)
-        nodes.sort(key=_by_creation, reverse=True)
+        # Order the graph: every node reachable from self, newest first.
+        nodes = newest_first(self)
         for node in nodes:
             node.grad = None
-        self.grad = np.ones_like(self.val)
+        self.grad = np.ones(self.shape) if self.shape else np.float64(1.0)
         # Propagate, each gradient reduced to its child's shape on the way in.
         for node in nodes:
             grad = node.grad
@@ -189,7 +190,7 @@ def _result(val: Any, a: Any, a_vjp: VJP, b: Any = None, b_vjp: VJP | None = Non
     pairs = ((a, a_vjp),) if isinstance(a, Tensor) else ()
     out.local_gradients = pairs + ((b, b_vjp),) if isinstance(b, Tensor) else pairs
     out.name = ""
-    out._order = next(_creation_order)
+    out._order = next(creation_order)
     return out
 
 
@@ -217,26 +218,11 @@ def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     if grad.shape == shape:
         return grad
     if not shape:
-        return np.asarray(grad.sum())
+        return grad.sum()
     grad = grad.sum(axis=tuple(range(grad.ndim - len(shape))))
     kept = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
     if kept:
         grad = grad.sum(axis=kept, keepdims=True)
     if grad.shape != shape:
         raise RuntimeError(f"gradient of shape {grad.shape} does not fit a tensor of shape {shape}")
-    return np.asarray(grad)
-
-
-_by_creation = attrgetter("_order")
-
-
-def _reachable(root: Tensor) -> list[Tensor]:
-    """Every tensor `root` depends on, itself included; iterative, so depth is no limit."""
-    found = [root]
-    seen = {root}
-    for node in found:  # `found` grows while we walk it: a breadth-first search
-        for child, _ in node.local_gradients:
-            if child not in seen:
-                seen.add(child)
-                found.append(child)
-    return found
+    return grad

@@ -9,16 +9,11 @@ gradients; everything else is composed from the primitives.
 from __future__ import annotations
 
 import math
-from itertools import count
-from operator import attrgetter
 from typing import Union
 
+from engine.graph import creation_order, newest_first
+
 Number = Union[int, float]
-
-# Every Variable takes the next number at creation. A node is always created
-# after its children, so these numbers already order the graph topologically.
-_creation_order = count()
-
 
 class Variable:
     __slots__ = ("val", "local_gradients", "name", "grad", "_order")
@@ -28,7 +23,7 @@ class Variable:
         self.local_gradients = local_gradients
         self.name = ""
         self.grad = 0.0
-        self._order = next(_creation_order)
+        self._order = next(creation_order)
 
     @property
     def children(self) -> tuple[Variable, ...]:
@@ -121,12 +116,10 @@ class Variable:
         """Set `.grad` on every variable this one depends on, to d self / d it.
 
         Gradients are computed afresh at each call. No recursion, so a graph of a
-        million nodes is fine: the creation order is a topological order, so the
-        nodes are visited from the newest to the oldest.
+        million nodes is fine.
         """
         # Order the graph: every node reachable from self, newest first.
-        nodes = _reachable(self)
-        nodes.sort(key=_by_creation, reverse=True)
+        nodes = newest_first(self)
         for node in nodes:
             node.grad = 0.0
         self.grad = 1.0
@@ -137,25 +130,10 @@ class Variable:
                 child.grad += local_gradient * grad
 
 
-_by_creation = attrgetter("_order")
-
-
-def _reachable(root: Variable) -> list[Variable]:
-    """Every variable `root` depends on, itself included; iterative, so depth is no limit."""
-    found = [root]
-    seen = {root}
-    for node in found:  # `found` grows while we walk it: a breadth-first search
-        for child, _ in node.local_gradients:
-            if child not in seen:
-                seen.add(child)
-                found.append(child)
-    return found
-
-
 def to_dot(out: Variable) -> str:
     """Graphviz text of the graph behind `out`, labelled with names, values and gradients."""
     lines = ["digraph {", "  rankdir=LR;", '  node [shape=record, fontname="monospace"];']
-    for node in sorted(_reachable(out), key=_by_creation):
+    for node in reversed(newest_first(out)):
         label = f"{node.name or '·'} | val {node.val:.4g} | grad {node.grad:.4g}"
         label = label.replace('"', '\\"').replace("{", "\\{").replace("}", "\\}")
         lines.append(f'  n{node._order} [label="{label}"];')

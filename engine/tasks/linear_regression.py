@@ -26,7 +26,7 @@ MODES = ("scalar", "tensor")
 DIVERGENCE_FACTOR = 1e6
 
 OnEpoch = Callable[[int, float], "bool | None"]
-Params = list[np.ndarray]  # [W of shape (n_features, 1), b of shape ()]
+Params = list[np.ndarray]  # [W of shape (n_features, 1), b: a float64 scalar]
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def initial_parameters(seed: int, n_features: int) -> Params:
     """
     rng = np.random.default_rng(seed)
     W = rng.normal(0.0, 1.0 / math.sqrt(n_features), size=(n_features, 1))
-    return [W, np.zeros(())]
+    return [W, np.float64(0.0)]
 
 
 def train(
@@ -173,6 +173,6 @@ def _scalar_loss_and_grads(X: np.ndarray, y: np.ndarray) -> Callable[[Params], t
         loss = total / len(rows)
         loss.backward()
         grad_W = np.array([w.grad for w in W]).reshape(-1, 1)
-        return loss.val, [grad_W, np.array(b.grad)]
+        return loss.val, [grad_W, np.float64(b.grad)]
 
     return loss_and_grads
