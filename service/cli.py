@@ -22,7 +22,8 @@ from service.settings import get_settings
 app = typer.Typer(help="gradsweep: hyperparameter sweeps on a small reverse-mode autodiff engine.", no_args_is_help=True)
 db_app = typer.Typer(help="The results database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-console = Console()
+# Piped output is read by programs and people alike: keep tables whole rather than cut at 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 200)
 
 
 # ---- servers and database ----

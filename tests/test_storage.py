@@ -330,3 +330,21 @@ def test_sweep_losses_gives_every_run_its_curve_in_epoch_order(storage: Storage)
 def test_unknown_ids_raise_not_found(storage: Storage, call: Callable[[Storage], object]) -> None:
     with pytest.raises(NotFound):
         call(storage)
+
+
+def test_only_the_newest_attempt_writes_a_run(storage: Storage) -> None:
+    _, (run,) = storage.create_sweep("s", configs(1), ignore)
+    first = storage.start_run(run.id, "slow-worker")
+    assert storage.write_losses(run.id, 0, [3.0, 2.0], attempt=first.attempts)
+
+    # The task is delivered again while the first worker still trains (or is cancelled and retried).
+    second = storage.start_run(run.id, "fast-worker")
+    assert storage.write_losses(run.id, 0, [3.0], attempt=second.attempts)
+
+    assert storage.write_losses(run.id, 2, [1.0], attempt=first.attempts) is False  # told to stop
+    storage.finish_run(run.id, RunStatus.FAILED, error="late", attempt=first.attempts)  # ignored
+    assert storage.get_run(run.id).status == RunStatus.RUNNING
+    assert storage.run_losses(run.id).tolist() == [3.0]
+
+    storage.finish_run(run.id, RunStatus.SUCCEEDED, final_loss=3.0, attempt=second.attempts)
+    assert storage.get_run(run.id).status == RunStatus.SUCCEEDED

@@ -7,6 +7,7 @@ the run was cancelled, does no harm.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from functools import lru_cache
@@ -33,10 +34,14 @@ def storage() -> Storage:
 
 
 class LossWriter:
-    """Buffers a run's losses and writes them in batches; tells training to stop once the run is cancelled."""
+    """Buffers a run's losses and writes them in batches.
 
-    def __init__(self, run_id: int) -> None:
+    Tells training to stop once the run is cancelled, or taken over by a newer attempt.
+    """
+
+    def __init__(self, run_id: int, attempt: int) -> None:
         self.run_id = run_id
+        self.attempt = attempt
         self.pending: list[float] = []
         self.first_epoch = 0
         self.last_flush = time.monotonic()
@@ -50,7 +55,8 @@ class LossWriter:
 
     def flush(self) -> bool:
         if self.pending and not self.cancelled:
-            self.cancelled = not storage().write_losses(self.run_id, self.first_epoch, self.pending)
+            self.cancelled = not storage().write_losses(
+                self.run_id, self.first_epoch, self.pending, attempt=self.attempt)
             self.first_epoch += len(self.pending)
             self.pending = []
         self.last_flush = time.monotonic()
@@ -75,7 +81,8 @@ def _train(run_id: int, worker: str) -> str:
         return "unknown run"
     if run is None:
         return "nothing to do"
-    writer = LossWriter(run_id)
+    writer = LossWriter(run_id, run.attempts)
+    finish = functools.partial(storage().finish_run, run_id, attempt=run.attempts)
     config = run.config
     try:
         result = linear_regression.train(
@@ -86,15 +93,15 @@ def _train(run_id: int, worker: str) -> str:
     except DatabaseUnavailable:
         raise
     except SoftTimeLimitExceeded:
-        storage().finish_run(run_id, RunStatus.FAILED, error="the run took longer than the time limit")
+        finish(RunStatus.FAILED, error="the run took longer than the time limit")
         return RunStatus.FAILED
     except Exception as error:  # a bug or bad config must end the run, not loop it
         log.exception("run %s failed", run_id)
-        storage().finish_run(run_id, RunStatus.FAILED, error=f"{type(error).__name__}: {error}")
+        finish(RunStatus.FAILED, error=f"{type(error).__name__}: {error}")
         return RunStatus.FAILED
     if writer.cancelled:
         return RunStatus.CANCELLED
     status = RunStatus.DIVERGED if result.diverged else RunStatus.SUCCEEDED
     final_loss = result.losses[-1] if result.losses else None
-    storage().finish_run(run_id, status, final_loss=final_loss, diverged_at=result.diverged_at)
+    finish(status, final_loss=final_loss, diverged_at=result.diverged_at)
     return status

@@ -185,18 +185,22 @@ class Storage:
             run.final_loss = run.best_loss = run.diverged_at = run.error = None
             return _run(run)
 
-    def write_losses(self, run_id: int, first_epoch: int, values: Sequence[float]) -> bool:
-        """Stores the losses of epochs first_epoch, first_epoch + 1, ...; False once the run is cancelled: stop.
+    def write_losses(
+        self, run_id: int, first_epoch: int, values: Sequence[float], *, attempt: int | None = None
+    ) -> bool:
+        """Stores the losses of epochs first_epoch, first_epoch + 1, ...; False once the worker must stop.
 
         Writing an epoch again replaces its value, so a redelivered task never
-        duplicates a curve. A cancelled run takes no more losses. The values must
+        duplicates a curve. A cancelled run takes no more losses, and neither does
+        an `attempt` (the number `start_run` gave its worker) that a newer attempt
+        has taken over: one attempt at a time writes a run. The values must
         be finite: a loss that blew up is recorded as the run's `diverged_at`.
         """
         values = [float(value) for value in values]
         _check_finite(values)
         with self._session(write=True) as session:
             run = _require_run(session, run_id, for_update=True)
-            if run.status == RunStatus.CANCELLED:
+            if run.status == RunStatus.CANCELLED or not _owns(run, attempt):
                 return False
             if values:
                 insert = postgresql.insert(_LOSSES) if self._is_postgresql else sqlite.insert(_LOSSES)
@@ -219,10 +223,12 @@ class Storage:
         final_loss: float | None = None,
         diverged_at: int | None = None,
         error: str | None = None,
+        attempt: int | None = None,
     ) -> None:
         """Records how the run ended. A cancelled run stays as it is: the user's cancel wins over the worker's report.
 
-        So a worker that finishes just after a cancel never turns the run back into succeeded.
+        So a worker that finishes just after a cancel never turns the run back into
+        succeeded; nor does an `attempt` that a newer attempt has taken over.
         """
         status = RunStatus(status)
         if not status.is_finished:
@@ -231,7 +237,7 @@ class Storage:
             _check_finite([final_loss])
         with self._session(write=True) as session:
             run = _require_run(session, run_id, for_update=True)
-            if run.status == RunStatus.CANCELLED:
+            if run.status == RunStatus.CANCELLED or not _owns(run, attempt):
                 return
             run.status = status.value
             run.finished_at = _now()
@@ -312,6 +318,11 @@ def _translated_errors() -> Iterator[None]:
         raise DatabaseUnavailable(str(exc.orig)) from exc
     except DBAPIError as exc:
         raise StorageError(str(exc.orig)) from exc
+
+
+def _owns(run: RunRow, attempt: int | None) -> bool:
+    """Whether `attempt` is the run's current attempt and still running it (None: the caller is not a worker)."""
+    return attempt is None or (run.attempts == attempt and run.status == RunStatus.RUNNING)
 
 
 def _now() -> datetime:

@@ -1,0 +1,39 @@
+"""The `gradsweep` client commands against the running service, as a user types them."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+
+from tests.integration.stack import gradsweep
+from tests.integration.test_end_to_end import png_size
+
+
+def test_submit_wait_status_curves_and_plot(stack, tmp_path):
+    submitted = gradsweep("submit", "--lr", "1e-2,5e-2", "--seeds", "0-1", "--epochs", "50",
+                          "--optimizer", "sgd,adam", "--name", "from the cli", "--wait",
+                          env=stack.env, cwd=tmp_path, timeout=120)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    sweep_id = int(re.search(r"sweep (\d+): 8 runs queued", submitted.stdout).group(1))
+    assert "8 succeeded" in submitted.stdout
+
+    status = gradsweep("status", str(sweep_id), env=stack.env, cwd=tmp_path)
+    assert status.returncode == 0 and "from the cli" in status.stdout
+    assert status.stdout.count("succeeded") >= 8
+
+    curves = gradsweep("curves", str(sweep_id), "--csv", env=stack.env, cwd=tmp_path)
+    rows = list(csv.DictReader(io.StringIO(curves.stdout)))
+    assert len(rows) == 8 * 50 and {r["optimizer"] for r in rows} == {"sgd", "adam"}
+
+    for kind in ("curves", "final"):
+        out = tmp_path / f"{kind}.png"
+        plotted = gradsweep("plot", str(sweep_id), "-o", str(out), "--kind", kind, env=stack.env, cwd=tmp_path)
+        assert plotted.returncode == 0, plotted.stdout
+        assert png_size(out.read_bytes())[0] >= 600
+
+
+def test_bad_input_from_the_cli_names_the_field(stack, tmp_path):
+    refused = gradsweep("submit", "--lr", "0.01,-1", "--epochs", "10", env=stack.env, cwd=tmp_path)
+    assert refused.returncode == 1
+    assert "learning_rates" in refused.stdout and "greater than 0" in refused.stdout
