@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import URL, create_engine, make_url, text
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.pool import NullPool
 
 from service.storage import Storage
 from service.storage.engine import database_url
+from tests.postgres import new_schema
 
 POSTGRES_URL = os.environ.get("GRADSWEEP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -45,13 +45,7 @@ def postgres_database() -> Iterator[URL]:
 
 @pytest.fixture
 def postgres_schema(postgres_database: URL) -> URL:
-    """A URL whose connections see only a new, empty schema: a fresh database per test, cheaply."""
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-    engine = create_engine(postgres_database, poolclass=NullPool)
-    with engine.begin() as connection:
-        connection.execute(text(f"CREATE SCHEMA {schema}"))
-    engine.dispose()
-    return postgres_database.update_query_dict({"options": f"-csearch_path={schema}"})
+    return new_schema(postgres_database)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

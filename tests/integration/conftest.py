@@ -6,7 +6,6 @@ A test whose service is missing fails under CI (CI=true) and is skipped elsewher
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 import redis
 from sqlalchemy import URL
 
+from tests.postgres import new_schema
 from tests.integration.stack import Stack
 
 REDIS_URL = os.environ.get("GRADSWEEP_TEST_REDIS_URL", "redis://127.0.0.1:6379")
@@ -28,8 +28,11 @@ def unavailable(message: str) -> None:
 
 @pytest.fixture(scope="session")
 def redis_broker() -> Iterator[str]:
-    """A Redis database number of this session's own, emptied before and after."""
-    database = 9
+    """A Redis database number of this session's own, emptied before and after.
+
+    GRADSWEEP_TEST_REDIS_DB picks another, so that two test sessions can share one server.
+    """
+    database = int(os.environ.get("GRADSWEEP_TEST_REDIS_DB", "9"))
     url = f"{REDIS_URL}/{database}"
     client = redis.Redis.from_url(url, socket_connect_timeout=3)
     try:
@@ -48,21 +51,8 @@ def settings_for(backend: str, request: pytest.FixtureRequest, workdir: Path) ->
     postgres: URL = request.getfixturevalue("postgres_database")
     broker = request.getfixturevalue("redis_broker")
     redis.Redis.from_url(broker).flushdb()  # no message left by another module's stack
-    schema_url = _own_schema(postgres)
-    return {"GRADSWEEP_DATABASE_URL": schema_url, "GRADSWEEP_BROKER_URL": broker}
-
-
-def _own_schema(postgres: URL) -> str:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.pool import NullPool
-
-    schema = f"it_{uuid.uuid4().hex[:10]}"
-    engine = create_engine(postgres, poolclass=NullPool)
-    with engine.begin() as connection:
-        connection.execute(text(f"CREATE SCHEMA {schema}"))
-    engine.dispose()
-    url = postgres.update_query_dict({"options": f"-csearch_path={schema}"})
-    return url.render_as_string(hide_password=False)
+    database = new_schema(postgres).render_as_string(hide_password=False)
+    return {"GRADSWEEP_DATABASE_URL": database, "GRADSWEEP_BROKER_URL": broker}
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
