@@ -25,6 +25,15 @@ class Settings(BaseSettings):
 
     worker_concurrency: int | None = Field(None, ge=1)
 
+    # A running run whose worker has written nothing for this long is taken back and
+    # queued again (workers write at least every 0.5 s), up to max_attempts attempts.
+    run_lease_seconds: float = Field(10.0, gt=0)
+    max_attempts: int = Field(3, ge=1)
+
+    max_request_bytes: int = Field(1_048_576, ge=1024)
+    # Origins allowed to call the API from a browser page of their own; none by default.
+    cors_origins: list[str] = []
+
 
 @lru_cache
 def get_settings() -> Settings:
