@@ -4,7 +4,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
-from datetime import UTC
+from datetime import UTC, timedelta
 
 import numpy as np
 import pytest
@@ -348,3 +348,46 @@ def test_only_the_newest_attempt_writes_a_run(storage: Storage) -> None:
 
     storage.finish_run(run.id, RunStatus.SUCCEEDED, final_loss=3.0, attempt=second.attempts)
     assert storage.get_run(run.id).status == RunStatus.SUCCEEDED
+
+
+def test_a_duplicate_message_does_not_restart_a_run_whose_worker_is_alive(storage: Storage) -> None:
+    _, (run,) = storage.create_sweep("s", configs(1), ignore)
+    storage.start_run(run.id, "alive", lease=timedelta(seconds=30))
+
+    assert storage.start_run(run.id, "duplicate", lease=timedelta(seconds=30)) is None
+    assert storage.get_run(run.id).attempts == 1
+
+
+def test_runs_whose_worker_went_quiet_are_requeued_then_failed_after_max_attempts(storage: Storage) -> None:
+    _, (quiet, poison, busy) = storage.create_sweep("s", configs(3), ignore)
+    for _ in range(3):
+        storage.start_run(poison.id, "dies every time")  # three attempts already
+    storage.start_run(quiet.id, "vanished")
+    time.sleep(0.6)
+    storage.start_run(busy.id, "alive")
+
+    enqueued: list[int] = []
+    requeued, failed = storage.requeue_stale_runs(timedelta(seconds=0.5), 3, enqueued.extend)
+
+    assert requeued == enqueued == [quiet.id] and failed == [poison.id]
+    assert storage.get_run(quiet.id).status == RunStatus.QUEUED
+    assert storage.get_run(busy.id).status == RunStatus.RUNNING
+    failed_run = storage.get_run(poison.id)
+    assert failed_run.status == RunStatus.FAILED and "3 attempts" in failed_run.error
+    # The requeued run starts again as attempt 2; its old worker, if it wakes up, is fenced out.
+    assert storage.start_run(quiet.id, "new", lease=timedelta(seconds=30)).attempts == 2
+    assert storage.write_losses(quiet.id, 0, [1.0], attempt=1) is False
+
+
+def test_runs_queued_for_too_long_are_enqueued_again(storage: Storage) -> None:
+    _, (waiting, started) = storage.create_sweep("old", configs(2), ignore)
+    storage.start_run(started.id, "w")  # running runs are requeue_stale_runs' business
+    time.sleep(0.6)
+    _, (fresh,) = storage.create_sweep("new", configs(1), ignore)
+
+    enqueued: list[int] = []
+    again = storage.requeue_unclaimed_runs(timedelta(seconds=0.5), enqueued.extend)
+
+    assert again == enqueued == [waiting.id]
+    assert storage.requeue_unclaimed_runs(timedelta(seconds=0.5), enqueued.extend) == []  # its clock restarted
+    assert storage.get_run(waiting.id).status == RunStatus.QUEUED

@@ -1,6 +1,6 @@
 """The Celery app, and only that: broker, serialisation, delivery guarantees.
 
-Tasks live in `worker.tasks`. The API sends them by name (`TRAIN_RUN`), so it
+Tasks live in `worker.tasks`, the stale-run reaper in `worker.reaper`. The API sends them by name (`TRAIN_RUN`), so it
 needs this module but never the training code.
 """
 
@@ -17,7 +17,7 @@ SECONDS_PER_EPOCH = 0.02
 
 def make_celery() -> Celery:
     settings = get_settings()
-    app = Celery("gradsweep", broker=settings.broker_url, include=["worker.tasks"])
+    app = Celery("gradsweep", broker=settings.broker_url, include=["worker.tasks", "worker.reaper"])
     soft_limit = 60 + settings.max_epochs * SECONDS_PER_EPOCH
     app.conf.update(
         # JSON only: a pickled message could run code in the worker.
@@ -32,6 +32,9 @@ def make_celery() -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # Celery waits this long for a dead pool process's result before it gives up on the
+        # job (10 s by default), holding the job's prefetch slot; our results are in the database.
+        worker_lost_wait=1.0,
         task_soft_time_limit=soft_limit,
         task_time_limit=soft_limit + 30,
         broker_connection_retry_on_startup=True,

@@ -2,15 +2,19 @@
 
 It takes the run's id, not its config: the database says what to train and
 whether there is anything left to do, so a message delivered twice, or after
-the run was cancelled, does no harm.
+the run was cancelled, does no harm. Only the attempt that `start_run` numbered
+may write the run, so a worker that was given up for dead cannot write it twice.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
+import os
 import time
+from collections.abc import Callable
+from datetime import timedelta
 from functools import lru_cache
+from typing import TypeVar
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
@@ -22,15 +26,34 @@ from worker.app import TRAIN_RUN, app
 
 log = logging.getLogger(__name__)
 
-# Losses are written at least this often, so progress shows while a run trains.
+# Losses are written at least this often, so progress shows (and the run's lease is renewed) while it trains.
 FLUSH_SECONDS = 0.5
 FLUSH_EPOCHS = 10_000
+# How long a worker waits for a database that went away before it gives the run up to the reaper.
+DATABASE_PATIENCE_SECONDS = 60.0
+
+T = TypeVar("T")
 
 
 @lru_cache
 def storage() -> Storage:
     """One Storage per worker process, made after the fork so no connection is shared."""
     return Storage(get_settings().database_url)
+
+
+def patiently(call: Callable[[], T]) -> T:
+    """`call()`, retried with backoff while the database is unavailable (a restart, a dropped connection)."""
+    deadline = time.monotonic() + DATABASE_PATIENCE_SECONDS
+    delay = 0.1
+    while True:
+        try:
+            return call()
+        except DatabaseUnavailable as error:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("database unavailable (%s); retrying in %.1f s", error, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 class LossWriter:
@@ -45,7 +68,7 @@ class LossWriter:
         self.pending: list[float] = []
         self.first_epoch = 0
         self.last_flush = time.monotonic()
-        self.cancelled = False
+        self.stopped = False
 
     def on_epoch(self, epoch: int, loss: float) -> bool:
         self.pending.append(loss)
@@ -54,35 +77,36 @@ class LossWriter:
         return True
 
     def flush(self) -> bool:
-        if self.pending and not self.cancelled:
-            self.cancelled = not storage().write_losses(
-                self.run_id, self.first_epoch, self.pending, attempt=self.attempt)
-            self.first_epoch += len(self.pending)
+        if self.pending and not self.stopped:
+            first, values = self.first_epoch, self.pending
+            kept = patiently(lambda: storage().write_losses(self.run_id, first, values, attempt=self.attempt))
+            self.stopped = not kept
+            self.first_epoch += len(values)
             self.pending = []
         self.last_flush = time.monotonic()
-        return not self.cancelled
+        return not self.stopped
 
 
-@app.task(name=TRAIN_RUN, bind=True, max_retries=5)
+@app.task(name=TRAIN_RUN, bind=True)
 def train_run(self: Task, run_id: int) -> str:
     """Train run `run_id`; returns how it ended (for the worker's log)."""
-    try:
-        return _train(run_id, worker=self.request.hostname or "unknown")
-    except DatabaseUnavailable as error:
-        # The database went away: try the whole run again later, from epoch 0.
-        log.warning("run %s: database unavailable (%s); retrying", run_id, error)
-        raise self.retry(exc=error, countdown=min(2 ** self.request.retries, 30))
+    return _train(run_id, worker=f"{self.request.hostname or 'worker'} pid {os.getpid()}")
 
 
 def _train(run_id: int, worker: str) -> str:
+    lease = timedelta(seconds=get_settings().run_lease_seconds)
     try:
-        run = storage().start_run(run_id, worker)
+        run = patiently(lambda: storage().start_run(run_id, worker, lease=lease))
     except NotFound:
         return "unknown run"
     if run is None:
         return "nothing to do"
     writer = LossWriter(run_id, run.attempts)
-    finish = functools.partial(storage().finish_run, run_id, attempt=run.attempts)
+
+    def finish(status: RunStatus, **outcome: object) -> str:
+        patiently(lambda: storage().finish_run(run_id, status, attempt=run.attempts, **outcome))
+        return status
+
     config = run.config
     try:
         result = linear_regression.train(
@@ -91,17 +115,14 @@ def _train(run_id: int, worker: str) -> str:
         )
         writer.flush()
     except DatabaseUnavailable:
-        raise
+        raise  # gone for longer than our patience: the run stays running until the reaper takes it back
     except SoftTimeLimitExceeded:
-        finish(RunStatus.FAILED, error="the run took longer than the time limit")
-        return RunStatus.FAILED
-    except Exception as error:  # a bug or bad config must end the run, not loop it
+        return finish(RunStatus.FAILED, error="the run took longer than the time limit")
+    except Exception as error:  # a bug or a bad config must end the run, not loop it
         log.exception("run %s failed", run_id)
-        finish(RunStatus.FAILED, error=f"{type(error).__name__}: {error}")
-        return RunStatus.FAILED
-    if writer.cancelled:
-        return RunStatus.CANCELLED
+        return finish(RunStatus.FAILED, error=f"{type(error).__name__}: {error}")
+    if writer.stopped:
+        return "stopped: cancelled or taken over"
     status = RunStatus.DIVERGED if result.diverged else RunStatus.SUCCEEDED
     final_loss = result.losses[-1] if result.losses else None
-    finish(status, final_loss=final_loss, diverged_at=result.diverged_at)
-    return status
+    return finish(status, final_loss=final_loss, diverged_at=result.diverged_at)

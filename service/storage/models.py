@@ -66,6 +66,8 @@ class RunRow(Base):
     __tablename__ = "runs"
     __table_args__ = (
         Index(None, "sweep_id", "status"),  # also serves lookups by sweep_id alone
+        Index(None, "status", "heartbeat_at"),  # finds running runs whose worker went quiet
+        Index(None, "status", "queued_at"),  # finds queued runs whose message was lost
         CheckConstraint(f"status IN ({', '.join(repr(s.value) for s in RunStatus)})", name="status"),
     )
 
@@ -88,6 +90,7 @@ class RunRow(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # when last put on the queue
     epochs_done: Mapped[int] = mapped_column(Integer, server_default="0")
     final_loss: Mapped[float | None] = mapped_column(Double)
     best_loss: Mapped[float | None] = mapped_column(Double)

@@ -3,7 +3,7 @@
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from itertools import chain
 from pathlib import Path
 from typing import Any, cast
@@ -108,7 +108,7 @@ class Storage:
             # One executemany rather than one ORM object per run. Reading the runs back is
             # faster than INSERT ... RETURNING, whose long statements psycopg parses slowly;
             # ids ascend in insertion order, so they come back in the order of `configs`.
-            queued = {"sweep_id": sweep.id, "status": RunStatus.QUEUED.value, "created_at": now}
+            queued = {"sweep_id": sweep.id, "status": RunStatus.QUEUED.value, "created_at": now, "queued_at": now}
             session.execute(insert(_RUNS), [{**_config_values(config), **queued} for config in configs])
             runs = _runs_of(session, sweep.id)
             created = _sweeps(session, SweepRow.id == sweep.id)[0]
@@ -146,7 +146,7 @@ class Storage:
             run_ids = session.scalars(
                 update(RunRow)
                 .where(RunRow.sweep_id == sweep_id, RunRow.status.in_([RunStatus.FAILED, RunStatus.CANCELLED]))
-                .values(status=RunStatus.QUEUED.value, finished_at=None, error=None)
+                .values(status=RunStatus.QUEUED.value, finished_at=None, error=None, queued_at=_now())
                 .returning(RunRow.id)
             ).all()
             run_ids = sorted(run_ids)
@@ -165,17 +165,20 @@ class Storage:
         with self._session() as session:
             return _run(_require_run(session, run_id))
 
-    def start_run(self, run_id: int, worker: str) -> Run | None:
-        """Marks the run running for a new attempt, from epoch 0; None if it has finished, so there is nothing to do.
+    def start_run(self, run_id: int, worker: str, *, lease: timedelta | None = None) -> Run | None:
+        """Marks the run running for a new attempt, from epoch 0; None if there is nothing to do.
 
+        Nothing to do: the run has finished, or (with `lease`) another attempt is
+        running it and has written within the lease, so this message is a duplicate.
+        A running run whose worker went quiet is `requeue_stale_runs`'s to take back.
         The losses of earlier attempts are deleted: a redone run writes its curve afresh.
         """
         with self._session(write=True) as session:
             run = self._find_new_run(session, run_id)
-            if RunStatus(run.status).is_finished:
+            now = _now()
+            if RunStatus(run.status).is_finished or (lease is not None and _holds_lease(run, now - lease)):
                 return None
             session.execute(delete(LossRow).where(LossRow.run_id == run_id))
-            now = _now()
             run.status = RunStatus.RUNNING.value
             run.attempts += 1
             run.worker = worker
@@ -184,6 +187,63 @@ class Storage:
             run.epochs_done = 0
             run.final_loss = run.best_loss = run.diverged_at = run.error = None
             return _run(run)
+
+    def requeue_stale_runs(self, lease: timedelta, max_attempts: int, enqueue: Enqueue) -> tuple[list[int], list[int]]:
+        """Takes back running runs whose worker has not written within `lease`: its worker is gone.
+
+        Each is queued again and enqueued, or, once it has had `max_attempts`
+        attempts (a run that kills its worker every time), marked failed. Returns
+        (requeued ids, failed ids). Several workers may call this at once: each
+        stale run is taken back by one of them.
+        """
+        with self._session(write=True) as session:
+            now = _now()
+            stale = session.scalars(
+                select(RunRow)
+                .where(RunRow.status == RunStatus.RUNNING, RunRow.heartbeat_at < now - lease)
+                .order_by(RunRow.id)
+                .with_for_update(skip_locked=True)
+            ).all()
+            requeued, failed = [], []
+            for run in stale:
+                if run.attempts >= max_attempts:
+                    run.status, run.finished_at = RunStatus.FAILED.value, now
+                    run.error = (f"its worker stopped responding during each of {run.attempts} attempts "
+                                 f"(killed, or out of memory?); not retried again")
+                    failed.append(run.id)
+                else:
+                    run.status, run.queued_at = RunStatus.QUEUED.value, now
+                    requeued.append(run.id)
+            session.flush()
+            if requeued:
+                enqueue(requeued)
+            return requeued, failed
+
+    def requeue_unclaimed_runs(self, older_than: timedelta, enqueue: Enqueue, limit: int = 1000) -> list[int]:
+        """Enqueues again runs queued for longer than `older_than`; returns their ids.
+
+        For a caller that knows the broker's queue is empty, so that such a run's
+        message is lost (a worker killed with it in hand) rather than waiting its
+        turn. If the message was only late, the run now has two: the second finds
+        it taken or done and does nothing.
+        """
+        with self._session(write=True) as session:
+            now = _now()
+            run_ids = session.scalars(
+                update(RunRow)
+                .where(RunRow.id.in_(
+                    select(RunRow.id)
+                    .where(RunRow.status == RunStatus.QUEUED, RunRow.queued_at < now - older_than)
+                    .order_by(RunRow.id).limit(limit)
+                    .scalar_subquery()
+                ))
+                .values(queued_at=now)
+                .returning(RunRow.id)
+            ).all()
+            run_ids = sorted(run_ids)
+            if run_ids:
+                enqueue(run_ids)
+            return run_ids
 
     def write_losses(
         self, run_id: int, first_epoch: int, values: Sequence[float], *, attempt: int | None = None
@@ -318,6 +378,10 @@ def _translated_errors() -> Iterator[None]:
         raise DatabaseUnavailable(str(exc.orig)) from exc
     except DBAPIError as exc:
         raise StorageError(str(exc.orig)) from exc
+
+
+def _holds_lease(run: RunRow, since: datetime) -> bool:
+    return run.status == RunStatus.RUNNING and run.heartbeat_at is not None and run.heartbeat_at >= since
 
 
 def _owns(run: RunRow, attempt: int | None) -> bool:

@@ -68,3 +68,13 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         yield running
     finally:
         running.stop()
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The reliability figures the fault tests measured, for the README's table."""
+    from tests.integration.faults import FIGURES
+
+    if FIGURES:
+        terminalreporter.section("reliability figures")
+        for figure, value in sorted(FIGURES.items()):
+            terminalreporter.write_line(f"{figure}: {value}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -34,6 +35,7 @@ class Stack:
         self.url = f"http://127.0.0.1:{self.port}"
         self.env["GRADSWEEP_API_URL"] = self.url
         self.processes: list[subprocess.Popen] = []
+        self.named: dict[str, subprocess.Popen] = {}
         self.http = httpx.Client(base_url=self.url, timeout=30, headers=self._auth())
 
     def _auth(self) -> dict[str, str]:
@@ -65,7 +67,13 @@ class Stack:
         process = subprocess.Popen([sys.executable, "-m", "service", *args], env=self.env, cwd=self.workdir,
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.processes.append(process)
+        self.named[name] = process
         return process
+
+    def kill_all_of(self, name: str) -> None:
+        """SIGKILL a process and every process it started (its session): a machine losing power, for it."""
+        os.killpg(self.named[name].pid, signal.SIGKILL)
+        self.named[name].wait()
 
     def log(self, name: str) -> str:
         path = self.workdir / f"{name}.log"
@@ -88,6 +96,6 @@ class Stack:
             try:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, 9)
+                os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
         self.http.close()

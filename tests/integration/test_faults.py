@@ -1,0 +1,231 @@
+"""Faults injected for real: nothing lost, nothing doubled, nothing left `running`.
+
+Workers are SIGKILLed mid-run, a Redis of the test's own is stopped and started,
+PostgreSQL connections are terminated and cut, a poison run kills every worker
+that takes it, and a pickled message is put on the queue. Each test ends by
+checking every run against an uninterrupted training of the same config.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import create_engine, make_url, text
+
+from engine.tasks.linear_regression import train
+from tests.integration.conftest import settings_for
+from tests.integration.faults import RedisServer, TcpProxy, count, kill, pid_of
+from tests.integration.stack import Stack, free_port
+from worker.app import TRAIN_RUN
+
+LEASE = 3.0  # GRADSWEEP_RUN_LEASE_SECONDS for these tests: a vanished worker's run is taken back within ~4 s
+FAULT_SETTINGS = {"GRADSWEEP_RUN_LEASE_SECONDS": str(LEASE), "GRADSWEEP_MAX_ATTEMPTS": "3"}
+
+
+def started(stack: Stack, workers: int = 1, concurrency: int = 2) -> Stack:
+    stack.env.update(FAULT_SETTINGS)
+    stack.migrate()
+    for i in range(workers):
+        stack.start_worker(concurrency=concurrency, name=f"worker{i}")
+    stack.start_api()
+    return stack
+
+
+@pytest.fixture(params=["redis+postgresql", "embedded"])
+def stack(request: pytest.FixtureRequest, tmp_path: Path):
+    running = Stack(settings_for(request.param, request, tmp_path), tmp_path)
+    running.backend = request.param
+    yield running
+    running.stop()
+
+
+def submit(stack: Stack, **sweep) -> int:
+    body = {"name": "faults", "learning_rates": [0.01], "seeds": [0], "epochs": 20_000} | sweep
+    response = stack.http.post("/sweeps", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def runs_of(stack: Stack, sweep_id: int) -> list[dict]:
+    return stack.http.get(f"/sweeps/{sweep_id}").json()["runs"]
+
+
+def wait_for(predicate, timeout: float = 60.0, message: str = "timed out"):
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, message
+        time.sleep(0.05)
+    return value
+
+
+def assert_every_run_complete_and_exact(stack: Stack, sweep_id: int) -> dict:
+    """Every run succeeded, with one loss row per epoch, equal bit for bit to an uninterrupted run."""
+    sweep = stack.wait_for_sweep(sweep_id, timeout=240)
+    assert sweep["counts"]["succeeded"] == sweep["n_runs"], sweep["counts"]
+    engine = create_engine(stack.env["GRADSWEEP_DATABASE_URL"])
+    with engine.connect() as connection:
+        rows = dict(connection.execute(text(
+            "SELECT run_id, COUNT(*) - COUNT(DISTINCT epoch) FROM losses WHERE run_id IN "
+            "(SELECT id FROM runs WHERE sweep_id = :sweep) GROUP BY run_id"), {"sweep": sweep_id}).all())
+    engine.dispose()
+    assert set(rows.values()) == {0}, "duplicated (run, epoch) rows"
+    for run in sweep["runs"]:
+        losses = stack.http.get(f"/runs/{run['id']}").json()["losses"]
+        assert losses == train(run["learning_rate"], run["seed"], run["epochs"]).losses
+    count("runs checked after faults", sweep["n_runs"])
+    return sweep
+
+
+def test_a_worker_process_killed_mid_run_is_redone_to_the_same_curve(stack):
+    started(stack)
+    sweep_id = submit(stack, epochs=100_000)
+    run = wait_for(lambda: next((r for r in runs_of(stack, sweep_id) if r["epochs_done"] > 0), None))
+    assert kill(pid_of(run))
+    count("worker processes killed mid-run")
+
+    sweep = assert_every_run_complete_and_exact(stack, sweep_id)
+    assert sweep["runs"][0]["attempts"] == 2
+
+
+def interrupted_attempts(runs: list[dict]) -> int:
+    """Attempts that did not end the run: each is a kill that hit a run mid-way."""
+    return sum(run["attempts"] - 1 for run in runs if run["attempts"] > 0)
+
+
+def test_ten_kills_at_random_moments_lose_and_double_nothing(stack):
+    stack.env["GRADSWEEP_MAX_ATTEMPTS"] = "5"
+    started(stack)
+    sweep_id = submit(stack, learning_rates=[0.005, 0.01, 0.02, 0.04], seeds=[0, 1, 2], epochs=40_000)
+    rng = random.Random(7)
+    while interrupted_attempts(runs := runs_of(stack, sweep_id)) < 10:
+        assert stack.http.get(f"/sweeps/{sweep_id}").json()["status"] != "finished", "finished before ten kills"
+        running = [r for r in runs if r["status"] == "running" and r["epochs_done"] > 0 and r["attempts"] < 3]
+        if running:
+            kill(pid_of(rng.choice(running)))
+        time.sleep(rng.uniform(0.3, 1.0))
+
+    sweep = assert_every_run_complete_and_exact(stack, sweep_id)
+    kills = interrupted_attempts(sweep["runs"])
+    assert kills >= 10 and sweep["counts"]["running"] == 0
+    count("worker processes killed mid-run", kills)
+
+
+def test_a_run_whose_whole_worker_vanished_is_taken_back_within_the_lease(stack):
+    started(stack)
+    sweep_id = submit(stack, epochs=100_000)
+    wait_for(lambda: runs_of(stack, sweep_id)[0]["epochs_done"] > 0)
+    stack.kill_all_of("worker0")  # the whole worker: its main process and its pool
+    killed_at = time.monotonic()
+    count("whole workers killed mid-run")
+
+    stack.start_worker(concurrency=2, name="replacement")
+    wait_for(lambda: runs_of(stack, sweep_id)[0]["attempts"] == 2, timeout=60)
+    taken_back = time.monotonic() - killed_at
+    assert taken_back < LEASE + 10  # lease, a reaper pass, and the new worker's start
+    assert_every_run_complete_and_exact(stack, sweep_id)
+
+
+def test_a_poison_run_fails_after_max_attempts_and_the_worker_goes_on(stack):
+    started(stack)
+    poison = submit(stack, epochs=100_000)
+    attempts_killed = set()
+    while len(attempts_killed) < 3:
+        run = runs_of(stack, poison)[0]
+        if run["status"] == "running" and run["attempts"] not in attempts_killed and run["epochs_done"] > 0:
+            kill(pid_of(run))
+            attempts_killed.add(run["attempts"])
+        assert run["status"] != "succeeded", "the poison run outlived its kills"
+        time.sleep(0.05)
+
+    run = wait_for(lambda: (r := runs_of(stack, poison)[0])["status"] == "failed" and r, timeout=60)
+    assert run["attempts"] == 3 and "3 attempts" in run["error"]
+    count("poison runs failed after max attempts")
+
+    healthy = submit(stack, epochs=500)
+    assert_every_run_complete_and_exact(stack, healthy)
+
+
+def test_the_broker_restarting_loses_no_queued_run(request, tmp_path):
+    own_redis = RedisServer(tmp_path, free_port())
+    own_redis.start()
+    settings = settings_for("redis+postgresql", request, tmp_path) | {"GRADSWEEP_BROKER_URL": own_redis.url}
+    stack = started(Stack(settings, tmp_path))
+    try:
+        sweep_id = submit(stack, learning_rates=[0.005, 0.01, 0.02, 0.04, 0.06], seeds=[0, 1, 2, 3], epochs=20_000)
+        for restart in range(2):
+            wait_for(lambda: stack.http.get(f"/sweeps/{sweep_id}").json()["counts"]["queued"] > 0
+                     and any(r["status"] == "succeeded" for r in runs_of(stack, sweep_id)))
+            own_redis.stop()
+            refused = stack.http.post("/sweeps", json={"name": "while down", "learning_rates": [0.01],
+                                                       "seeds": [0], "epochs": 10})
+            assert refused.status_code == 503 and "broker" in refused.json()["detail"]
+            assert [s["name"] for s in stack.http.get("/sweeps").json()] == ["faults"]
+            time.sleep(1)
+            own_redis.start()
+            count("broker restarts survived")
+        assert_every_run_complete_and_exact(stack, sweep_id)
+    finally:
+        stack.stop()
+        own_redis.stop()
+
+
+def test_terminated_and_cut_database_connections_are_survived(request, tmp_path):
+    settings = settings_for("redis+postgresql", request, tmp_path)
+    url = make_url(settings["GRADSWEEP_DATABASE_URL"])
+    proxy = TcpProxy(url.port or 5432)
+    settings["GRADSWEEP_DATABASE_URL"] = url.set(port=proxy.port).render_as_string(hide_password=False)
+    stack = started(Stack(settings, tmp_path))
+    admin = create_engine(url.set(query={}), isolation_level="AUTOCOMMIT")
+    try:
+        sweep_id = submit(stack, learning_rates=[0.005, 0.01, 0.02, 0.04], seeds=[0, 1], epochs=40_000)
+        wait_for(lambda: any(r["epochs_done"] > 0 for r in runs_of(stack, sweep_id)))
+        for _ in range(3):
+            with admin.connect() as connection:
+                terminated = connection.execute(text(
+                    "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()")).scalar()
+            count("database connections terminated", terminated)
+            time.sleep(0.7)
+
+        proxy.cut()  # now the database is unreachable, for the API and the workers alike
+        down = stack.http.get(f"/sweeps/{sweep_id}")
+        assert down.status_code == 503 and down.json() == {"detail": "the database is unavailable; try again shortly"}
+        assert stack.http.post("/sweeps", json={"name": "x", "learning_rates": [0.1], "seeds": [0],
+                                                "epochs": 5}).status_code == 503
+        time.sleep(3)
+        proxy.restore()
+        count("database outages survived")
+        assert_every_run_complete_and_exact(stack, sweep_id)
+    finally:
+        stack.stop()
+        proxy.close()
+        admin.dispose()
+
+
+def test_a_pickled_message_is_refused_and_the_worker_keeps_serving(request, tmp_path):
+    from service.storage import RunConfig, Storage
+
+    stack = started(Stack(settings_for("redis+postgresql", request, tmp_path), tmp_path))
+    try:
+        storage = Storage(stack.env["GRADSWEEP_DATABASE_URL"])
+        config = RunConfig(0.01, 0, "sgd", 200, 100, 50, 0, "tensor")
+        _, (run,) = storage.create_sweep("pickled", [config], lambda ids: None)  # stored, not queued
+        storage.close()
+        from celery import Celery
+
+        sender = Celery(broker=stack.env["GRADSWEEP_BROKER_URL"])
+        sender.send_task(TRAIN_RUN, args=[run.id], queue="gradsweep", serializer="pickle")
+        time.sleep(3)
+        assert stack.http.get(f"/runs/{run.id}").json()["status"] == "queued"  # never ran
+        assert "untrusted content" in stack.log("worker0") or "ContentDisallowed" in stack.log("worker0")
+        count("pickled messages refused")
+
+        sender.send_task(TRAIN_RUN, args=[run.id], queue="gradsweep", serializer="json")
+        wait_for(lambda: stack.http.get(f"/runs/{run.id}").json()["status"] == "succeeded", timeout=30)
+    finally:
+        stack.stop()
+        redis.Redis.from_url(stack.env["GRADSWEEP_BROKER_URL"]).flushdb()

@@ -1,0 +1,66 @@
+"""Takes back runs that nobody is working on, so that no run is lost or stays `running` forever.
+
+Our database, not the broker, is what says a run still has to be done. Every
+worker's main process checks, every quarter of a lease (GRADSWEEP_RUN_LEASE_SECONDS):
+- for running runs quiet for longer than the lease (a worker writes a running
+  run's losses, and so its heartbeat, at least every 0.5 s): their worker is gone.
+  They are queued again; after GRADSWEEP_MAX_ATTEMPTS attempts, marked failed.
+- when the broker's queue is empty, for runs queued for longer than the lease:
+  their message is gone (a worker was killed with it in hand). They are enqueued again.
+This is what recovers a run when a worker is killed: the embedded broker forgets
+the messages the worker held, and Redis would redeliver them only after its
+one-hour visibility timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+
+from celery.signals import worker_ready, worker_shutdown
+
+from service.settings import get_settings
+from service.storage import Storage, StorageError
+from worker.queue import BrokerUnavailable, enqueue_runs, waiting_messages
+
+log = logging.getLogger(__name__)
+_stop = threading.Event()
+
+
+def reap_once(storage: Storage) -> None:
+    settings = get_settings()
+    lease = timedelta(seconds=settings.run_lease_seconds)
+    requeued, failed = storage.requeue_stale_runs(lease, settings.max_attempts, enqueue_runs)
+    if requeued:
+        log.warning("requeued runs %s: their worker stopped responding", requeued)
+    if failed:
+        log.error("failed runs %s: their worker stopped responding on every attempt", failed)
+    if waiting_messages() == 0:
+        lost = storage.requeue_unclaimed_runs(lease, enqueue_runs)
+        if lost:
+            log.warning("enqueued runs %s again: queued for over %s with no message waiting", lost, lease)
+
+
+def _reap_until_stopped() -> None:
+    interval = max(get_settings().run_lease_seconds / 4, 0.5)
+    while not _stop.wait(interval):
+        # A Storage per pass, closed after it: this process forks new pool workers,
+        # which must not inherit open database connections.
+        storage = Storage(get_settings().database_url)
+        try:
+            reap_once(storage)
+        except (StorageError, BrokerUnavailable) as error:
+            log.warning("could not check for stale runs: %s", error)
+        finally:
+            storage.close()
+
+
+@worker_ready.connect
+def _start(**_: object) -> None:
+    threading.Thread(target=_reap_until_stopped, name="gradsweep-reaper", daemon=True).start()
+
+
+@worker_shutdown.connect
+def _stop_reaping(**_: object) -> None:
+    _stop.set()
