@@ -69,6 +69,10 @@ BAD = [
     ("name", {"name": "x" * 100_000}),
     ("surprise", {"surprise": 1}),
 ]
+BAD_TASKS = [
+    {"n_samples": 100_000, "n_features": 10_000},
+    {"mode": "scalar", "n_samples": 1_000, "n_features": 1_000},
+]
 
 
 @pytest.mark.parametrize("field, change", BAD, ids=[f"{f}={str(c[f])[:30]}" for f, c in BAD])
@@ -77,6 +81,13 @@ def test_bad_input_is_refused_by_name_and_nothing_is_stored_or_queued(api, queue
     assert response.status_code == 422, response.text
     assert names_field(response, field), response.json()
     assert api.get("/sweeps").json() == [] and queued == []
+
+
+@pytest.mark.parametrize("change", BAD_TASKS)
+def test_tasks_too_large_for_a_worker_are_refused(api, queued, change):
+    response = api.post("/sweeps", json={**VALID, **change})
+    assert response.status_code == 422 and "n_samples × n_features" in response.text
+    assert queued == []
 
 
 @pytest.mark.parametrize("missing", ["name", "learning_rates", "seeds", "epochs"])
@@ -159,3 +170,35 @@ def test_with_a_token_every_request_but_healthz_needs_it(api, monkeypatch):
 def test_the_openapi_document_and_docs_are_served(api):
     assert "/sweeps" in api.get("/openapi.json").json()["paths"]
     assert api.get("/docs").status_code == 200
+
+
+def test_a_body_over_the_size_limit_is_refused_before_parsing(api, queued):
+    million = {**VALID, "learning_rates": [0.01] * 1_000_000}
+    response = api.post("/sweeps", json=million)
+    assert response.status_code == 413 and "larger than" in response.json()["detail"]
+
+    def chunks():  # no Content-Length: the limit holds for a streamed body too
+        yield b'{"name": "x", "learning_rates": ['
+        for _ in range(200_000):
+            yield b"0.01, "
+        yield b'0.01], "seeds": [0], "epochs": 5}'
+
+    streamed = api.post("/sweeps", content=chunks(), headers={"content-type": "application/json"})
+    assert streamed.status_code == 413
+    assert queued == [] and api.get("/sweeps").json() == []
+
+
+def test_cors_is_closed_unless_configured(tmp_path, monkeypatch):
+    preflight = {"Origin": "http://elsewhere.example", "Access-Control-Request-Method": "POST"}
+    storage = Storage(f"sqlite:///{tmp_path}/cors.sqlite")
+    storage.upgrade()
+    for origins, allowed in (("[]", None), ('["http://elsewhere.example"]', "http://elsewhere.example")):
+        monkeypatch.setenv("GRADSWEEP_CORS_ORIGINS", origins)
+        get_settings.cache_clear()
+        app = create_app()
+        app.dependency_overrides[get_storage] = lambda: storage
+        with TestClient(app) as client:
+            response = client.options("/sweeps", headers=preflight)
+            assert response.headers.get("access-control-allow-origin") == allowed
+    get_settings.cache_clear()
+    storage.close()

@@ -6,11 +6,19 @@ from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from service.api.deps import get_storage, require_token
-from service.api.routes import health, plots, runs, sweeps
+from service.api.limits import BodySizeLimit
+from service.api.schemas import ERROR_RESPONSES
+from service.api.routes import dashboard, health, plots, runs, sweeps
+from service.settings import get_settings
 from service.storage import DatabaseUnavailable, NotFound, SchemaOutOfDate
 from worker.queue import BrokerUnavailable
 
@@ -28,10 +36,17 @@ def create_app() -> FastAPI:
         summary="Hyperparameter sweeps of a linear regression trained by our own autodiff engine.",
         lifespan=lifespan,
     )
+    settings = get_settings()
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    if settings.cors_origins:  # closed unless configured
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
     protected = [Depends(require_token)]
     for router in (sweeps.router, runs.router, plots.router):
-        app.include_router(router, dependencies=protected)
+        app.include_router(router, dependencies=protected, responses=ERROR_RESPONSES)
     app.include_router(health.router)
+    app.include_router(dashboard.router)
+    app.mount("/ui/static", StaticFiles(directory=dashboard.STATIC_DIR), name="static")
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -39,6 +54,17 @@ def create_app() -> FastAPI:
         # or a list of a million entries.
         detail = [{"loc": e["loc"], "msg": e["msg"], "type": e["type"]} for e in error.errors()]
         return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        if error.status_code == 405:
+            # Starlette's Allow names the methods of the first route on the path only (POST for
+            # /sweeps, which also has GET); name every route's, as HTTP asks.
+            allowed = sorted({method.upper() for path, operations in app.openapi()["paths"].items()
+                              if compile_path(path)[0].match(request.url.path) for method in operations})
+            if allowed:
+                error.headers = {**(error.headers or {}), "Allow": ", ".join(allowed)}
+        return await http_exception_handler(request, error)
 
     @app.exception_handler(NotFound)
     async def not_found(request: Request, error: NotFound) -> JSONResponse:

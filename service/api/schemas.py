@@ -23,6 +23,7 @@ SEED_LIMIT = 2**32
 LearningRate = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
 Seed = Annotated[int, Strict(), Field(ge=0, lt=SEED_LIMIT)]
 Optimizer = Literal[tuple(OPTIMIZERS)]  # type: ignore[valid-type]
+TASK_SIZE_LIMITS = {"tensor": 10_000_000, "scalar": 100_000}
 
 
 class LogSpace(BaseModel):
@@ -76,6 +77,14 @@ class SweepCreate(BaseModel):
         if isinstance(values, list) and len(values) > get_settings().max_runs_per_sweep:
             raise ValueError(f"at most {get_settings().max_runs_per_sweep} entries")
         return values
+
+    @model_validator(mode="after")
+    def _task_within_limit(self) -> SweepCreate:
+        # X takes n_samples × n_features float64s; scalar mode makes a Python object for each, every epoch.
+        size, limit = self.n_samples * self.n_features, TASK_SIZE_LIMITS[self.mode]
+        if size > limit:
+            raise ValueError(f"n_samples × n_features is {size}; {self.mode} mode allows at most {limit}")
+        return self
 
     @model_validator(mode="after")
     def _grid_within_limit(self) -> SweepCreate:
@@ -149,14 +158,15 @@ class SweepPublic(BaseModel):
     @classmethod
     def of(cls, sweep: Sweep) -> SweepPublic:
         active = sweep.counts["queued"] + sweep.counts["running"]
-        if active == 0:
-            status = "finished"
-        elif sweep.counts["queued"] == sweep.n_runs:
-            status = "queued"
-        else:
-            status = "running"
-        return cls(id=sweep.id, name=sweep.name, created_at=sweep.created_at, status=status,
+        return cls(id=sweep.id, name=sweep.name, created_at=sweep.created_at, status=sweep_status(sweep),
                    n_runs=sweep.n_runs, n_finished=sweep.n_runs - active, counts=sweep.counts)
+
+
+def sweep_status(sweep: Sweep) -> Literal["queued", "running", "finished"]:
+    """Finished once no run is queued or running; queued while none has started."""
+    if sweep.counts["queued"] + sweep.counts["running"] == 0:
+        return "finished"
+    return "queued" if sweep.counts["queued"] == sweep.n_runs else "running"
 
 
 class SweepDetail(SweepPublic):
@@ -175,6 +185,20 @@ class RunCurvePublic(BaseModel):
 class SweepLosses(BaseModel):
     sweep_id: int
     runs: list[RunCurvePublic]
+
+
+class ErrorMessage(BaseModel):
+    detail: str
+
+
+# The errors every route may answer with, declared so that the OpenAPI document tells clients (and fuzzers) the truth.
+ERROR_RESPONSES: dict[int | str, dict] = {
+    400: {"model": ErrorMessage, "description": "the request body could not be read as JSON text"},
+    401: {"model": ErrorMessage, "description": "GRADSWEEP_API_TOKEN is set and the bearer token is missing or wrong"},
+    404: {"model": ErrorMessage, "description": "no sweep or run with that id"},
+    413: {"model": ErrorMessage, "description": "the request body is larger than GRADSWEEP_MAX_REQUEST_BYTES"},
+    503: {"model": ErrorMessage, "description": "the database or the broker is unavailable; nothing was changed"},
+}
 
 
 class Health(BaseModel):

@@ -12,13 +12,13 @@ from service.storage import Run, RunStatus, Storage
 router = APIRouter(tags=["plots"])
 Format = Literal["png", "svg"]
 MEDIA_TYPES = {"png": "image/png", "svg": "image/svg+xml"}
-SweepId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 @router.get("/sweeps/{sweep_id}/plot.{fmt}", response_class=Response,
             responses={200: {"content": {"image/png": {}, "image/svg+xml": {}}}})
 def sweep_plot(
-    sweep_id: SweepId, fmt: Format, storage: StorageDep, kind: Annotated[Literal["curves", "final"], Query()] = "curves"
+    sweep_id: Id, fmt: Format, storage: StorageDep, kind: Annotated[Literal["curves", "final"], Query()] = "curves"
 ) -> Response:
     """`curves`: loss against epoch per learning rate; `final`: final and best loss against learning rate."""
     sweep = storage.get_sweep(sweep_id)
@@ -29,6 +29,20 @@ def sweep_plot(
     else:
         limit = _reference_lines(*_task(runs[0]))[1] if runs else None
         image = plot_final(curves, title=f"{title}: final loss against learning rate", stability_limit=limit, fmt=fmt)
+    return Response(image, media_type=MEDIA_TYPES[fmt])
+
+
+@router.get("/runs/{run_id}/plot.{fmt}", response_class=Response,
+            responses={200: {"content": {"image/png": {}, "image/svg+xml": {}}}})
+def run_plot(run_id: Id, fmt: Format, storage: StorageDep) -> Response:
+    """One run's loss curve so far, with the least-squares optimum of its data."""
+    run = storage.get_run(run_id)
+    losses = storage.run_losses(run_id)
+    config = run.config
+    curves = [RunCurve(config.learning_rate, config.seed, config.optimizer, losses,
+                       diverged=run.status == RunStatus.DIVERGED, best_loss=run.best_loss)] if len(losses) else []
+    title = f"Run {run.id}: lr = {config.learning_rate:.3g}, seed {config.seed}, {config.optimizer}"
+    image = plot_curves(curves, title=title, optimum=_optimum([run]), fmt=fmt)
     return Response(image, media_type=MEDIA_TYPES[fmt])
 
 
@@ -73,7 +87,15 @@ def _optimum(runs: list[Run]) -> float | None:
     return _reference_lines(*_task(runs[0]))[0] if runs else None
 
 
+# Above this, the optimum (a least-squares solve) and the limit (an eigenvalue problem in
+# n_features + 1 dimensions) would cost a plot request seconds to minutes: they are left out.
+REFERENCE_LINES_MAX_FEATURES = 1_000
+REFERENCE_LINES_MAX_SIZE = 1_000_000  # n_samples × n_features
+
+
 @lru_cache(maxsize=64)
-def _reference_lines(n_samples: int, n_features: int, data_seed: int) -> tuple[float, float]:
-    """The task's least-squares optimum and its gradient-descent stability limit (a linear solve each)."""
+def _reference_lines(n_samples: int, n_features: int, data_seed: int) -> tuple[float | None, float | None]:
+    """The task's least-squares optimum and its gradient-descent stability limit, when they are cheap to know."""
+    if n_features > REFERENCE_LINES_MAX_FEATURES or n_samples * n_features > REFERENCE_LINES_MAX_SIZE:
+        return None, None
     return least_squares_loss(n_samples, n_features, data_seed), stability_limit(n_samples, n_features, data_seed)

@@ -1,11 +1,10 @@
-import csv
-import io
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, status
 from fastapi.responses import Response
 
 from service.api.deps import EnqueueDep, StorageDep
+from service.api.exports import losses_csv
 from service.api.schemas import RunCurvePublic, RunPublic, SweepCreate, SweepDetail, SweepLosses, SweepPublic
 
 router = APIRouter(tags=["sweeps"])
@@ -41,7 +40,7 @@ def sweep_losses(
     runs = storage.list_runs(sweep_id)
     curves = storage.sweep_losses(sweep_id)
     if format == "csv":
-        return Response(_csv(runs, curves), media_type="text/csv")
+        return Response(losses_csv((run, curves[run.id]) for run in runs), media_type="text/csv")
     return SweepLosses(sweep_id=sweep_id, runs=[
         RunCurvePublic(run_id=run.id, learning_rate=run.config.learning_rate, seed=run.config.seed,
                        optimizer=run.config.optimizer, status=run.status, losses=curves[run.id].tolist())
@@ -61,15 +60,3 @@ def retry_sweep(sweep_id: SweepId, storage: StorageDep, enqueue: EnqueueDep) -> 
     """Queue the failed and cancelled runs again."""
     storage.retry_sweep(sweep_id, enqueue)
     return SweepPublic.of(storage.get_sweep(sweep_id))
-
-
-def _csv(runs, curves) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["run_id", "learning_rate", "seed", "optimizer", "epoch", "loss"])
-    for run in runs:
-        config = run.config
-        for epoch, loss in enumerate(curves[run.id].tolist()):
-            # repr: the shortest text that reads back as the same float64
-            writer.writerow([run.id, repr(config.learning_rate), config.seed, config.optimizer, epoch, repr(loss)])
-    return out.getvalue()

@@ -1,0 +1,177 @@
+"""The dashboard: HTML pages over the same storage as the JSON API.
+
+Every page is rendered here, from one Jinja2 template, whether or not the API
+needs a token. A browser cannot put `Authorization` on a page it navigates to,
+so with GRADSWEEP_API_TOKEN set a page request without the header gets only the
+page's *shell*: the layout, with no data. dashboard.js then asks for the token
+once, keeps it in sessionStorage, and requests the same URL again with the
+header and `X-Gradsweep-Fragment: 1`; the answer is the page's content alone,
+which the script puts in place. Without a token the content comes with the page.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path as PathParam, Query, Request
+from fastapi.responses import Response
+from fastapi.templating import Jinja2Templates
+
+from service.api.deps import StorageDep, require_token
+from service.api.schemas import sweep_status
+from service.settings import get_settings
+from service.storage import NotFound, Run, RunStatus, Storage, StorageError
+
+__all__ = ["STATIC_DIR", "router"]
+
+SERVICE_DIR = Path(__file__).resolve().parents[2]
+STATIC_DIR = SERVICE_DIR / "static"
+PAGE_SIZE = 50
+COMPARE_CHOICES = 200
+COMPARE_LIMIT = 20  # as many sweeps as /compare/plot.png takes
+FRAGMENT_HEADER = "X-Gradsweep-Fragment"
+
+Id = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
+
+# The pages are open: each one checks the token itself, see `_render`.
+router = APIRouter(include_in_schema=False)
+
+
+# ---- formatting, shared by every template ----
+
+
+def format_loss(value: float | None) -> str:
+    """Scientific with four significant digits; dashboard.js's formatLoss writes the same text."""
+    return "—" if value is None else f"{value:.3e}"
+
+
+def format_learning_rate(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def format_age(moment: datetime) -> str:
+    seconds = (datetime.now(UTC) - moment).total_seconds()
+    for unit, size in (("day", 86_400), ("h", 3_600), ("min", 60)):
+        if seconds >= size:
+            count = int(seconds // size)
+            return f"{count} {unit}{'s' if unit == 'day' and count > 1 else ''} ago"
+    return "just now"
+
+
+def format_time(moment: datetime | None) -> str:
+    return "—" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+templates = Jinja2Templates(directory=SERVICE_DIR / "templates")
+templates.env.filters.update(loss=format_loss, lr=format_learning_rate, age=format_age, time=format_time)
+
+
+# ---- pages ----
+
+
+@router.get("/")
+def sweeps_page(request: Request, storage: StorageDep, page: Annotated[int, Query(ge=1)] = 1) -> Response:
+    """Every sweep, newest first, 50 to a page."""
+    return _render(request, "sweeps.html", lambda: _sweeps_context(storage, page))
+
+
+@router.get("/ui/sweeps/{sweep_id}")
+def sweep_page(request: Request, sweep_id: Id, storage: StorageDep) -> Response:
+    return _render(request, "sweep.html", lambda: _sweep_context(storage, sweep_id))
+
+
+@router.get("/ui/runs/{run_id}")
+def run_page(request: Request, run_id: Id, storage: StorageDep) -> Response:
+    return _render(request, "run.html", lambda: _run_context(storage, run_id))
+
+
+@router.get("/ui/compare")
+def compare_page(request: Request, storage: StorageDep, sweep: Annotated[list[int], Query()] = []) -> Response:
+    """`?sweep=1&sweep=2`: what the page's checkboxes submit."""
+    return _render(request, "compare.html", lambda: _compare_context(storage, sweep))
+
+
+def _sweeps_context(storage: Storage, page: int) -> dict[str, Any]:
+    sweeps = storage.list_sweeps()
+    page_count = max(1, math.ceil(len(sweeps) / PAGE_SIZE))
+    page = min(page, page_count)
+    shown = sweeps[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]
+    rows = [(sweep, _best_run(storage.list_runs(sweep.id))) for sweep in shown]
+    return {"nav": "sweeps", "rows": rows, "total": len(sweeps), "page": page, "page_count": page_count}
+
+
+def _sweep_context(storage: Storage, sweep_id: int) -> dict[str, Any]:
+    sweep = storage.get_sweep(sweep_id)
+    runs = storage.list_runs(sweep_id)
+    return {"nav": "sweeps", "sweep": sweep, "runs": runs, "status": sweep_status(sweep),
+            "epochs": sorted({run.config.epochs for run in runs})}
+
+
+def _run_context(storage: Storage, run_id: int) -> dict[str, Any]:
+    run = storage.get_run(run_id)
+    return {"nav": "sweeps", "run": run, "sweep": storage.get_sweep(run.sweep_id)}
+
+
+def _compare_context(storage: Storage, ids: list[int]) -> dict[str, Any]:
+    sweeps = storage.list_sweeps()
+    by_id = {sweep.id: sweep for sweep in sweeps}
+    selected = list(dict.fromkeys(ids))  # in the order given, once each
+    # The newest sweeps to choose from, and any older one already chosen.
+    newest = sweeps[:COMPARE_CHOICES]
+    listed = {sweep.id for sweep in newest}
+    choices = newest + [by_id[i] for i in selected if i in by_id and i not in listed]
+    unknown = [i for i in selected if i not in by_id]
+    problem = None
+    if unknown:
+        problem = f"No sweep {', '.join(map(str, unknown))}."
+    elif len(selected) > COMPARE_LIMIT:
+        problem = f"Pick at most {COMPARE_LIMIT} sweeps; {len(selected)} were picked."
+    plot_url = f"/compare/plot.png?sweeps={','.join(map(str, selected))}" if selected and not problem else None
+    return {"nav": "compare", "choices": choices, "selected": set(selected), "problem": problem,
+            "plot_url": plot_url, "limit": COMPARE_LIMIT}
+
+
+def _best_run(runs: list[Run]) -> Run | None:
+    """The run with the lowest loss so far, among those that neither diverged nor failed."""
+    candidates = [run for run in runs if run.best_loss is not None
+                  and run.status not in (RunStatus.DIVERGED, RunStatus.FAILED)]
+    return min(candidates, key=lambda run: run.best_loss, default=None)
+
+
+def _render(request: Request, template: str, context: Callable[[], dict[str, Any]]) -> Response:
+    """The page, its content alone (a fragment, for dashboard.js), or its shell when a token is missing."""
+    fragment = request.headers.get(FRAGMENT_HEADER) == "1"
+    if fragment:
+        require_token(request.headers.get("authorization"))  # a 401 tells the script to ask for the token again
+    elif not _authorized(request):
+        return _respond(request, "base.html", {"shell": True}, fragment=False)
+    try:
+        return _respond(request, template, context(), fragment=fragment)
+    except NotFound as error:
+        message = {"heading": "Not found", "message": f"There is {error}."}
+        return _respond(request, "message.html", message, fragment=fragment, status_code=404)
+    except StorageError as error:
+        message = {"heading": "The database is unavailable", "message": f"Try again shortly. ({error})"}
+        return _respond(request, "message.html", message, fragment=fragment, status_code=503)
+
+
+def _authorized(request: Request) -> bool:
+    try:
+        require_token(request.headers.get("authorization"))
+    except HTTPException:
+        return False
+    return True
+
+
+def _respond(
+    request: Request, template: str, context: dict[str, Any], *, fragment: bool, status_code: int = 200
+) -> Response:
+    context = {"layout": "fragment.html" if fragment else "base.html",
+               "token_required": bool(get_settings().api_token), **context}
+    # One URL answers with a page, a shell or a fragment: caches must tell them apart, or better not keep them.
+    headers = {"Cache-Control": "no-store", "Vary": f"Authorization, {FRAGMENT_HEADER}"}
+    return templates.TemplateResponse(request, template, context, status_code=status_code, headers=headers)

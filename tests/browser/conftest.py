@@ -1,0 +1,116 @@
+"""Browser fixtures: Debian's Chromium, driven by Playwright, against the service's real processes.
+
+Without Chromium or Playwright the tests fail under CI (CI=true) and are skipped elsewhere.
+Screenshots go to GRADSWEEP_ARTIFACTS (default: tests/browser/artifacts/, not committed).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.integration.stack import Stack
+
+CHROMIUM = os.environ.get("GRADSWEEP_CHROMIUM", "/usr/bin/chromium")
+# Headless, and quiet: no updates, sync or other calls home, so that the only traffic is to our API.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARTIFACTS = Path(os.environ.get("GRADSWEEP_ARTIFACTS", Path(__file__).parent / "artifacts"))
+VIEWPORT = {"width": 1280, "height": 900}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "browser: drives Chromium through Playwright against real service processes")
+
+
+def unavailable(message: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        unavailable("Playwright is not installed: pip install -e '.[test]'")
+    if not os.access(CHROMIUM, os.X_OK):
+        unavailable(f"no Chromium at {CHROMIUM}: apt-get install chromium (or set GRADSWEEP_CHROMIUM)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+def embedded_settings(workdir: Path) -> dict[str, str]:
+    """SQLite and the SQLite broker: no server needed, and nothing shared with other test sessions."""
+    return {"GRADSWEEP_DATABASE_URL": f"sqlite:///{workdir}/gradsweep.sqlite",
+            "GRADSWEEP_BROKER_URL": f"sqla+sqlite:///{workdir}/gradsweep-broker.sqlite",
+            "GRADSWEEP_API_TOKEN": ""}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The API, without a token, and a 2-process worker."""
+    workdir = tmp_path_factory.mktemp("dashboard")
+    running = Stack(embedded_settings(workdir), workdir)
+    try:
+        running.migrate()
+        running.start_worker(concurrency=2)
+        running.start_api()
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def open_page(browser) -> Iterator[Callable]:
+    """Opens a page on an API's URL, in a fresh browser context (so an empty sessionStorage).
+
+    At the end, fails the test if a page threw a JavaScript error or asked for anything
+    but 127.0.0.1: the dashboard must work with nothing fetched from the internet.
+    """
+    contexts, errors, elsewhere = [], [], []
+
+    def stay_local(route) -> None:
+        if urlsplit(route.request.url).hostname == "127.0.0.1":
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    def open_page(base_url: str):
+        context = browser.new_context(base_url=base_url, viewport=VIEWPORT, accept_downloads=True)
+        context.route("**/*", stay_local)
+        contexts.append(context)
+        page = context.new_page()
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        return page
+
+    yield open_page
+    for context in contexts:
+        context.close()
+    assert not elsewhere, f"the dashboard asked for {elsewhere}"
+    assert not errors, f"JavaScript errors: {errors}"
+
+
+@pytest.fixture
+def page(open_page, stack: Stack):
+    return open_page(stack.url)
+
+
+@pytest.fixture(scope="session")
+def screenshot() -> Callable:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+
+    def screenshot(page, name: str, *, full_page: bool = True) -> Path:
+        path = ARTIFACTS / f"{name}.png"
+        page.screenshot(path=path, full_page=full_page)
+        return path
+
+    return screenshot

@@ -1,0 +1,208 @@
+"""The dashboard as a user sees it: Chromium on the pages, a real API and worker behind them.
+
+The tests run in this order and share one service: the first one sees it empty.
+Set GRADSWEEP_UPDATE_DOCS=1 to also write the README's screenshot, docs/dashboard.png.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service.api.routes.dashboard import format_learning_rate
+from tests.browser.conftest import embedded_settings
+from tests.integration.stack import Stack
+
+if os.environ.get("CI") == "true":  # there, a missing Playwright must fail the run, not skip it
+    from playwright.sync_api import expect
+else:
+    expect = pytest.importorskip("playwright.sync_api").expect
+
+pytestmark = pytest.mark.browser
+
+GRID = {"name": "learning rate × optimizer", "learning_rates": [0.003, 0.01, 0.03, 0.1], "seeds": [0, 1, 2],
+        "optimizers": ["sgd", "adam"], "epochs": 300}  # sgd diverges at 0.1, above the stability limit
+LONG = {"name": "long runs", "learning_rates": [0.01, 0.02, 0.03], "seeds": [0, 1], "epochs": 100_000}
+DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
+PLOTS_LOADED = "() => [...document.querySelectorAll('img.plot')].every(img => img.complete && img.naturalWidth > 0)"
+
+
+@pytest.fixture(scope="module")
+def grid(stack: Stack) -> dict:
+    """A finished 24-run sweep, with some diverged runs."""
+    created = stack.http.post("/sweeps", json=GRID)
+    assert created.status_code == 201, created.text
+    return stack.wait_for_sweep(created.json()["id"])
+
+
+def cells(page, column: str) -> list[str]:
+    return page.locator(f'td[data-col="{column}"]').evaluate_all("cells => cells.map(cell => cell.dataset.value)")
+
+
+def test_the_sweeps_page_follows_a_new_sweep_to_the_end_without_reloading(page, stack, screenshot):
+    page.goto("/")
+    expect(page.get_by_role("heading", name="No sweeps yet")).to_be_visible()
+    page.evaluate("window.notReloaded = true")
+
+    created = stack.http.post("/sweeps", json={"name": "first <sweep> & co", "learning_rates": [0.01, 0.03],
+                                               "seeds": [0, 1], "epochs": 2000})
+    sweep_id = created.json()["id"]
+    row = page.locator(f'tr[data-sweep-row="{sweep_id}"]')
+    expect(row).to_be_visible(timeout=20_000)
+    expect(row.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "4", timeout=120_000)
+    expect(row.locator("[data-progress-label]")).to_have_text("100% · 4/4")
+    assert page.evaluate("window.notReloaded"), "the page reloaded"
+
+    expect(row.get_by_role("link")).to_have_text("first <sweep> & co")  # shown as text, never as markup
+    runs = stack.http.get(f"/sweeps/{sweep_id}").json()["runs"]
+    best = min(runs, key=lambda run: run["best_loss"])
+    expect(row.locator("td").nth(3)).to_contain_text(format_learning_rate(best["learning_rate"]))
+    expect(row.locator("td").nth(4)).to_have_text(f"{best['best_loss']:.3e}")
+    screenshot(page, "1-sweeps")
+
+
+def test_the_sweep_page_shows_counts_plots_and_a_table_that_sorts(page, stack, grid, screenshot):
+    page.goto(f"/ui/sweeps/{grid['id']}")
+    for status, count in grid["counts"].items():
+        expect(page.locator(f'[data-count="{status}"]')).to_have_text(str(count))
+    assert grid["counts"]["diverged"] == 3
+    page.wait_for_function(PLOTS_LOADED)
+    assert page.locator("img.plot").count() == 2
+
+    page.get_by_role("button", name="Final loss").click()
+    numbers = [float(value) for value in cells(page, "final_loss")]
+    assert numbers == sorted(numbers) and len(numbers) == 24
+    page.get_by_role("button", name="Final loss").click()
+    numbers = [float(value) for value in cells(page, "final_loss")]
+    assert numbers == sorted(numbers, reverse=True)
+    expect(page.locator("th[aria-sort]")).to_have_attribute("aria-sort", "descending")
+
+    page.get_by_role("button", name="Status").click()
+    statuses = cells(page, "status")
+    assert statuses == sorted(statuses) and statuses[0] == "diverged"
+    page.get_by_role("button", name="Final loss").click()  # best first, for the screenshots
+    screenshot(page, "2-sweep")
+    page.set_viewport_size({"width": 1600, "height": 1000})  # wide enough for the plots side by side
+    page.mouse.move(0, 0)
+    page.evaluate("window.scrollTo(0, 0)")
+    wide = screenshot(page, "2-sweep-wide", full_page=False)
+    if os.environ.get("GRADSWEEP_UPDATE_DOCS") == "1":
+        DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
+        DOCS_SCREENSHOT.write_bytes(wide.read_bytes())
+
+
+def test_the_cancel_and_retry_buttons_act_on_the_runs_and_the_page_follows(page, stack, screenshot):
+    sweep_id = stack.http.post("/sweeps", json=LONG).json()["id"]
+    page.goto(f"/ui/sweeps/{sweep_id}")
+    statuses = page.locator('td[data-col="status"]')
+    expect(statuses.filter(has_text="running").first).to_be_visible(timeout=60_000)  # the page updates itself
+
+    page.get_by_role("button", name="Cancel active runs").click()
+    expect(statuses).to_have_text(["cancelled"] * 6)
+    expect(page.locator('[data-count="cancelled"]')).to_have_text("6")
+    expect(page.get_by_role("button", name="Cancel active runs")).to_be_disabled()
+    assert {run["status"] for run in stack.http.get(f"/sweeps/{sweep_id}").json()["runs"]} == {"cancelled"}
+    page.wait_for_function(PLOTS_LOADED)  # redrawn as the sweep finished
+    screenshot(page, "3-sweep-cancelled")
+
+    page.get_by_role("button", name="Retry failed and cancelled").click()
+    expect(page.locator('[data-count="cancelled"]')).to_have_text("0")
+    expect(page.locator("[data-sweep-status]")).not_to_have_text("finished")
+    page.get_by_role("button", name="Cancel active runs").click()  # and leave the workers free
+    expect(statuses).to_have_text(["cancelled"] * 6)
+
+
+def test_a_run_page_shows_its_config_its_curve_and_a_csv(page, stack, grid, screenshot, tmp_path):
+    run = grid["runs"][0]
+    page.goto(f"/ui/sweeps/{grid['id']}")
+    page.get_by_role("link", name=str(run["id"]), exact=True).click()
+    expect(page.get_by_role("heading", name=f"Run {run['id']}")).to_be_visible()
+    expect(page.locator("dd").filter(has_text=repr(run["learning_rate"])).first).to_be_visible()
+    page.wait_for_function(PLOTS_LOADED)
+
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download CSV").click()
+    path = tmp_path / "run.csv"
+    download.value.save_as(path)
+    with path.open() as file:
+        losses = [float(row["loss"]) for row in csv.DictReader(file)]
+    assert losses == stack.http.get(f"/runs/{run['id']}").json()["losses"]
+    screenshot(page, "4-run")
+
+
+def test_the_compare_page_plots_the_sweeps_ticked(page, stack, grid, screenshot):
+    page.goto("/ui/compare")
+    expect(page.get_by_text("Tick the sweeps to compare")).to_be_visible()
+    ids = [sweep["id"] for sweep in stack.http.get("/sweeps").json() if sweep["name"] != LONG["name"]][:2]
+    for sweep_id in ids:
+        page.locator(f'input[name="sweep"][value="{sweep_id}"]').check()
+    page.get_by_role("button", name="Compare").click()
+    expect(page).to_have_url(f"{stack.url}/ui/compare?sweep={ids[0]}&sweep={ids[1]}")
+    page.wait_for_function(PLOTS_LOADED)
+    assert page.locator("img.plot").get_attribute("src").startswith(f"/compare/plot.png?sweeps={ids[0]},{ids[1]}")
+    screenshot(page, "5-compare")
+
+
+def test_an_unknown_id_gets_a_404_page(page, stack, screenshot):
+    for path in ("/ui/sweeps/987654", "/ui/runs/987654"):
+        response = page.goto(path)
+        assert response.status == 404
+        expect(page.get_by_role("heading", name="Not found")).to_be_visible()
+    screenshot(page, "6-not-found")
+
+
+def test_with_a_token_the_pages_ask_for_it_once_and_say_when_the_api_is_gone(
+    open_page, stack, grid, screenshot, tmp_path
+):
+    guarded = Stack({**embedded_settings(stack.workdir), "GRADSWEEP_API_TOKEN": "s3cret"}, tmp_path)
+    try:
+        guarded.start_api()
+        assert httpx.get(f"{guarded.url}/sweeps").status_code == 401
+        page = open_page(guarded.url)
+        page.goto("/")
+        expect(page.get_by_role("heading", name="This API needs a token")).to_be_visible()
+        assert GRID["name"] not in page.content()  # the shell holds no data
+        screenshot(page, "7-token-prompt")
+
+        page.get_by_label("API token").fill("wrong")
+        page.get_by_role("button", name="Continue").click()
+        expect(page.get_by_text("The API refused that token")).to_be_visible()
+        page.get_by_label("API token").fill("s3cret")
+        page.get_by_role("button", name="Continue").click()
+        page.get_by_role("link", name=GRID["name"]).click()
+
+        # A new page, the token kept: the content and the plots (fetched with the header) come without asking.
+        expect(page.locator('[data-count="succeeded"]')).to_have_text(str(grid["counts"]["succeeded"]))
+        page.wait_for_function(PLOTS_LOADED)
+        assert page.locator("img.plot").first.get_attribute("src").startswith("blob:")
+        screenshot(page, "8-sweep-with-token")
+        with page.expect_download() as download:
+            page.get_by_role("link", name="Download CSV").click()
+        download.value.save_as(tmp_path / "sweep.csv")
+        assert (tmp_path / "sweep.csv").read_text() == stack.http.get(f"/sweeps/{grid['id']}/losses?format=csv").text
+
+        page.locator("header nav").get_by_role("link", name="Sweeps").click()
+        expect(page.get_by_role("link", name=GRID["name"])).to_be_visible()
+        api = guarded.processes[0]
+        api.terminate()
+        api.wait(timeout=20)
+        expect(page.locator("[data-problem]")).to_contain_text("Cannot reach the gradsweep API", timeout=20_000)
+        screenshot(page, "9-api-unreachable", full_page=False)
+    finally:
+        guarded.stop()
+
+
+def test_past_50_sweeps_the_sweeps_page_has_pages(page, stack):
+    total = len(stack.http.get("/sweeps").json())
+    for number in range(51 - total):
+        stack.http.post("/sweeps", json={"name": f"tiny {number}", "learning_rates": [0.01], "seeds": [0], "epochs": 1})
+    page.goto("/")
+    expect(page.locator("tr[data-sweep-row]")).to_have_count(50)
+    expect(page.get_by_text("Page 1 of 2")).to_be_visible()
+    page.get_by_role("link", name="Older →").click()
+    expect(page.locator("tr[data-sweep-row]")).to_have_count(1)
+    expect(page.get_by_role("link", name="first <sweep> & co")).to_be_visible()  # the oldest
