@@ -5,7 +5,12 @@ import multiprocessing
 import numpy as np
 import pytest
 
-from engine.tasks.linear_regression import least_squares_loss, make_data, stability_limit, train
+from engine.tasks.linear_regression import (
+    least_squares_loss,
+    make_data,
+    stability_limit,
+    train,
+)
 
 
 def hessian_lambda_max(n_samples: int = 100, n_features: int = 50, data_seed: int = 0) -> float:

@@ -13,7 +13,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.integration.stack import Stack
+from tests.integration.stack import Stack, running_stack
+from tests.services import unavailable
 
 CHROMIUM = os.environ.get("GRADSWEEP_CHROMIUM", "/usr/bin/chromium")
 # Headless, and quiet: no updates, sync or other calls home, so that the only traffic is to our API.
@@ -26,11 +27,6 @@ VIEWPORT = {"width": 1280, "height": 900}
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "browser: drives Chromium through Playwright against real service processes")
 
-
-def unavailable(message: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
@@ -58,14 +54,8 @@ def embedded_settings(workdir: Path) -> dict[str, str]:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The API, without a token, and a 2-process worker."""
     workdir = tmp_path_factory.mktemp("dashboard")
-    running = Stack(embedded_settings(workdir), workdir)
-    try:
-        running.migrate()
-        running.start_worker(concurrency=2)
-        running.start_api()
+    with running_stack(embedded_settings(workdir), workdir) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture

@@ -13,17 +13,12 @@ import pytest
 import redis
 from sqlalchemy import URL
 
-from tests.postgres import new_schema
-from tests.integration.stack import Stack
+from tests.integration.stack import Stack, running_stack
+from tests.services import new_schema, unavailable
 
 REDIS_URL = os.environ.get("GRADSWEEP_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 BACKENDS = ["redis+postgresql", "embedded"]
 
-
-def unavailable(message: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
@@ -59,15 +54,9 @@ def settings_for(backend: str, request: pytest.FixtureRequest, workdir: Path) ->
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The API and a 2-process worker, on Redis + PostgreSQL or on the embedded defaults."""
     workdir = tmp_path_factory.mktemp(request.param.replace("+", "_"))
-    running = Stack(settings_for(request.param, request, workdir), workdir)
-    running.backend = request.param
-    try:
-        running.migrate()
-        running.start_worker(concurrency=2)
-        running.start_api()
+    with running_stack(settings_for(request.param, request, workdir), workdir) as running:
+        running.backend = request.param
         yield running
-    finally:
-        running.stop()
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

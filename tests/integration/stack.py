@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -99,3 +101,16 @@ class Stack:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
         self.http.close()
+
+
+@contextmanager
+def running_stack(settings: dict[str, str], workdir: Path, concurrency: int = 2) -> Iterator[Stack]:
+    """A migrated database, a worker of `concurrency` processes and the API; all stopped at the end."""
+    stack = Stack(settings, workdir)
+    try:
+        stack.migrate()
+        stack.start_worker(concurrency=concurrency)
+        stack.start_api()
+        yield stack
+    finally:
+        stack.stop()

@@ -24,10 +24,9 @@ from celery import Celery
 
 from service.cli import app as cli_app
 from service.settings import Settings
-from tests.integration.conftest import unavailable
 from tests.integration.stack import free_port, gradsweep
 from tests.integration.test_demo import processes_in
-from tests.postgres import new_schema
+from tests.services import new_schema, unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"

@@ -99,7 +99,7 @@ def interrupted_attempts(runs: list[dict]) -> int:
 def test_ten_kills_at_random_moments_lose_and_double_nothing(stack):
     stack.env["GRADSWEEP_MAX_ATTEMPTS"] = "5"
     started(stack)
-    sweep_id = submit(stack, learning_rates=[0.005, 0.01, 0.02, 0.04], seeds=[0, 1, 2], epochs=40_000)
+    sweep_id = submit(stack, learning_rates=[0.005, 0.01, 0.02, 0.04], seeds=[0, 1, 2], epochs=30_000)
     rng = random.Random(7)
     while interrupted_attempts(runs := runs_of(stack, sweep_id)) < 10:
         assert stack.http.get(f"/sweeps/{sweep_id}").json()["status"] != "finished", "finished before ten kills"
@@ -155,7 +155,7 @@ def test_the_broker_restarting_loses_no_queued_run(request, tmp_path):
     settings = settings_for("redis+postgresql", request, tmp_path) | {"GRADSWEEP_BROKER_URL": own_redis.url}
     stack = started(Stack(settings, tmp_path))
     try:
-        sweep_id = submit(stack, learning_rates=[0.005, 0.01, 0.02, 0.04, 0.06], seeds=[0, 1, 2, 3], epochs=20_000)
+        sweep_id = submit(stack, learning_rates=[0.005, 0.01, 0.02, 0.04], seeds=[0, 1, 2], epochs=20_000)
         for restart in range(2):
             wait_for(lambda: stack.http.get(f"/sweeps/{sweep_id}").json()["counts"]["queued"] > 0
                      and any(r["status"] == "succeeded" for r in runs_of(stack, sweep_id)))
@@ -181,7 +181,7 @@ def test_terminated_and_cut_database_connections_are_survived(request, tmp_path)
     stack = started(Stack(settings, tmp_path))
     admin = create_engine(url.set(query={}), isolation_level="AUTOCOMMIT")
     try:
-        sweep_id = submit(stack, learning_rates=[0.005, 0.01, 0.02, 0.04], seeds=[0, 1], epochs=40_000)
+        sweep_id = submit(stack, learning_rates=[0.005, 0.01, 0.02], seeds=[0, 1], epochs=30_000)
         wait_for(lambda: any(r["epochs_done"] > 0 for r in runs_of(stack, sweep_id)))
         for _ in range(3):
             with admin.connect() as connection:

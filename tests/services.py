@@ -1,7 +1,9 @@
-"""A fresh PostgreSQL database for a test, cheaply: a new schema in the session's database."""
+"""What tests that need a real service share: failing loudly in CI when it is missing, and fresh databases."""
 
+import os
 import uuid
 
+import pytest
 from sqlalchemy import URL, create_engine, text
 from sqlalchemy.pool import NullPool
 
@@ -14,3 +16,11 @@ def new_schema(database: URL) -> URL:
         connection.execute(text(f"CREATE SCHEMA {schema}"))
     engine.dispose()
     return database.update_query_dict({"options": f"-csearch_path={schema}"})
+
+
+def unavailable(message: str) -> None:
+    """A service a test needs is missing: skipped on a developer's machine, failed in CI (CI=true),
+    where a skip would hide a broken setup."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
