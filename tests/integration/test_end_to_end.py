@@ -116,7 +116,7 @@ def test_cancel_stops_queued_and_running_runs_and_retry_redoes_them(stack):
         == done_after_cancel, "a cancelled run kept training"
 
     retried = stack.http.post(f"/sweeps/{sweep_id}/retry").json()
-    assert retried["counts"]["queued"] == 6
+    assert retried["counts"]["queued"] + retried["counts"]["running"] == 6  # a worker may already have one
     sweep = stack.wait_for_sweep(sweep_id, timeout=240)
     assert sweep["counts"]["succeeded"] == 6
     assert loss_rows_per_run(stack, sweep_id) == {run["id"]: 100_000 for run in sweep["runs"]}
