@@ -391,3 +391,108 @@ def test_runs_queued_for_too_long_are_enqueued_again(storage: Storage) -> None:
     assert again == enqueued == [waiting.id]
     assert storage.requeue_unclaimed_runs(timedelta(seconds=0.5), enqueued.extend) == []  # its clock restarted
     assert storage.get_run(waiting.id).status == RunStatus.QUEUED
+
+
+# Losses: the fast paths (binary COPY on PostgreSQL, the driver's executemany on SQLite)
+
+
+def test_a_sweep_with_no_loss_yet_has_an_empty_curve_per_run(storage: Storage) -> None:
+    sweep, runs = storage.create_sweep("s", configs(2), ignore)
+
+    assert {run_id: curve.tolist() for run_id, curve in storage.sweep_losses(sweep.id).items()} == {
+        run.id: [] for run in runs
+    }
+
+
+def test_rewriting_part_of_a_long_curve_replaces_exactly_those_epochs(storage: Storage) -> None:
+    _, (run, neighbour) = storage.create_sweep("s", configs(2), ignore)
+    for started in (run, neighbour):
+        storage.start_run(started.id, "w")
+    first = np.random.default_rng(1).random(5_000)
+    storage.write_losses(run.id, 0, first, attempt=1)  # a numpy array is a sequence of floats too
+    storage.write_losses(neighbour.id, 0, [9.0] * 10, attempt=1)
+
+    storage.write_losses(run.id, 4_000, [0.5] * 1_500, attempt=1)  # overlaps the end and goes past it
+
+    expected = np.concatenate([first[:4_000], [0.5] * 1_500])
+    assert storage.run_losses(run.id).tolist() == expected.tolist()
+    assert storage.run_losses(neighbour.id).tolist() == [9.0] * 10
+    assert storage.sweep_losses(run.sweep_id)[run.id].tolist() == expected.tolist()
+    assert storage.get_run(run.id).epochs_done == 5_500
+
+
+def test_write_losses_with_no_values_only_renews_the_lease(storage: Storage) -> None:
+    _, (run,) = storage.create_sweep("s", configs(1), ignore)
+    started = storage.start_run(run.id, "w")
+    storage.write_losses(run.id, 0, [2.0, 1.0], attempt=1)
+    time.sleep(0.01)
+
+    assert storage.write_losses(run.id, 2, [], attempt=1)
+
+    renewed = storage.get_run(run.id)
+    assert (renewed.epochs_done, renewed.best_loss) == (2, 1.0)
+    assert renewed.heartbeat_at > started.heartbeat_at
+
+
+def test_losses_must_be_a_flat_sequence(storage: Storage) -> None:
+    _, (run,) = storage.create_sweep("s", configs(1), ignore)
+    storage.start_run(run.id, "w")
+    with pytest.raises(ValueError, match="flat"):
+        storage.write_losses(run.id, 0, [[1.0, 2.0]])
+
+
+@pytest.mark.parametrize("batch", [3, 1_000])  # PostgreSQL writes a few losses and many in different ways
+def test_a_new_attempt_waits_for_a_batch_being_written_and_then_deletes_it(storage: Storage, batch: int) -> None:
+    """The old attempt's batch and the new attempt's start never interleave: no loss of attempt 1 survives."""
+    _, (run,) = storage.create_sweep("s", configs(1), ignore)
+    storage.start_run(run.id, "old")
+    with ThreadPoolExecutor(4) as pool:
+        writes = [pool.submit(storage.write_losses, run.id, batch * i, [1.0] * batch, attempt=1) for i in range(3)]
+        restarted = pool.submit(storage.start_run, run.id, "new")
+        [write.result() for write in writes]
+        assert restarted.result().attempts == 2
+
+    assert storage.run_losses(run.id).size == 0  # a batch either committed before the restart, or was refused
+    assert storage.write_losses(run.id, 0, [0.5], attempt=1) is False
+    assert storage.write_losses(run.id, 0, [0.5], attempt=2)
+    assert storage.run_losses(run.id).tolist() == [0.5]
+
+
+def test_finish_run_can_store_the_last_losses_with_the_outcome(storage: Storage) -> None:
+    _, (run,) = storage.create_sweep("s", configs(1), ignore)
+    attempt = storage.start_run(run.id, "w").attempts
+    storage.write_losses(run.id, 0, [4.0, 3.0], attempt=attempt)
+
+    assert storage.finish_run(run.id, RunStatus.SUCCEEDED, final_loss=1.0, attempt=attempt,
+                              first_epoch=2, losses=[2.0, 1.0])
+
+    finished = storage.get_run(run.id)
+    assert (finished.status, finished.final_loss, finished.epochs_done, finished.best_loss) == (
+        RunStatus.SUCCEEDED, 1.0, 4, 1.0)
+    assert storage.run_losses(run.id).tolist() == [4.0, 3.0, 2.0, 1.0]
+
+
+def test_finish_run_stores_no_last_losses_for_a_cancelled_run_or_a_stale_attempt(storage: Storage) -> None:
+    sweep, (cancelled, taken_over) = storage.create_sweep("s", configs(2), ignore)
+    for run in (cancelled, taken_over):
+        storage.start_run(run.id, "w")
+    storage.start_run(taken_over.id, "newer")
+    storage.cancel_sweep(sweep.id)
+
+    for run in (cancelled, taken_over):
+        assert storage.finish_run(run.id, RunStatus.SUCCEEDED, final_loss=1.0, attempt=1, losses=[1.0]) is False
+        assert storage.get_run(run.id).status == RunStatus.CANCELLED
+        assert storage.run_losses(run.id).size == 0
+
+
+def test_a_long_batch_comes_back_bit_for_bit_too(storage: Storage) -> None:
+    """Long batches take another path on PostgreSQL (binary COPY) than a few losses do."""
+    values = np.random.default_rng(2).random(1_000) * 10.0 ** np.arange(-300, 300, 0.6)
+    values[:4] = [0.1 + 0.2, 5e-324, 1.7976931348623157e308, 0.0]
+    _, (run,) = storage.create_sweep("s", configs(1), ignore)
+    storage.start_run(run.id, "w")
+    storage.write_losses(run.id, 0, values.tolist())
+
+    for read in (storage.run_losses(run.id), storage.sweep_losses(run.sweep_id)[run.id]):
+        assert read.view(np.uint64).tolist() == values.view(np.uint64).tolist()
+    assert storage.get_run(run.id).best_loss == 0.0

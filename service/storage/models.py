@@ -99,10 +99,14 @@ class RunRow(Base):
 
 
 class LossRow(Base):
-    """One loss per (run, epoch): rewriting an epoch replaces its value."""
+    """One loss per (run, epoch): rewriting an epoch replaces its value.
+
+    `run_id` is a run's id but not a foreign key: checking one costs PostgreSQL a
+    trigger per row, most of a batch's write (see migration 0003).
+    """
 
     __tablename__ = "losses"
 
-    run_id: Mapped[int] = mapped_column(Id, ForeignKey("runs.id"), primary_key=True)
+    run_id: Mapped[int] = mapped_column(Id, primary_key=True)
     epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
     value: Mapped[float] = mapped_column(Double)

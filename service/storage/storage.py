@@ -4,7 +4,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
-from itertools import chain
+from functools import cache
+from itertools import chain, repeat
 from pathlib import Path
 from typing import Any, cast
 
@@ -13,14 +14,34 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import URL, Table, delete, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import (
+    URL,
+    Connection,
+    Double,
+    Integer,
+    Select,
+    String,
+    Table,
+    Text,
+    Update,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.storage.engine import BEGIN_IMMEDIATE, database_url, make_engine
 from service.storage.errors import DatabaseUnavailable, NotFound, SchemaOutOfDate, StorageError
-from service.storage.models import LossRow, RunRow, SweepRow
+from service.storage.models import LossRow, RunRow, SweepRow, UTCDateTime
 from service.storage.records import Run, RunConfig, RunStatus, Sweep
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -30,7 +51,8 @@ Enqueue = Callable[[list[int]], None]
 _RUNS = cast(Table, RunRow.__table__)
 _LOSSES = cast(Table, LossRow.__table__)
 _CONFIG_FIELDS = [field.name for field in fields(RunConfig)]
-# Key of the PostgreSQL advisory lock that `create_sweep` holds shared; see `_find_new_run`.
+_FINISHED = [status.value for status in RunStatus if status.is_finished]
+# Key of the PostgreSQL advisory lock that `create_sweep` holds shared; see `_wait_for_run`.
 _SWEEP_CREATION_LOCK = 0x67726164
 
 
@@ -173,20 +195,22 @@ class Storage:
         A running run whose worker went quiet is `requeue_stale_runs`'s to take back.
         The losses of earlier attempts are deleted: a redone run writes its curve afresh.
         """
-        with self._session(write=True) as session:
-            run = self._find_new_run(session, run_id)
-            now = _now()
-            if RunStatus(run.status).is_finished or (lease is not None and _holds_lease(run, now - lease)):
+        now = _now()
+        start = _start_statement(with_lease=lease is not None)
+        params = {"run_id": run_id, "worker_name": worker, "now": now}
+        if lease is not None:
+            params["lease_since"] = now - lease
+        with self._transaction(write=True) as connection:
+            started = connection.execute(start, params).first()
+            if started is None and not self._wait_for_run(connection, run_id):
+                raise NotFound(f"no run {run_id}")
+            if started is None:
+                started = connection.execute(start, params).first()  # the run is visible now: anything to do?
+            if started is None:
                 return None
-            session.execute(delete(LossRow).where(LossRow.run_id == run_id))
-            run.status = RunStatus.RUNNING.value
-            run.attempts += 1
-            run.worker = worker
-            run.started_at = run.heartbeat_at = now
-            run.finished_at = None
-            run.epochs_done = 0
-            run.final_loss = run.best_loss = run.diverged_at = run.error = None
-            return _run(run)
+            if started.attempts > 1:  # a first attempt has no earlier attempt's losses: a statement saved per run
+                connection.execute(_DELETE_RUN_LOSSES, {"run_id": run_id})
+            return _run(started)
 
     def requeue_stale_runs(self, lease: timedelta, max_attempts: int, enqueue: Enqueue) -> tuple[list[int], list[int]]:
         """Takes back running runs whose worker has not written within `lease`: its worker is gone.
@@ -256,24 +280,9 @@ class Storage:
         has taken over: one attempt at a time writes a run. The values must
         be finite: a loss that blew up is recorded as the run's `diverged_at`.
         """
-        values = [float(value) for value in values]
-        _check_finite(values)
-        with self._session(write=True) as session:
-            run = _require_run(session, run_id, for_update=True)
-            if run.status == RunStatus.CANCELLED or not _owns(run, attempt):
-                return False
-            if values:
-                insert = postgresql.insert(_LOSSES) if self._is_postgresql else sqlite.insert(_LOSSES)
-                session.execute(
-                    insert.on_conflict_do_update(
-                        index_elements=[_LOSSES.c.run_id, _LOSSES.c.epoch], set_={"value": insert.excluded.value}
-                    ),
-                    [{"run_id": run_id, "epoch": first_epoch + i, "value": value} for i, value in enumerate(values)],
-                )
-                run.epochs_done = max(run.epochs_done, first_epoch + len(values))
-                run.best_loss = min(values) if run.best_loss is None else min(run.best_loss, *values)
-            run.heartbeat_at = _now()
-            return True
+        losses = _losses(values)
+        with self._transaction(write=True) as connection:
+            return self._write_owned_run(connection, run_id, attempt, first_epoch, losses)
 
     def finish_run(
         self,
@@ -284,59 +293,61 @@ class Storage:
         diverged_at: int | None = None,
         error: str | None = None,
         attempt: int | None = None,
-    ) -> None:
-        """Records how the run ended. A cancelled run stays as it is: the user's cancel wins over the worker's report.
+        first_epoch: int = 0,
+        losses: Sequence[float] = (),
+    ) -> bool:
+        """Records how the run ended; False if not. A cancelled run stays as it is: the user's cancel wins.
 
         So a worker that finishes just after a cancel never turns the run back into
         succeeded; nor does an `attempt` that a newer attempt has taken over.
+        `losses`, if any, are the run's last ones, from `first_epoch` on, stored as
+        `write_losses` would, in the same transaction: a short run costs its worker
+        one transaction fewer.
         """
         status = RunStatus(status)
         if not status.is_finished:
             raise ValueError(f"{status} is not a finished status")
         if final_loss is not None:
             _check_finite([final_loss])
-        with self._session(write=True) as session:
-            run = _require_run(session, run_id, for_update=True)
-            if run.status == RunStatus.CANCELLED or not _owns(run, attempt):
-                return
-            run.status = status.value
-            run.finished_at = _now()
-            run.final_loss = final_loss
-            run.diverged_at = diverged_at
-            run.error = error
+        outcome = {"new_status": status.value, "final": final_loss, "diverged": diverged_at, "error_text": error}
+        with self._transaction(write=True) as connection:
+            return self._write_owned_run(connection, run_id, attempt, first_epoch, _losses(losses), outcome)
 
     # Losses
 
     def run_losses(self, run_id: int) -> np.ndarray:
         """The run's loss per epoch, as float64."""
-        with self._session() as session:
-            _require_run(session, run_id)
-            values = session.scalars(select(LossRow.value).where(LossRow.run_id == run_id).order_by(LossRow.epoch))
+        with self._transaction() as connection:
+            _require(connection, _RUNS, run_id, f"no run {run_id}")
+            values = connection.scalars(
+                select(_LOSSES.c.value).where(_LOSSES.c.run_id == run_id).order_by(_LOSSES.c.epoch)
+            )
             return np.array(values.all(), dtype=np.float64)
 
     def sweep_losses(self, sweep_id: int) -> dict[int, np.ndarray]:
         """Every run's loss curve, by run id (an empty curve for a run with no loss yet).
 
-        One query sorted by (run, epoch), split with numpy, rather than one query per
-        run: a sweep can hold a million losses.
+        A sweep can hold a million losses, so none of them becomes a SQLAlchemy row
+        (see benchmarks/curve_read_bench.py). PostgreSQL sends each run's curve as
+        one bytea of big-endian doubles, which numpy reads as it is; SQLite's
+        (run id, loss) tuples, sorted by run and epoch, stream into one array
+        that numpy splits.
         """
-        with self._session() as session:
-            _require_sweep(session, sweep_id)
-            sweep_runs = select(_RUNS.c.id).where(_RUNS.c.sweep_id == sweep_id)
-            curves = {run_id: np.empty(0) for run_id in session.scalars(sweep_runs.order_by(_RUNS.c.id))}
-            result = session.execute(
-                select(_LOSSES.c.run_id, _LOSSES.c.value)
-                .where(_LOSSES.c.run_id.in_(sweep_runs))  # not a join, which SQLite would sort in a temporary table
-                .order_by(_LOSSES.c.run_id, _LOSSES.c.epoch),
-                execution_options={"yield_per": 10_000},
-            )
-            # Streamed in batches into one array of (run id, value) pairs, never a list of a
-            # million rows: twice as fast on both backends. Run ids are exact in float64 (below 2**53).
-            pairs = np.fromiter(chain.from_iterable(result), dtype=np.float64).reshape(-1, 2)
-        run_ids, starts = np.unique(pairs[:, 0], return_index=True)
-        values = np.ascontiguousarray(pairs[:, 1])
-        # Split at every start: the piece before the first one is empty and dropped.
-        curves.update(zip(run_ids.astype(np.int64).tolist(), np.split(values, starts)[1:], strict=True))
+        with self._transaction() as connection:
+            _require(connection, SweepRow.__table__, sweep_id, f"no sweep {sweep_id}")
+            if self._is_postgresql:
+                rows = connection.exec_driver_sql(_SWEEP_CURVES_POSTGRESQL, {"sweep_id": sweep_id})
+                return {run_id: _doubles(curve) for run_id, curve in rows}
+            run_ids = connection.scalars(select(_RUNS.c.id).where(_RUNS.c.sweep_id == sweep_id).order_by(_RUNS.c.id))
+            curves = {run_id: np.empty(0) for run_id in run_ids}
+            with _driver_errors(connection):
+                cursor = connection.connection.driver_connection.execute(_SWEEP_LOSSES_SQLITE, (sweep_id,))
+                # Run ids are exact in float64 (below 2**53).
+                pairs = np.fromiter(chain.from_iterable(cursor), dtype=np.float64).reshape(-1, 2)
+        loss_run_ids, values = pairs[:, 0].astype(np.int64), np.ascontiguousarray(pairs[:, 1])
+        starts = np.flatnonzero(np.diff(loss_run_ids, prepend=-1))  # where the run changes
+        if starts.size:
+            curves.update(zip(loss_run_ids[starts].tolist(), np.split(values, starts[1:]), strict=True))
         return curves
 
     # Transactions
@@ -352,21 +363,78 @@ class Storage:
             session.connection(execution_options={BEGIN_IMMEDIATE: write})
             yield session
 
-    def _find_new_run(self, session: Session, run_id: int) -> RunRow:
-        """The run, locked, waiting on PostgreSQL for sweeps still being created.
+    @contextmanager
+    def _transaction(self, *, write: bool = False) -> Iterator[Connection]:
+        """As `_session`, on a bare connection: for the statements that workers send for every run."""
+        with _translated_errors(), self._engine.connect() as connection:
+            connection.execution_options(**{BEGIN_IMMEDIATE: write})
+            with connection.begin():
+                yield connection
+
+    def _write_owned_run(self, connection: Connection, run_id: int, attempt: int | None, first_epoch: int,
+                         losses: np.ndarray, outcome: dict[str, Any] | None = None) -> bool:
+        """Stores `losses` and updates the run's row; False, and nothing written, if the writer may not write the run.
+
+        The row gets the heartbeat, the progress and, if given, `outcome` (see
+        `_owned_run_update`). It is updated first: that locks it, so that no new
+        attempt starts (and deletes this run's losses) until these losses are
+        committed. Raises NotFound for an unknown run.
+        """
+        params = {"run_id": run_id, "attempt": attempt, **_progress(first_epoch, losses), **(outcome or {})}
+        shape = {"by_attempt": attempt is not None, "outcome": outcome is not None}
+        few_to_postgresql = self._is_postgresql and 0 < losses.size <= _FEW_LOSSES
+        if few_to_postgresql:  # one statement, not three: see _owned_run_update_with_few_losses
+            statement = _owned_run_update_with_few_losses(**shape)
+            params |= {"first": first_epoch, "values": losses.tolist()}
+        else:
+            statement = _owned_run_update(progress=losses.size > 0, **shape)
+        owned = connection.execute(statement, params).first() is not None
+        if not owned:
+            _require(connection, _RUNS, run_id, f"no run {run_id}")
+        elif losses.size and not few_to_postgresql:
+            self._replace_losses(connection, run_id, first_epoch, losses)
+        return owned
+
+    def _replace_losses(self, connection: Connection, run_id: int, first_epoch: int, losses: np.ndarray) -> None:
+        """Writes one row per epoch, replacing the rows of those epochs if there are any.
+
+        PostgreSQL: DELETE the epochs' range, then COPY the rows in binary, three
+        times as fast as INSERT ... ON CONFLICT for a batch of a thousand (the
+        caller's lock on the run keeps the two steps from interleaving with another
+        writer). SQLite: one executemany of the upsert straight through the driver
+        (INSERT OR REPLACE is slower with foreign keys on). See
+        benchmarks/loss_write_bench.py.
+        """
+        end = first_epoch + losses.size
+        with _driver_errors(connection):
+            driver = connection.connection.driver_connection
+            if self._is_postgresql:
+                connection.execute(_DELETE_EPOCHS, {"run_id": run_id, "first": first_epoch, "end": end})
+                with driver.cursor() as cursor, cursor.copy(
+                    "COPY losses (run_id, epoch, value) FROM STDIN (FORMAT BINARY)"
+                ) as copy:
+                    copy.write(_binary_copy_rows(run_id, first_epoch, losses))
+            else:
+                driver.executemany(
+                    "INSERT INTO losses (run_id, epoch, value) VALUES (?, ?, ?)"
+                    " ON CONFLICT (run_id, epoch) DO UPDATE SET value = excluded.value",
+                    zip(repeat(run_id), range(first_epoch, end), losses.tolist()),
+                )
+
+    def _wait_for_run(self, connection: Connection, run_id: int) -> bool:
+        """Whether the run exists, waiting on PostgreSQL for sweeps still being created.
 
         `create_sweep` enqueues before it commits, so a worker can be handed a run
         that PostgreSQL does not show it yet. Taking the lock that every
         `create_sweep` holds shared waits for those to end. (SQLite needs no such
         step: its writers take turns, so the worker's BEGIN IMMEDIATE already waited.)
         """
-        run = session.get(RunRow, run_id, with_for_update=True)
-        if run is None and self._is_postgresql:
-            session.execute(select(func.pg_advisory_xact_lock(_SWEEP_CREATION_LOCK)))
-            run = session.get(RunRow, run_id, with_for_update=True)
-        if run is None:
-            raise NotFound(f"no run {run_id}")
-        return run
+        if _exists(connection, _RUNS, run_id):
+            return True
+        if self._is_postgresql:
+            connection.execute(select(func.pg_advisory_xact_lock(_SWEEP_CREATION_LOCK)))
+            return _exists(connection, _RUNS, run_id)
+        return False
 
 
 @contextmanager
@@ -380,23 +448,165 @@ def _translated_errors() -> Iterator[None]:
         raise StorageError(str(exc.orig)) from exc
 
 
-def _holds_lease(run: RunRow, since: datetime) -> bool:
-    return run.status == RunStatus.RUNNING and run.heartbeat_at is not None and run.heartbeat_at >= since
-
-
-def _owns(run: RunRow, attempt: int | None) -> bool:
-    """Whether `attempt` is the run's current attempt and still running it (None: the caller is not a worker)."""
-    return attempt is None or (run.attempts == attempt and run.status == RunStatus.RUNNING)
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+# The statements a worker sends for every run, built once: building a statement
+# in SQLAlchemy takes longer than PostgreSQL takes to run it (0.8 ms against 0.4).
+_DELETE_RUN_LOSSES = delete(_LOSSES).where(_LOSSES.c.run_id == bindparam("run_id"))
+_DELETE_EPOCHS = delete(_LOSSES).where(
+    _LOSSES.c.run_id == bindparam("run_id"), _LOSSES.c.epoch >= bindparam("first"), _LOSSES.c.epoch < bindparam("end")
+)
+# Up to this many losses, PostgreSQL gets them with the run's update, in one statement, rather than by a COPY.
+_FEW_LOSSES = 16
+
+
+@cache
+def _start_statement(*, with_lease: bool) -> Update:
+    """Checks, locks and starts the run in one UPDATE: one round trip, where an ORM object takes two.
+
+    Parameters: run_id, worker_name, now, and with a lease lease_since (a running
+    run that has written since then is another attempt's).
+    """
+    startable = _RUNS.c.status.not_in(_FINISHED)
+    if with_lease:
+        startable &= or_(_RUNS.c.status != RunStatus.RUNNING.value, _RUNS.c.heartbeat_at.is_(None),
+                         _RUNS.c.heartbeat_at < bindparam("lease_since", type_=UTCDateTime()))
+    now = bindparam("now", type_=UTCDateTime())
+    return (
+        update(_RUNS)
+        .where(_RUNS.c.id == bindparam("run_id"), startable)
+        .values(status=RunStatus.RUNNING.value, attempts=_RUNS.c.attempts + 1, worker=bindparam("worker_name"),
+                started_at=now, heartbeat_at=now, finished_at=None, epochs_done=0, final_loss=None, best_loss=None,
+                diverged_at=None, error=None)
+        .returning(*_RUNS.c)
+    )
+
+
+@cache
+def _owned_run_update(*, by_attempt: bool, progress: bool, outcome: bool) -> Update:
+    """Updates a run that the writer may still write: not cancelled, and (by_attempt) still its running attempt.
+
+    Parameters: run_id, now (the heartbeat), attempt if by_attempt; with progress,
+    end (the epoch after the last one written) and best (their lowest loss); with
+    outcome, new_status, final, diverged and error_text. Returns the run's id, or
+    no row if it may not be written.
+    """
+    if by_attempt:
+        may_write = and_(_RUNS.c.attempts == bindparam("attempt"), _RUNS.c.status == RunStatus.RUNNING.value)
+    else:
+        may_write = _RUNS.c.status != RunStatus.CANCELLED.value
+    now = bindparam("now", type_=UTCDateTime())
+    changes: dict[str, Any] = {"heartbeat_at": now}
+    if progress:
+        end, best = bindparam("end", type_=Integer()), bindparam("best", type_=Double())
+        changes["epochs_done"] = case((_RUNS.c.epochs_done < end, end), else_=_RUNS.c.epochs_done)
+        changes["best_loss"] = case((or_(_RUNS.c.best_loss.is_(None), _RUNS.c.best_loss > best), best),
+                                    else_=_RUNS.c.best_loss)
+    if outcome:
+        changes |= {"status": bindparam("new_status", type_=String()), "finished_at": now,
+                    "final_loss": bindparam("final", type_=Double()),
+                    "diverged_at": bindparam("diverged", type_=Integer()),
+                    "error": bindparam("error_text", type_=Text())}
+    return (
+        update(_RUNS).where(_RUNS.c.id == bindparam("run_id"), may_write).values(changes).returning(_RUNS.c.id)
+    )
+
+
+@cache
+def _owned_run_update_with_few_losses(*, by_attempt: bool, outcome: bool) -> Select:
+    """PostgreSQL: `_owned_run_update` (with progress) and the upsert of the losses it allows, in one statement.
+
+    For the batch of a short run, a statement and a round trip fewer than an UPDATE,
+    a DELETE and a COPY (see benchmarks/overhead_bench.py). An upsert, not a DELETE:
+    if the UPDATE waited for another writer's lock, the rows that writer committed
+    meanwhile are not in this statement's snapshot, but ON CONFLICT still finds
+    them. Extra parameters: first (the first epoch) and values (the losses).
+    """
+    run = _owned_run_update(by_attempt=by_attempt, progress=True, outcome=outcome).cte("run")
+    batch = (func.unnest(bindparam("values", type_=postgresql.ARRAY(Double())))
+             .table_valued("value", with_ordinality="i").render_derived())
+    rows = select(run.c.id, bindparam("first", type_=Integer()) + batch.c.i - 1, batch.c.value)
+    upsert = postgresql.insert(_LOSSES).from_select(["run_id", "epoch", "value"], rows.join_from(run, batch, true()))
+    upsert = upsert.on_conflict_do_update(index_elements=[_LOSSES.c.run_id, _LOSSES.c.epoch],
+                                          set_={"value": upsert.excluded.value})
+    return select(run.c.id).add_cte(upsert.cte("written"))
+
+
+def _losses(values: Sequence[float]) -> np.ndarray:
+    losses = np.asarray(values, dtype=np.float64)
+    if losses.ndim != 1:
+        raise ValueError("losses must be a flat sequence of numbers, one per epoch")
+    _check_finite(losses)
+    return losses
+
+
+def _progress(first_epoch: int, losses: np.ndarray) -> dict[str, Any]:
+    """The parameters of `_owned_run_update` that record `losses`: a heartbeat, and the run's progress if any."""
+    if not losses.size:
+        return {"now": _now()}
+    return {"now": _now(), "end": first_epoch + losses.size, "best": float(losses.min())}
 
 
 def _check_finite(values: Sequence[float]) -> None:
     # SQLite would store NaN as NULL; keeping losses finite keeps both backends alike.
     if not np.isfinite(values).all():
         raise ValueError("losses must be finite; record a loss that blew up as the run's diverged_at")
+
+
+def _exists(connection: Connection, table: Table, id_: int) -> bool:
+    return connection.execute(select(table.c.id).where(table.c.id == id_)).first() is not None
+
+
+def _require(connection: Connection, table: Table, id_: int, message: str) -> None:
+    if not _exists(connection, table, id_):
+        raise NotFound(message)
+
+
+@contextmanager
+def _driver_errors(connection: Connection) -> Iterator[None]:
+    """Turns the driver's exceptions, where we call it directly, into SQLAlchemy's, for `_translated_errors`."""
+    dbapi = connection.dialect.loaded_dbapi
+    try:
+        yield
+    except dbapi.Error as error:
+        if connection.dialect.is_disconnect(error, connection.connection.dbapi_connection, None):
+            connection.invalidate(error)
+        raise DBAPIError.instance(None, None, error, dbapi.Error, dialect=connection.dialect) from error
+
+
+# PostgreSQL's binary COPY format: a header, then per row the number of fields and,
+# for each field, its length and its big-endian value; then -1. Our loss rows have
+# fixed-size fields (bigint, integer, double precision), so a row is one numpy record.
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, length of the header extension
+_COPY_TRAILER = b"\xff\xff"
+_LOSS_ROW = np.dtype([("fields", ">i2"), ("run_id_size", ">i4"), ("run_id", ">i8"), ("epoch_size", ">i4"),
+                      ("epoch", ">i4"), ("value_size", ">i4"), ("value", ">f8")])
+
+
+def _binary_copy_rows(run_id: int, first_epoch: int, losses: np.ndarray) -> bytes:
+    rows = np.empty(losses.size, dtype=_LOSS_ROW)
+    rows["fields"], rows["run_id_size"], rows["epoch_size"], rows["value_size"] = 3, 8, 4, 8
+    rows["run_id"] = run_id
+    rows["epoch"] = np.arange(first_epoch, first_epoch + losses.size)
+    rows["value"] = losses
+    return _COPY_HEADER + rows.tobytes() + _COPY_TRAILER
+
+
+# Each run's curve in one row, as its losses' binary form (float8send: 8 big-endian bytes) end to end.
+_SWEEP_CURVES_POSTGRESQL = (
+    "SELECT r.id, (SELECT string_agg(float8send(l.value), ''::bytea ORDER BY l.epoch) FROM losses l"
+    " WHERE l.run_id = r.id) FROM runs r WHERE r.sweep_id = %(sweep_id)s ORDER BY r.id"
+)
+_SWEEP_LOSSES_SQLITE = (
+    "SELECT run_id, value FROM losses WHERE run_id IN (SELECT id FROM runs WHERE sweep_id = ?)"
+    " ORDER BY run_id, epoch"  # IN, not a join, which SQLite would sort in a temporary table
+)
+
+
+def _doubles(big_endian: bytes | None) -> np.ndarray:
+    return np.empty(0) if big_endian is None else np.frombuffer(big_endian, dtype=">f8").astype(np.float64)
 
 
 def _require_sweep(session: Session, sweep_id: int) -> None:
