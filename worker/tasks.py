@@ -37,8 +37,13 @@ T = TypeVar("T")
 
 @lru_cache
 def storage() -> Storage:
-    """One Storage per worker process, made after the fork so no connection is shared."""
-    return Storage(get_settings().database_url)
+    """One Storage per worker process, made after the fork so no connection is shared.
+
+    Without pre-ping: a run's two transactions are most of its cost beyond
+    training, and every call here goes through `patiently`, which retries on a
+    dead connection anyway.
+    """
+    return Storage(get_settings().database_url, pre_ping=False)
 
 
 def patiently(call: Callable[[], T]) -> T:

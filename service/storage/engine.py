@@ -18,9 +18,10 @@ def database_url(url: str | URL) -> URL:
     return url
 
 
-def make_engine(url: str | URL) -> Engine:
+def make_engine(url: str | URL, *, pre_ping: bool = True) -> Engine:
+    """`pre_ping` tests each pooled connection before use, so that a restarted database costs no failed call."""
     url = database_url(url)
-    engine = create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, pool_pre_ping=pre_ping)
     if url.get_backend_name() == "sqlite":
         _configure_sqlite(engine)
     return engine

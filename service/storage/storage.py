@@ -75,9 +75,10 @@ class Storage:
     empty list.
     """
 
-    def __init__(self, url: str | URL) -> None:
+    def __init__(self, url: str | URL, *, pre_ping: bool = True) -> None:
+        """`pre_ping=False` saves a round trip per transaction, for callers that retry on DatabaseUnavailable."""
         self.url = database_url(url)
-        self._engine = make_engine(self.url)
+        self._engine = make_engine(self.url, pre_ping=pre_ping)
         self._sessions = sessionmaker(self._engine)
         backend = self._engine.dialect.name
         if backend not in ("sqlite", "postgresql"):
