@@ -1,0 +1,234 @@
+"""What the service benchmarks share: a database and a broker of their own, service processes, the timing loop.
+
+Every benchmark measures its baseline in the same run as the service, alternating
+the two sides repetition by repetition so that a slow moment of the machine hits
+both alike, and prints medians and their ratio, as `engine_bench` does.
+
+Where they run: PostgreSQL at GRADSWEEP_BENCH_POSTGRES_URL (default
+postgresql://postgres@127.0.0.1:5432; a database `gradsweep_bench_<random>` is
+created and dropped), Redis at GRADSWEEP_BENCH_REDIS_URL (default
+redis://127.0.0.1:6379/14; only that database is ever emptied).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import redis
+from sqlalchemy import create_engine, make_url, text
+
+from service.storage import Storage
+
+POSTGRES_SERVER = os.environ.get("GRADSWEEP_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
+REDIS_URL = os.environ.get("GRADSWEEP_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+# As `gradsweep worker` sets them: one BLAS thread per training process.
+ONE_BLAS_THREAD = {name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+REPO = Path(__file__).resolve().parent.parent
+
+
+# ---- databases and broker ----
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database, dropped afterwards."""
+    server = make_url(POSTGRES_SERVER).set(drivername="postgresql+psycopg")
+    name = f"gradsweep_bench_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f"CREATE DATABASE {name}"))
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
+        admin.dispose()
+
+
+@contextmanager
+def sqlite_database() -> Iterator[str]:
+    with tempfile.TemporaryDirectory(prefix="gradsweep-bench-") as folder:
+        yield f"sqlite:///{folder}/gradsweep.sqlite"
+
+
+@contextmanager
+def database(backend: str) -> Iterator[str]:
+    """A new database on `backend` ("postgresql" or "sqlite"), migrated."""
+    with postgres_database() if backend == "postgresql" else sqlite_database() as url:
+        storage = Storage(url)
+        storage.upgrade()
+        storage.close()
+        yield url
+
+
+def empty_broker() -> None:
+    """Empties our Redis database (and only it): no message of an earlier repetition or run is left."""
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    client.close()
+
+
+def service_env(database_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a service process on `database_url` and our broker, as `gradsweep` reads it."""
+    return {**os.environ, **ONE_BLAS_THREAD, "GRADSWEEP_DATABASE_URL": database_url,
+            "GRADSWEEP_BROKER_URL": REDIS_URL, **extra}
+
+
+def use_service_settings(database_url: str) -> None:
+    """Points this process's settings (and so the Celery app, once imported) at our database and broker."""
+    os.environ.update(GRADSWEEP_DATABASE_URL=database_url, GRADSWEEP_BROKER_URL=REDIS_URL)
+    from service.settings import get_settings
+
+    get_settings.cache_clear()
+    if "worker.app" in sys.modules and sys.modules["worker.app"].app.conf.broker_url != REDIS_URL:
+        raise RuntimeError("worker.app was imported before the benchmark chose its broker")
+
+
+# ---- service processes ----
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Processes:
+    """Service processes started as a user starts them (`gradsweep api`, a Celery worker), stopped together."""
+
+    def __init__(self, env: dict[str, str], workdir: Path) -> None:
+        self.env, self.workdir = env, workdir
+        self.started: list[subprocess.Popen] = []
+
+    def start(self, name: str, argv: list[str]) -> subprocess.Popen:
+        log = open(self.workdir / f"{name}.log", "ab")
+        process = subprocess.Popen(argv, env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        self.started.append(process)
+        return process
+
+    def api(self) -> str:
+        """Starts `gradsweep api` and returns its URL once /healthz answers 200."""
+        port = free_port()
+        self.start("api", [sys.executable, "-m", "service", "api", "--port", str(port)])
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
+                    return url
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the API did not come up; see {self.workdir / 'api.log'}")
+            time.sleep(0.2)
+
+    def worker(self, concurrency: int = 2, app: str = "worker.app", name: str = "worker") -> subprocess.Popen:
+        """A Celery worker with `gradsweep worker`'s command line; `app` may add tasks to gradsweep's app."""
+        return self.start(name, [sys.executable, "-m", "celery", "-A", app, "worker", "--loglevel=INFO",
+                                 f"--concurrency={concurrency}", f"--hostname=gradsweep-bench-{name}@%h"])
+
+    def stop(self) -> None:
+        for process in self.started:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.started:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+@contextmanager
+def processes(env: dict[str, str]) -> Iterator[Processes]:
+    """Processes stopped on the way out, even on SIGTERM (they have sessions of their own)."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    with tempfile.TemporaryDirectory(prefix="gradsweep-bench-") as folder:
+        running = Processes(env, Path(folder))
+        try:
+            yield running
+        finally:
+            running.stop()
+
+
+def wait_until_drained(client: redis.Redis, queue: str, timeout: float = 600, poll: float = 0.005) -> float:
+    """Waits until every message of `queue` has been taken and acknowledged; returns the time it saw that.
+
+    With late acknowledgement a message stays in kombu's `unacked` hash until its
+    task has returned, so an empty queue and an empty hash mean all tasks are done.
+    Two empty looks in a row, because the worker moves a message from the queue to
+    the hash in two steps.
+    """
+    deadline = time.perf_counter() + timeout
+    empty_since = None
+    while True:
+        with client.pipeline() as pipe:
+            waiting, unacked = pipe.llen(queue).hlen("unacked").execute()
+        now = time.perf_counter()
+        if waiting == 0 and unacked == 0:
+            if empty_since is not None:
+                return empty_since
+            empty_since = now
+        else:
+            empty_since = None
+        if now > deadline:
+            raise TimeoutError(f"{waiting} messages waiting and {unacked} unacknowledged after {timeout} s")
+        time.sleep(poll)
+
+
+# ---- timing and reporting ----
+
+
+def interleaved(sides: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
+    """Runs each side once per repetition, in turn; each returns its own measurement."""
+    results: dict[str, list[float]] = {name: [] for name in sides}
+    for _ in range(repeats):
+        for name, measure in sides.items():
+            results[name].append(measure())
+    return results
+
+
+def timed(action: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def spread(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
+    """All repetitions, for the reader to see the noise."""
+    return "[" + ", ".join(f"{v * scale:.{digits}f}" for v in values) + "]"
+
+
+def paired_ratios(ours: list[float], baseline: list[float]) -> str:
+    """Each repetition's ratio, ours / its baseline measured just before: the spread a noisy machine gives."""
+    return spread([a / b for a, b in zip(ours, baseline, strict=True)])
+
+
+def report(label: str, ours: float, baseline: float, baseline_name: str, unit: str, *, ratio: float | None = None,
+           target: str = "") -> float:
+    """One line: our figure, the baseline's, their ratio (ours / baseline unless given) and the target."""
+    ratio = ours / baseline if ratio is None else ratio
+    print(f"{label:<34} {ours:>12,.2f} {unit:<10} {baseline_name:<30} {baseline:>12,.2f} {unit:<10}"
+          f" ratio {ratio:6.2f}x   {target}", flush=True)
+    return ratio
+
+
+def header(title: str) -> None:
+    print(f"\n== {title}", flush=True)

@@ -1,0 +1,136 @@
+"""Curve reads: every curve of a sweep into numpy, through the storage layer and the API, against a raw SELECT.
+
+    python -m benchmarks.curve_read_bench [--runs 1000] [--epochs 1000] [--repeats 3] [--quick]
+
+A sweep of R runs x E epochs (a million losses by default) on each backend.
+Ours: `Storage.sweep_losses(sweep_id)` (a numpy array per run), and
+GET /sweeps/{id}/losses from a `gradsweep api` process, parsed into a numpy
+array per run. Baseline: the same rows, (run id, loss) sorted by run and
+epoch, fetched with a raw SELECT on the driver (psycopg or sqlite3) and put
+into numpy arrays, the faster of `np.array(cursor.fetchall())` and
+`np.fromiter` over the cursor. Target: the storage layer <= 2x the baseline;
+the API's figure is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+from collections.abc import Callable
+from dataclasses import replace
+from itertools import chain
+
+import httpx
+import numpy as np
+import psycopg
+from sqlalchemy import make_url
+
+from benchmarks.common import (
+    database,
+    empty_broker,
+    header,
+    interleaved,
+    median,
+    processes,
+    report,
+    service_env,
+    spread,
+    timed,
+)
+from service.storage import RunConfig, Storage
+
+CONFIG = RunConfig(learning_rate=0.01, seed=0, optimizer="sgd", epochs=1000, n_samples=100, n_features=50,
+                   data_seed=0, mode="tensor")
+SELECT = ("SELECT run_id, value FROM losses WHERE run_id IN (SELECT id FROM runs WHERE sweep_id = {}) "
+          "ORDER BY run_id, epoch")
+
+
+def raw_reads(backend: str, url: str, sweep_id: int) -> dict[str, Callable[[], np.ndarray]]:
+    """The baseline's two ways of reading the rows into an (n, 2) float64 array."""
+    if backend == "postgresql":
+        dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+        def cursor_of() -> tuple[psycopg.Connection, psycopg.Cursor]:
+            connection = psycopg.connect(dsn)
+            return connection, connection.execute(SELECT.format("%s"), (sweep_id,))
+    else:
+        def cursor_of() -> tuple[sqlite3.Connection, sqlite3.Cursor]:
+            connection = sqlite3.connect(make_url(url).database)
+            return connection, connection.execute(SELECT.format("?"), (sweep_id,))
+
+    def fetchall() -> np.ndarray:
+        connection, cursor = cursor_of()
+        pairs = np.array(cursor.fetchall(), dtype=np.float64)
+        connection.close()
+        return pairs
+
+    def fromiter() -> np.ndarray:
+        connection, cursor = cursor_of()
+        pairs = np.fromiter(chain.from_iterable(cursor), dtype=np.float64).reshape(-1, 2)
+        connection.close()
+        return pairs
+
+    return {"fetchall": fetchall, "fromiter": fromiter}
+
+
+def bench(backend: str, n_runs: int, epochs: int, repeats: int) -> None:
+    rng = np.random.default_rng(0)
+    with database(backend) as url:
+        storage = Storage(url)
+        sweep, runs = storage.create_sweep("reads", [replace(CONFIG, seed=i, epochs=epochs) for i in range(n_runs)],
+                                           lambda run_ids: None)
+        for run in runs:
+            attempt = storage.start_run(run.id, "bench").attempts
+            storage.write_losses(run.id, 0, rng.random(epochs), attempt=attempt)
+        empty_broker()
+        with processes(service_env(url)) as started:
+            api = httpx.Client(base_url=started.api(), timeout=120)
+
+            def through_api() -> dict[int, np.ndarray]:
+                body = api.get(f"/sweeps/{sweep.id}/losses").raise_for_status().json()
+                return {run["run_id"]: np.array(run["losses"], dtype=np.float64) for run in body["runs"]}
+
+            raw = raw_reads(backend, url, sweep.id)
+            expected = storage.sweep_losses(sweep.id)
+            pairs = raw["fetchall"]()
+            assert pairs.shape == (n_runs * epochs, 2) and all(
+                np.array_equal(pairs[i * epochs:(i + 1) * epochs, 1], expected[run.id]) for i, run in enumerate(runs)
+            ), "the baseline and the storage layer read different curves"
+            assert all(np.array_equal(curve, expected[run_id]) for run_id, curve in through_api().items())
+            times = interleaved({
+                "raw fetchall": lambda: timed(raw["fetchall"]),
+                "raw fromiter": lambda: timed(raw["fromiter"]),
+                "storage": lambda: timed(lambda: storage.sweep_losses(sweep.id)),
+                "api": lambda: timed(through_api),
+            }, repeats)
+            api.close()
+        storage.close()
+
+    baseline_name = min(("raw fetchall", "raw fromiter"), key=lambda name: median(times[name]))
+    base = median(times[baseline_name])
+    header(f"{backend}: every curve of a {n_runs} x {epochs} sweep into numpy; {repeats} repetitions; "
+           f"seconds (lower is better)")
+    report("Storage.sweep_losses", median(times["storage"]), base, f"raw SELECT, {baseline_name.split()[1]}", "s",
+           target="(target <= 2x)")
+    report("GET /sweeps/{id}/losses (JSON)", median(times["api"]), base, f"raw SELECT, {baseline_name.split()[1]}",
+           "s", target="(reported)")
+    for name, values in times.items():
+        print(f"  every repetition, {name}: {spread(values, 1, 3)} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--epochs", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--backend", choices=["postgresql", "sqlite", "both"], default="both")
+    parser.add_argument("--quick", action="store_true", help="200 runs, 3 repetitions")
+    args = parser.parse_args()
+    n_runs = 200 if args.quick else args.runs
+    for backend in ("postgresql", "sqlite") if args.backend == "both" else (args.backend,):
+        bench(backend, n_runs, args.epochs, args.repeats)
+    print("(ratio = ours / baseline, in seconds)")
+
+
+if __name__ == "__main__":
+    main()

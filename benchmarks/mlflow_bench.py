@@ -1,0 +1,91 @@
+"""Against MLflow: the same loss curves logged to MLflow's tracking store and to our storage layer, both on SQLite.
+
+    python -m benchmarks.mlflow_bench [--runs 100] [--epochs 1000] [--repeats 3] [--quick]
+
+R runs x E epochs of losses. MLflow (the `bench` extra): a tracking URI
+sqlite:///...; per run `create_run`, `log_batch` of the run's losses (1,000
+metrics a call, MLflow's limit) and `set_terminated`. Ours: a sweep of R runs
+(`create_sweep`), then per run `start_run`, `write_losses` of its losses and
+`finish_run`: each a transaction, as a worker makes them. Figure: points
+(losses) per second, run creation included on both sides. Target: >= 20x MLflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import header, interleaved, median, report, spread, timed
+from service.storage import RunConfig, RunStatus, Storage
+
+CONFIG = RunConfig(learning_rate=0.01, seed=0, optimizer="sgd", epochs=1000, n_samples=100, n_features=50,
+                   data_seed=0, mode="tensor")
+MLFLOW_BATCH = 1000  # MLflow refuses more metrics in one log_batch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--epochs", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="20 runs, 3 repetitions")
+    args = parser.parse_args()
+    n_runs, epochs, repeats = (20 if args.quick else args.runs), args.epochs, args.repeats
+    try:
+        from mlflow.entities import Metric
+        from mlflow.tracking import MlflowClient
+    except ImportError:
+        raise SystemExit("MLflow is not installed: pip install -e '.[bench]'")
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+
+    rng = np.random.default_rng(0)
+    curves = [rng.random(epochs).tolist() for _ in range(n_runs)]
+    with tempfile.TemporaryDirectory(prefix="gradsweep-bench-") as folder:
+        mlflow = MlflowClient(tracking_uri=f"sqlite:///{Path(folder) / 'mlflow.db'}")
+        experiment = mlflow.create_experiment("losses", artifact_location=str(Path(folder) / "artifacts"))
+        storage = Storage(f"sqlite:///{Path(folder) / 'gradsweep.sqlite'}")
+        storage.upgrade()
+        configs = [replace(CONFIG, seed=i, epochs=epochs) for i in range(n_runs)]
+
+        def log_to_mlflow() -> None:
+            for values in curves:
+                run_id = mlflow.create_run(experiment).info.run_id
+                now = int(time.time() * 1000)
+                metrics = [Metric("loss", value, now, step) for step, value in enumerate(values)]
+                for start in range(0, len(metrics), MLFLOW_BATCH):
+                    mlflow.log_batch(run_id, metrics=metrics[start:start + MLFLOW_BATCH])
+                mlflow.set_terminated(run_id)
+
+        def store_in_gradsweep() -> None:
+            _, runs = storage.create_sweep("losses", configs, lambda run_ids: None)
+            for run, values in zip(runs, curves, strict=True):
+                attempt = storage.start_run(run.id, "bench").attempts
+                storage.write_losses(run.id, 0, values, attempt=attempt)
+                storage.finish_run(run.id, RunStatus.SUCCEEDED, final_loss=values[-1], attempt=attempt)
+
+        points = n_runs * epochs
+        rates = interleaved({"mlflow": lambda: points / timed(log_to_mlflow),
+                             "gradsweep": lambda: points / timed(store_in_gradsweep)}, repeats)
+        history = mlflow.get_metric_history(mlflow.search_runs([experiment], max_results=1)[0].info.run_id, "loss")
+        assert len(history) == epochs
+        storage.close()
+
+    header(f"{n_runs} runs x {epochs} epochs logged, SQLite for both; {repeats} repetitions; points/s "
+           f"(higher is better)")
+    ours, theirs = median(rates["gradsweep"]), median(rates["mlflow"])
+    report("gradsweep Storage", ours, theirs, "MLflow log_batch", "points/s", target="(target >= 20x)")
+    for name, values in rates.items():
+        print(f"  every repetition, {name}: {spread(values, 1, 0)} points/s")
+    print("(ratio = ours / MLflow, in points/s)")
+
+
+if __name__ == "__main__":
+    main()
