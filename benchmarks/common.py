@@ -12,6 +12,7 @@ redis://127.0.0.1:6379/14; only that database is ever emptied).
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import socket
@@ -228,6 +229,21 @@ def report(label: str, ours: float, baseline: float, baseline_name: str, unit: s
     print(f"{label:<34} {ours:>12,.2f} {unit:<10} {baseline_name:<30} {baseline:>12,.2f} {unit:<10}"
           f" ratio {ratio:6.2f}x   {target}", flush=True)
     return ratio
+
+
+def main_per_backend(doc: str, bench: Callable[[str, int, int, int], None], ratio_note: str) -> None:
+    """The command line of the benchmarks that run on both backends: bench(backend, runs, epochs, repeats) each."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--epochs", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--backend", choices=["postgresql", "sqlite", "both"], default="both")
+    parser.add_argument("--quick", action="store_true", help="200 runs, 3 repetitions")
+    args = parser.parse_args()
+    n_runs = 200 if args.quick else args.runs
+    for backend in ("postgresql", "sqlite") if args.backend == "both" else (args.backend,):
+        bench(backend, n_runs, args.epochs, args.repeats)
+    print(ratio_note)
 
 
 def header(title: str) -> None:

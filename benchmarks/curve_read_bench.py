@@ -14,7 +14,6 @@ the API's figure is reported.
 
 from __future__ import annotations
 
-import argparse
 import sqlite3
 from collections.abc import Callable
 from dataclasses import replace
@@ -30,6 +29,7 @@ from benchmarks.common import (
     empty_broker,
     header,
     interleaved,
+    main_per_backend,
     median,
     processes,
     report,
@@ -119,17 +119,7 @@ def bench(backend: str, n_runs: int, epochs: int, repeats: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=1000)
-    parser.add_argument("--epochs", type=int, default=1000)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--backend", choices=["postgresql", "sqlite", "both"], default="both")
-    parser.add_argument("--quick", action="store_true", help="200 runs, 3 repetitions")
-    args = parser.parse_args()
-    n_runs = 200 if args.quick else args.runs
-    for backend in ("postgresql", "sqlite") if args.backend == "both" else (args.backend,):
-        bench(backend, n_runs, args.epochs, args.repeats)
-    print("(ratio = ours / baseline, in seconds)")
+    main_per_backend(__doc__, bench, "(ratio = ours / baseline, in seconds)")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ per-run COPY's rows/s.
 
 from __future__ import annotations
 
-import argparse
 import sqlite3
 from collections.abc import Callable
 from dataclasses import replace
@@ -27,7 +26,7 @@ import numpy as np
 import psycopg
 from sqlalchemy import make_url
 
-from benchmarks.common import database, header, interleaved, median, report, spread, timed
+from benchmarks.common import database, header, interleaved, main_per_backend, median, report, spread, timed
 from service.storage import RunConfig, Storage
 
 CONFIG = RunConfig(learning_rate=0.01, seed=0, optimizer="sgd", epochs=1000, n_samples=100, n_features=50,
@@ -145,17 +144,7 @@ def bench(backend: str, n_runs: int, epochs: int, repeats: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=1000)
-    parser.add_argument("--epochs", type=int, default=1000)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--backend", choices=["postgresql", "sqlite", "both"], default="both")
-    parser.add_argument("--quick", action="store_true", help="200 runs, 3 repetitions")
-    args = parser.parse_args()
-    n_runs = 200 if args.quick else args.runs
-    for backend in ("postgresql", "sqlite") if args.backend == "both" else (args.backend,):
-        bench(backend, n_runs, args.epochs, args.repeats)
-    print("(ratio = storage / baseline, in rows/s)")
+    main_per_backend(__doc__, bench, "(ratio = storage / baseline, in rows/s)")
 
 
 if __name__ == "__main__":
