@@ -16,8 +16,9 @@ import pytest
 from service.api.routes.dashboard import format_learning_rate
 from tests.browser.conftest import embedded_settings
 from tests.integration.stack import Stack
+from tests.services import in_ci
 
-if os.environ.get("CI") == "true":  # there, a missing Playwright must fail the run, not skip it
+if in_ci():  # there, a missing Playwright must fail the run, not skip it
     from playwright.sync_api import expect
 else:
     expect = pytest.importorskip("playwright.sync_api").expect

@@ -1,6 +1,6 @@
 """Integration fixtures: a real Redis, a real PostgreSQL, and the service's real processes.
 
-A test whose service is missing fails under CI (CI=true) and is skipped elsewhere.
+A test whose service is missing fails under CI (CI set, e.g. CI=true) and is skipped elsewhere.
 """
 
 from __future__ import annotations
