@@ -496,3 +496,19 @@ def test_a_long_batch_comes_back_bit_for_bit_too(storage: Storage) -> None:
     for read in (storage.run_losses(run.id), storage.sweep_losses(run.sweep_id)[run.id]):
         assert read.view(np.uint64).tolist() == values.view(np.uint64).tolist()
     assert storage.get_run(run.id).best_loss == 0.0
+
+
+def test_best_runs_picks_each_sweeps_lowest_loss_among_runs_that_neither_diverged_nor_failed(storage: Storage) -> None:
+    sweep, (diverged, failed, good, better) = storage.create_sweep("s", configs(4), ignore)
+    other, (unstarted,) = storage.create_sweep("other", configs(1), ignore)
+    for run, loss in ((diverged, 0.1), (failed, 0.2), (good, 0.5), (better, 0.4)):
+        storage.start_run(run.id, "w")
+        storage.write_losses(run.id, 0, [1.0, loss], attempt=1)
+    storage.finish_run(diverged.id, RunStatus.DIVERGED, diverged_at=2, attempt=1)
+    storage.finish_run(failed.id, RunStatus.FAILED, error="boom", attempt=1)
+
+    best = storage.best_runs([sweep.id, other.id])
+
+    assert best.keys() == {sweep.id}  # the other sweep has no loss yet
+    assert (best[sweep.id].id, best[sweep.id].best_loss) == (better.id, 0.4)
+    assert storage.best_runs([]) == {}

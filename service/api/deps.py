@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException, status
+from fastapi import Depends, Header, HTTPException, Path, status
 
 from service.settings import get_settings
 from service.storage import Storage
@@ -28,6 +28,8 @@ def get_enqueue() -> Callable[[Sequence[int]], None]:
 
 
 StorageDep = Annotated[Storage, Depends(get_storage)]
+# A sweep's or a run's id in a path: ids are positive 64-bit integers, and anything else is a 422, not a 500.
+Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
 EnqueueDep = Annotated[Callable[[Sequence[int]], None], Depends(get_enqueue)]
 
 

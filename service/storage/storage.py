@@ -48,6 +48,7 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 Enqueue = Callable[[list[int]], None]
 
+_SWEEPS = cast(Table, SweepRow.__table__)
 _RUNS = cast(Table, RunRow.__table__)
 _LOSSES = cast(Table, LossRow.__table__)
 _CONFIG_FIELDS = [field.name for field in fields(RunConfig)]
@@ -153,7 +154,7 @@ class Storage:
     def cancel_sweep(self, sweep_id: int) -> int:
         """Cancels the sweep's queued and running runs; returns how many. Workers notice at their next write_losses."""
         with self._session(write=True) as session:
-            _require_sweep(session, sweep_id)
+            _require_sweep(session.connection(), sweep_id)
             cancelled = session.scalars(
                 update(RunRow)
                 .where(RunRow.sweep_id == sweep_id, RunRow.status.in_([RunStatus.QUEUED, RunStatus.RUNNING]))
@@ -165,28 +166,44 @@ class Storage:
     def retry_sweep(self, sweep_id: int, enqueue: Enqueue) -> list[int]:
         """Queues the sweep's failed and cancelled runs again and enqueues them; returns their ids."""
         with self._session(write=True) as session:
-            _require_sweep(session, sweep_id)
+            _require_sweep(session.connection(), sweep_id)
             run_ids = session.scalars(
                 update(RunRow)
                 .where(RunRow.sweep_id == sweep_id, RunRow.status.in_([RunStatus.FAILED, RunStatus.CANCELLED]))
                 .values(status=RunStatus.QUEUED.value, finished_at=None, error=None, queued_at=_now())
                 .returning(RunRow.id)
             ).all()
-            run_ids = sorted(run_ids)
-            if run_ids:
-                enqueue(run_ids)
-            return run_ids
+            return _enqueued(run_ids, enqueue)
 
     # Runs
 
     def list_runs(self, sweep_id: int) -> list[Run]:
         with self._session() as session:
-            _require_sweep(session, sweep_id)
+            _require_sweep(session.connection(), sweep_id)
             return _runs_of(session, sweep_id)
 
+    def best_runs(self, sweep_ids: Sequence[int]) -> dict[int, Run]:
+        """Each sweep's run with the lowest loss so far, of those that neither diverged nor failed, by sweep id.
+
+        One query for a whole page of sweeps. A sweep with no such run is left
+        out; of runs with the same loss, the first one wins.
+        """
+        ranked = (
+            select(_RUNS, func.row_number().over(partition_by=_RUNS.c.sweep_id,
+                                                 order_by=(_RUNS.c.best_loss, _RUNS.c.id)).label("rank"))
+            .where(_RUNS.c.sweep_id.in_(sweep_ids), _RUNS.c.best_loss.is_not(None),
+                   _RUNS.c.status.not_in([RunStatus.DIVERGED.value, RunStatus.FAILED.value]))
+            .subquery()
+        )
+        with self._transaction() as connection:
+            return {row.sweep_id: _run(row) for row in connection.execute(select(ranked).where(ranked.c.rank == 1))}
+
     def get_run(self, run_id: int) -> Run:
-        with self._session() as session:
-            return _run(_require_run(session, run_id))
+        with self._transaction() as connection:
+            row = connection.execute(select(_RUNS).where(_RUNS.c.id == run_id)).first()
+        if row is None:
+            raise NotFound(f"no run {run_id}")
+        return _run(row)
 
     def start_run(self, run_id: int, worker: str, *, lease: timedelta | None = None) -> Run | None:
         """Marks the run running for a new attempt, from epoch 0; None if there is nothing to do.
@@ -246,9 +263,7 @@ class Storage:
                     run.status, run.queued_at = RunStatus.QUEUED.value, now
                     requeued.append(run.id)
             session.flush()
-            if requeued:
-                enqueue(requeued)
-            return requeued, failed
+            return _enqueued(requeued, enqueue), failed
 
     def requeue_unclaimed_runs(self, older_than: timedelta, enqueue: Enqueue, limit: int = 1000) -> list[int]:
         """Enqueues again runs queued for longer than `older_than`; returns their ids.
@@ -271,10 +286,7 @@ class Storage:
                 .values(queued_at=now)
                 .returning(RunRow.id)
             ).all()
-            run_ids = sorted(run_ids)
-            if run_ids:
-                enqueue(run_ids)
-            return run_ids
+            return _enqueued(run_ids, enqueue)
 
     def write_losses(
         self, run_id: int, first_epoch: int, values: Sequence[float], *, attempt: int | None = None
@@ -326,7 +338,7 @@ class Storage:
     def run_losses(self, run_id: int) -> np.ndarray:
         """The run's loss per epoch, as float64."""
         with self._transaction() as connection:
-            _require(connection, _RUNS, run_id, f"no run {run_id}")
+            _require_run(connection, run_id)
             values = connection.scalars(
                 select(_LOSSES.c.value).where(_LOSSES.c.run_id == run_id).order_by(_LOSSES.c.epoch)
             )
@@ -342,7 +354,7 @@ class Storage:
         that numpy splits.
         """
         with self._transaction() as connection:
-            _require(connection, SweepRow.__table__, sweep_id, f"no sweep {sweep_id}")
+            _require_sweep(connection, sweep_id)
             if self._is_postgresql:
                 rows = connection.exec_driver_sql(_SWEEP_CURVES_POSTGRESQL, {"sweep_id": sweep_id})
                 return {run_id: _doubles(curve) for run_id, curve in rows}
@@ -410,7 +422,7 @@ class Storage:
             statement = _owned_run_update(progress=losses.size > 0, **shape)
         owned = connection.execute(statement, params).first() is not None
         if not owned:
-            _require(connection, _RUNS, run_id, f"no run {run_id}")
+            _require_run(connection, run_id)
         elif losses.size and not few_to_postgresql:
             self._replace_losses(connection, run_id, first_epoch, losses)
         return owned
@@ -421,9 +433,8 @@ class Storage:
         PostgreSQL: DELETE the epochs' range, then COPY the rows in binary, three
         times as fast as INSERT ... ON CONFLICT for a batch of a thousand (the
         caller's lock on the run keeps the two steps from interleaving with another
-        writer). SQLite: one executemany of the upsert straight through the driver
-        (INSERT OR REPLACE is slower with foreign keys on). See
-        benchmarks/loss_write_bench.py.
+        writer). SQLite: one executemany of the upsert straight through the driver.
+        See benchmarks/loss_write_bench.py.
         """
         end = first_epoch + losses.size
         with _driver_errors(connection):
@@ -582,9 +593,14 @@ def _exists(connection: Connection, table: Table, id_: int) -> bool:
     return connection.execute(select(table.c.id).where(table.c.id == id_)).first() is not None
 
 
-def _require(connection: Connection, table: Table, id_: int, message: str) -> None:
-    if not _exists(connection, table, id_):
-        raise NotFound(message)
+def _require_sweep(connection: Connection, sweep_id: int) -> None:
+    if not _exists(connection, _SWEEPS, sweep_id):
+        raise NotFound(f"no sweep {sweep_id}")
+
+
+def _require_run(connection: Connection, run_id: int) -> None:
+    if not _exists(connection, _RUNS, run_id):
+        raise NotFound(f"no run {run_id}")
 
 
 @contextmanager
@@ -632,16 +648,12 @@ def _doubles(big_endian: bytes | None) -> np.ndarray:
     return np.empty(0) if big_endian is None else np.frombuffer(big_endian, dtype=">f8").astype(np.float64)
 
 
-def _require_sweep(session: Session, sweep_id: int) -> None:
-    if session.get(SweepRow, sweep_id) is None:
-        raise NotFound(f"no sweep {sweep_id}")
-
-
-def _require_run(session: Session, run_id: int, *, for_update: bool = False) -> RunRow:
-    run = session.get(RunRow, run_id, with_for_update=for_update)
-    if run is None:
-        raise NotFound(f"no run {run_id}")
-    return run
+def _enqueued(run_ids: Sequence[int], enqueue: Enqueue) -> list[int]:
+    """The ids, sorted, after enqueueing them (`enqueue` is never called with none)."""
+    run_ids = sorted(run_ids)
+    if run_ids:
+        enqueue(run_ids)
+    return run_ids
 
 
 def _sweeps(session: Session, *where: Any) -> list[Sweep]:

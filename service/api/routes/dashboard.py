@@ -17,14 +17,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path as PathParam, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
 from fastapi.templating import Jinja2Templates
 
-from service.api.deps import StorageDep, require_token
+from service.api.deps import Id, StorageDep, require_token
 from service.api.schemas import sweep_status
 from service.settings import get_settings
-from service.storage import NotFound, Run, RunStatus, Storage, StorageError
+from service.storage import NotFound, Storage, StorageError
 
 __all__ = ["STATIC_DIR", "router"]
 
@@ -35,7 +35,6 @@ COMPARE_CHOICES = 200
 COMPARE_LIMIT = 20  # as many sweeps as /compare/plot.png takes
 FRAGMENT_HEADER = "X-Gradsweep-Fragment"
 
-Id = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
 
 # The pages are open: each one checks the token itself, see `_render`.
 router = APIRouter(include_in_schema=False)
@@ -100,7 +99,8 @@ def _sweeps_context(storage: Storage, page: int) -> dict[str, Any]:
     page_count = max(1, math.ceil(len(sweeps) / PAGE_SIZE))
     page = min(page, page_count)
     shown = sweeps[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]
-    rows = [(sweep, _best_run(storage.list_runs(sweep.id))) for sweep in shown]
+    best = storage.best_runs([sweep.id for sweep in shown])
+    rows = [(sweep, best.get(sweep.id)) for sweep in shown]
     return {"nav": "sweeps", "rows": rows, "total": len(sweeps), "page": page, "page_count": page_count}
 
 
@@ -133,13 +133,6 @@ def _compare_context(storage: Storage, ids: list[int]) -> dict[str, Any]:
     plot_url = f"/compare/plot.png?sweeps={','.join(map(str, selected))}" if selected and not problem else None
     return {"nav": "compare", "choices": choices, "selected": set(selected), "problem": problem,
             "plot_url": plot_url, "limit": COMPARE_LIMIT}
-
-
-def _best_run(runs: list[Run]) -> Run | None:
-    """The run with the lowest loss so far, among those that neither diverged nor failed."""
-    candidates = [run for run in runs if run.best_loss is not None
-                  and run.status not in (RunStatus.DIVERGED, RunStatus.FAILED)]
-    return min(candidates, key=lambda run: run.best_loss, default=None)
 
 
 def _render(request: Request, template: str, context: Callable[[], dict[str, Any]]) -> Response:

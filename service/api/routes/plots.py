@@ -1,18 +1,17 @@
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 
 from engine.tasks.linear_regression import least_squares_loss, stability_limit
-from service.api.deps import StorageDep
+from service.api.deps import Id, StorageDep
 from service.plots import RunCurve, plot_compare, plot_curves, plot_final
 from service.storage import Run, RunStatus, Storage
 
 router = APIRouter(tags=["plots"])
 Format = Literal["png", "svg"]
 MEDIA_TYPES = {"png": "image/png", "svg": "image/svg+xml"}
-Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 @router.get("/sweeps/{sweep_id}/plot.{fmt}", response_class=Response,

@@ -1,25 +1,23 @@
-from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter
 from fastapi.responses import Response
 
-from service.api.deps import StorageDep
+from service.api.deps import Id, StorageDep
 from service.api.exports import losses_csv
 from service.api.schemas import RunDetail, RunPublic
 
 router = APIRouter(tags=["runs"])
-RunId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 @router.get("/runs/{run_id}", response_model=RunDetail)
-def get_run(run_id: RunId, storage: StorageDep) -> RunDetail:
+def get_run(run_id: Id, storage: StorageDep) -> RunDetail:
     """A run's config, status and the losses stored so far."""
     run = storage.get_run(run_id)
     return RunDetail(**RunPublic.of(run).model_dump(), losses=storage.run_losses(run_id).tolist())
 
 
 @router.get("/runs/{run_id}/losses.csv", response_class=Response, responses={200: {"content": {"text/csv": {}}}})
-def run_losses_csv(run_id: RunId, storage: StorageDep) -> Response:
+def run_losses_csv(run_id: Id, storage: StorageDep) -> Response:
     """One row per epoch, in the columns of `GET /sweeps/{id}/losses?format=csv`."""
     run = storage.get_run(run_id)
     disposition = f'attachment; filename="gradsweep-run-{run.id}.csv"'

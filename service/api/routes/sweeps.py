@@ -1,14 +1,13 @@
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Query, status
 from fastapi.responses import Response
 
-from service.api.deps import EnqueueDep, StorageDep
+from service.api.deps import EnqueueDep, Id, StorageDep
 from service.api.exports import losses_csv
 from service.api.schemas import RunCurvePublic, RunPublic, SweepCreate, SweepDetail, SweepLosses, SweepPublic
 
 router = APIRouter(tags=["sweeps"])
-SweepId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 @router.post("/sweeps", response_model=SweepDetail, status_code=status.HTTP_201_CREATED)
@@ -25,7 +24,7 @@ def list_sweeps(storage: StorageDep) -> list[SweepPublic]:
 
 
 @router.get("/sweeps/{sweep_id}", response_model=SweepDetail)
-def get_sweep(sweep_id: SweepId, storage: StorageDep) -> SweepDetail:
+def get_sweep(sweep_id: Id, storage: StorageDep) -> SweepDetail:
     sweep = storage.get_sweep(sweep_id)
     runs = storage.list_runs(sweep_id)
     return SweepDetail(**SweepPublic.of(sweep).model_dump(), runs=[RunPublic.of(run) for run in runs])
@@ -34,7 +33,7 @@ def get_sweep(sweep_id: SweepId, storage: StorageDep) -> SweepDetail:
 @router.get("/sweeps/{sweep_id}/losses", response_model=SweepLosses,
             responses={200: {"content": {"text/csv": {}}}})
 def sweep_losses(
-    sweep_id: SweepId, storage: StorageDep, format: Annotated[Literal["json", "csv"], Query()] = "json"
+    sweep_id: Id, storage: StorageDep, format: Annotated[Literal["json", "csv"], Query()] = "json"
 ) -> SweepLosses | Response:
     """Every run's loss curve; `?format=csv` gives one row per (run, epoch)."""
     runs = storage.list_runs(sweep_id)
@@ -49,14 +48,14 @@ def sweep_losses(
 
 
 @router.post("/sweeps/{sweep_id}/cancel", response_model=SweepPublic)
-def cancel_sweep(sweep_id: SweepId, storage: StorageDep) -> SweepPublic:
+def cancel_sweep(sweep_id: Id, storage: StorageDep) -> SweepPublic:
     """Cancel queued and running runs; running ones stop at their next batch of losses."""
     storage.cancel_sweep(sweep_id)
     return SweepPublic.of(storage.get_sweep(sweep_id))
 
 
 @router.post("/sweeps/{sweep_id}/retry", response_model=SweepPublic)
-def retry_sweep(sweep_id: SweepId, storage: StorageDep, enqueue: EnqueueDep) -> SweepPublic:
+def retry_sweep(sweep_id: Id, storage: StorageDep, enqueue: EnqueueDep) -> SweepPublic:
     """Queue the failed and cancelled runs again."""
     storage.retry_sweep(sweep_id, enqueue)
     return SweepPublic.of(storage.get_sweep(sweep_id))
