@@ -32,10 +32,10 @@ from benchmarks.common import (
     header,
     interleaved,
     median,
+    print_repetitions,
     processes,
     report,
     service_env,
-    spread,
     timed,
     use_service_settings,
 )
@@ -126,8 +126,7 @@ def main() -> None:
            f"seconds (lower is better)")
     report("POST /sweeps, stored and enqueued", median(times["POST /sweeps"]), median(times["bare messages"]),
            f"{side * side} bare messages", "s", target="(no target)")
-    for name, values in times.items():
-        print(f"  every repetition, {name}: {spread(values, 1, 2)} s")
+    print_repetitions(times, "s", 1, 2)
     header(f"GET /sweeps/{{id}} of that sweep from a second process, one request at a time, {THINK_SECONDS} s apart; "
            f"milliseconds")
     (idle_50, idle_99), (load_50, load_99) = percentiles(idle), percentiles(loaded)

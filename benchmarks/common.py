@@ -217,6 +217,12 @@ def spread(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
     return "[" + ", ".join(f"{v * scale:.{digits}f}" for v in values) + "]"
 
 
+def print_repetitions(results: dict[str, list[float]], unit: str, scale: float = 1.0, digits: int = 2) -> None:
+    """Every side's every repetition, a line each."""
+    for name, values in results.items():
+        print(f"  every repetition, {name}: {spread(values, scale, digits)} {unit}")
+
+
 def paired_ratios(ours: list[float], baseline: list[float]) -> str:
     """Each repetition's ratio, ours / its baseline measured just before: the spread a noisy machine gives."""
     return spread([a / b for a, b in zip(ours, baseline, strict=True)])

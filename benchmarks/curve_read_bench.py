@@ -31,10 +31,10 @@ from benchmarks.common import (
     interleaved,
     main_per_backend,
     median,
+    print_repetitions,
     processes,
     report,
     service_env,
-    spread,
     timed,
 )
 from service.storage import RunConfig, Storage
@@ -114,8 +114,7 @@ def bench(backend: str, n_runs: int, epochs: int, repeats: int) -> None:
            target="(target <= 2x)")
     report("GET /sweeps/{id}/losses (JSON)", median(times["api"]), base, f"raw SELECT, {baseline_name.split()[1]}",
            "s", target="(reported)")
-    for name, values in times.items():
-        print(f"  every repetition, {name}: {spread(values, 1, 3)} s")
+    print_repetitions(times, "s", 1, 3)
 
 
 def main() -> None:

@@ -26,7 +26,16 @@ import numpy as np
 import psycopg
 from sqlalchemy import make_url
 
-from benchmarks.common import database, header, interleaved, main_per_backend, median, report, spread, timed
+from benchmarks.common import (
+    database,
+    header,
+    interleaved,
+    main_per_backend,
+    median,
+    print_repetitions,
+    report,
+    timed,
+)
 from service.storage import RunConfig, Storage
 
 CONFIG = RunConfig(learning_rate=0.01, seed=0, optimizer="sgd", epochs=1000, n_samples=100, n_features=50,
@@ -139,8 +148,7 @@ def bench(backend: str, n_runs: int, epochs: int, repeats: int) -> None:
     for i, name in enumerate(baselines):
         target = ("(target >= 0.4x)" if backend == "postgresql" else "") if i == 0 else "(the limit: one transaction)"
         report("Storage.write_losses", ours_rate, median(rates[name]), name, "rows/s", target=target)
-    for name, values in rates.items():
-        print(f"  every repetition, {name}: {spread(values, 1e-3, 0)} thousand rows/s")
+    print_repetitions(rates, "thousand rows/s", 1e-3, 0)
 
 
 def main() -> None:

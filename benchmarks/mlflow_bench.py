@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import header, interleaved, median, report, spread, timed
+from benchmarks.common import header, interleaved, median, print_repetitions, report, timed
 from service.storage import RunConfig, RunStatus, Storage
 
 CONFIG = RunConfig(learning_rate=0.01, seed=0, optimizer="sgd", epochs=1000, n_samples=100, n_features=50,
@@ -82,8 +82,7 @@ def main() -> None:
            f"(higher is better)")
     ours, theirs = median(rates["gradsweep"]), median(rates["mlflow"])
     report("gradsweep Storage", ours, theirs, "MLflow log_batch", "points/s", target="(target >= 20x)")
-    for name, values in rates.items():
-        print(f"  every repetition, {name}: {spread(values, 1, 0)} points/s")
+    print_repetitions(rates, "points/s", 1, 0)
     print("(ratio = ours / MLflow, in points/s)")
 
 

@@ -35,10 +35,10 @@ from benchmarks.common import (
     interleaved,
     median,
     paired_ratios,
+    print_repetitions,
     processes,
     report,
     service_env,
-    spread,
     timed,
     use_service_settings,
     wait_until_drained,
@@ -127,8 +127,7 @@ def main() -> None:
            "same trainings, 2 processes", "s", target="(target <= 1.3x)")
     report("same trainings as bare Celery tasks", median(times["bare Celery tasks"]), median(times["plain processes"]),
            "same trainings, 2 processes", "s", target="(Celery's share: no storage, no API)")
-    for name, values in times.items():
-        print(f"  every repetition, {name}: {spread(values, 1, 3)} s")
+    print_repetitions(times, "s", 1, 3)
     print(f"  ratio of each repetition: {paired_ratios(times['service'], times['plain processes'])}")
     print("(ratio = service / plain processes)")
 
