@@ -15,6 +15,7 @@ one-hour visibility timeout.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from datetime import timedelta
 
@@ -26,6 +27,12 @@ from worker.queue import BrokerUnavailable, enqueue_runs, waiting_messages
 
 log = logging.getLogger(__name__)
 _stop = threading.Event()
+# This process forks new pool processes (after a kill, say). One forked while a pass
+# had SQLite open would inherit SQLite's record of that connection's locks and wait
+# on them forever ("database is locked"), so a pass and a fork take turns.
+_pass_or_fork = threading.Lock()
+os.register_at_fork(before=_pass_or_fork.acquire, after_in_parent=_pass_or_fork.release,
+                    after_in_child=_pass_or_fork.release)
 
 
 def reap_once(storage: Storage) -> None:
@@ -45,15 +52,14 @@ def reap_once(storage: Storage) -> None:
 def _reap_until_stopped() -> None:
     interval = max(get_settings().run_lease_seconds / 4, 0.5)
     while not _stop.wait(interval):
-        # A Storage per pass, closed after it: this process forks new pool workers,
-        # which must not inherit open database connections.
-        storage = Storage(get_settings().database_url)
-        try:
-            reap_once(storage)
-        except (StorageError, BrokerUnavailable) as error:
-            log.warning("could not check for stale runs: %s", error)
-        finally:
-            storage.close()
+        with _pass_or_fork:  # a Storage per pass, closed before any fork (see _pass_or_fork)
+            storage = Storage(get_settings().database_url)
+            try:
+                reap_once(storage)
+            except (StorageError, BrokerUnavailable) as error:
+                log.warning("could not check for stale runs: %s", error)
+            finally:
+                storage.close()
 
 
 @worker_ready.connect
