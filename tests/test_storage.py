@@ -8,6 +8,7 @@ from datetime import UTC, timedelta
 
 import numpy as np
 import pytest
+from sqlalchemy import text
 
 from service.storage import (
     DatabaseUnavailable,
@@ -18,6 +19,7 @@ from service.storage import (
     SchemaOutOfDate,
     Storage,
 )
+from service.storage.engine import make_engine
 
 CONFIG = RunConfig(
     learning_rate=0.1,
@@ -348,6 +350,36 @@ def test_only_the_newest_attempt_writes_a_run(storage: Storage) -> None:
 
     storage.finish_run(run.id, RunStatus.SUCCEEDED, final_loss=3.0, attempt=second.attempts)
     assert storage.get_run(run.id).status == RunStatus.SUCCEEDED
+
+
+def test_an_attempt_that_finds_a_gap_in_its_curve_is_told_to_stop(storage: Storage) -> None:
+    # As after a database crash that forgot the batch of epochs 2-3, which the worker saw committed.
+    _, (run,) = storage.create_sweep("s", configs(1), ignore)
+    started = storage.start_run(run.id, "w")
+    assert storage.write_losses(run.id, 0, [4.0, 3.0], attempt=started.attempts)
+
+    assert storage.write_losses(run.id, 4, [1.0], attempt=started.attempts) is False
+    assert storage.finish_run(run.id, RunStatus.SUCCEEDED, final_loss=0.5, attempt=started.attempts,
+                              first_epoch=5, losses=[0.5]) is False
+    assert storage.finish_run(run.id, RunStatus.SUCCEEDED, attempt=started.attempts, first_epoch=6) is False
+
+    stopped = storage.get_run(run.id)  # left running, for the reaper to take back once its lease ends
+    assert (stopped.status, stopped.epochs_done) == (RunStatus.RUNNING, 2)
+    assert storage.run_losses(run.id).tolist() == [4.0, 3.0]
+    # A batch written again after a commit whose answer was lost starts before the end: that is no gap.
+    assert storage.write_losses(run.id, 0, [4.0, 3.0, 2.0], attempt=started.attempts)
+    assert storage.finish_run(run.id, RunStatus.SUCCEEDED, final_loss=1.0, attempt=started.attempts,
+                              first_epoch=3, losses=[1.0])
+    assert storage.run_losses(run.id).tolist() == [4.0, 3.0, 2.0, 1.0]
+
+
+@pytest.mark.parametrize("synchronous_commit", ["on", "off"])
+def test_only_engines_made_for_workers_commit_without_waiting_for_the_disk(postgres_schema, synchronous_commit):
+    engine = make_engine(postgres_schema, synchronous_commit=synchronous_commit == "on")
+    with engine.connect() as connection:
+        assert connection.execute(text("SHOW synchronous_commit")).scalar() == synchronous_commit
+        assert connection.execute(text("SHOW search_path")).scalar().startswith("test_")  # the URL's options stay
+    engine.dispose()
 
 
 def test_a_duplicate_message_does_not_restart_a_run_whose_worker_is_alive(storage: Storage) -> None:

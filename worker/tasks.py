@@ -39,11 +39,12 @@ T = TypeVar("T")
 def storage() -> Storage:
     """One Storage per worker process, made after the fork so no connection is shared.
 
-    Without pre-ping: a run's two transactions are most of its cost beyond
-    training, and every call here goes through `patiently`, which retries on a
-    dead connection anyway.
+    A run's two transactions are most of its cost beyond training, so: no
+    pre-ping, because every call here goes through `patiently`, which retries on
+    a dead connection anyway; and commits that do not wait for the disk, because
+    whatever a database crash makes it forget is redone (see `Storage`).
     """
-    return Storage(get_settings().database_url, pre_ping=False)
+    return Storage(get_settings().database_url, pre_ping=False, synchronous_commit=False)
 
 
 def patiently(call: Callable[[], T]) -> T:

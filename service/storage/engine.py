@@ -18,10 +18,17 @@ def database_url(url: str | URL) -> URL:
     return url
 
 
-def make_engine(url: str | URL, *, pre_ping: bool = True) -> Engine:
-    """`pre_ping` tests each pooled connection before use, so that a restarted database costs no failed call."""
+def make_engine(url: str | URL, *, pre_ping: bool = True, synchronous_commit: bool = True) -> Engine:
+    """`pre_ping` tests each pooled connection before use, so that a restarted database costs no failed call.
+
+    `synchronous_commit=False` sets PostgreSQL's setting of that name to off for
+    every connection (see `Storage`); SQLite ignores it.
+    """
     url = database_url(url)
-    engine = create_engine(url, pool_pre_ping=pre_ping)
+    connect_args = {}
+    if url.get_backend_name() == "postgresql" and not synchronous_commit:
+        connect_args["options"] = " ".join(filter(None, [url.query.get("options"), "-c synchronous_commit=off"]))
+    engine = create_engine(url, pool_pre_ping=pre_ping, connect_args=connect_args)
     if url.get_backend_name() == "sqlite":
         _configure_sqlite(engine)
     return engine

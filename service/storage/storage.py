@@ -76,10 +76,20 @@ class Storage:
     empty list.
     """
 
-    def __init__(self, url: str | URL, *, pre_ping: bool = True) -> None:
-        """`pre_ping=False` saves a round trip per transaction, for callers that retry on DatabaseUnavailable."""
+    def __init__(self, url: str | URL, *, pre_ping: bool = True, synchronous_commit: bool = True) -> None:
+        """`pre_ping=False` saves a round trip per transaction, for callers that retry on DatabaseUnavailable.
+
+        `synchronous_commit=False` (PostgreSQL) lets a commit return before it is on
+        disk, which halves the database's cost of a short run (see
+        benchmarks/overhead_bench.py). A database crash may then forget the last
+        commits, up to about 0.6 s of them; nothing else is at risk. It is for the
+        workers, whose every write can be lost that way without losing a run: a
+        forgotten start or finish leaves the run queued or running, which the
+        reaper takes back; a forgotten batch of losses stops the attempt at its next
+        write (see `_owned_run_update`); and the redone run is bit-identical.
+        """
         self.url = database_url(url)
-        self._engine = make_engine(self.url, pre_ping=pre_ping)
+        self._engine = make_engine(self.url, pre_ping=pre_ping, synchronous_commit=synchronous_commit)
         self._sessions = sessionmaker(self._engine)
         backend = self._engine.dialect.name
         if backend not in ("sqlite", "postgresql"):
@@ -412,7 +422,8 @@ class Storage:
         attempt starts (and deletes this run's losses) until these losses are
         committed. Raises NotFound for an unknown run.
         """
-        params = {"run_id": run_id, "attempt": attempt, **_progress(first_epoch, losses), **(outcome or {})}
+        params = {"run_id": run_id, "attempt": attempt, "first": first_epoch, **_progress(first_epoch, losses),
+                  **(outcome or {})}
         shape = {"by_attempt": attempt is not None, "outcome": outcome is not None}
         few_to_postgresql = self._is_postgresql and 0 < losses.size <= _FEW_LOSSES
         if few_to_postgresql:  # one statement, not three: see _owned_run_update_with_few_losses
@@ -501,7 +512,8 @@ def _start_statement(*, with_lease: bool, first: bool = False) -> Update:
     run that has written since then is another attempt's). `first` starts only a
     run that no attempt has started yet.
     """
-    startable = _RUNS.c.status.not_in(_FINISHED)
+    # Not `not_in(_FINISHED)`: its expanding parameter is rendered anew at every execution, a fifth of the call.
+    startable = and_(*(_RUNS.c.status != status for status in _FINISHED))
     if first:
         startable &= _RUNS.c.attempts == 0
     if with_lease:
@@ -522,13 +534,19 @@ def _start_statement(*, with_lease: bool, first: bool = False) -> Update:
 def _owned_run_update(*, by_attempt: bool, progress: bool, outcome: bool) -> Update:
     """Updates a run that the writer may still write: not cancelled, and (by_attempt) still its running attempt.
 
-    Parameters: run_id, now (the heartbeat), attempt if by_attempt; with progress,
-    end (the epoch after the last one written) and best (their lowest loss); with
-    outcome, new_status, final, diverged and error_text. Returns the run's id, or
-    no row if it may not be written.
+    Parameters: run_id, now (the heartbeat), attempt and first (the first epoch of
+    this write) if by_attempt; with progress, end (the epoch after the last one
+    written) and best (their lowest loss); with outcome, new_status, final,
+    diverged and error_text. Returns the run's id, or no row if it may not be written.
+
+    An attempt writes its epochs in order, so it may write only from an epoch the
+    run already has: if the database lost a batch (workers commit asynchronously,
+    see `Storage`), the next write finds the gap, the worker stops, and the
+    reaper has the run redone rather than finished with a hole in its curve.
     """
     if by_attempt:
-        may_write = and_(_RUNS.c.attempts == bindparam("attempt"), _RUNS.c.status == RunStatus.RUNNING.value)
+        may_write = and_(_RUNS.c.attempts == bindparam("attempt"), _RUNS.c.status == RunStatus.RUNNING.value,
+                         _RUNS.c.epochs_done >= bindparam("first", type_=Integer()))
     else:
         may_write = _RUNS.c.status != RunStatus.CANCELLED.value
     now = bindparam("now", type_=UTCDateTime())

@@ -1,4 +1,4 @@
-"""Fault injection on real processes: kill workers, cut connections, restart a Redis of our own."""
+"""Fault injection on real processes: kill workers, cut connections, restart a Redis of our own, crash a PostgreSQL."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 import redis
+from sqlalchemy import create_engine, text
 
 FIGURES: dict[str, int] = {}  # what the fault tests survived, printed at the end of the session
 
@@ -67,6 +69,95 @@ class RedisServer:
             except redis.ConnectionError:
                 pass  # it answers by closing the connection
             self.process.wait(timeout=10)
+
+
+class PostgresServer:
+    """A PostgreSQL of the test's own, in a new data directory, that can be crashed as a machine crashes.
+
+    PostgreSQL refuses to run as root, so as root its commands run as the
+    `postgres` user, which Debian's packages create.
+    """
+
+    # No process but the WAL writer writes the WAL of asynchronous commits: no
+    # autovacuum, no background writer, and WAL buffers that hold seconds of it.
+    SETTINGS = "-c autovacuum=off -c bgwriter_lru_maxpages=0 -c wal_buffers=128MB -c wal_writer_delay=10s"
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.directory = Path(tempfile.mkdtemp(prefix="gradsweep-postgres-"))  # not under pytest's root-only tmp
+        self.data = self.directory / "data"
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+        self.as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self.as_postgres:
+            shutil.chown(self.directory, "postgres")
+        self._run("initdb", "--pgdata", str(self.data), "--username", "postgres", "--auth", "trust", "--no-sync")
+
+    def _run(self, command: str, *args: str) -> None:
+        binary = shutil.which(command)
+        assert binary, f"{command} is not installed (Debian: postgresql)"
+        done = subprocess.run([*self.as_postgres, binary, *args], capture_output=True, text=True)
+        log = self.directory / "server.log"
+        assert done.returncode == 0, done.stdout + done.stderr + (log.read_text()[-3000:] if log.exists() else "")
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 {self.SETTINGS}"
+        self._run("pg_ctl", "start", "--pgdata", str(self.data), "--wait", "--options", options,
+                  "--log", str(self.directory / "server.log"))
+
+    def pause_wal_writer(self) -> None:
+        """From now on the WAL of asynchronous commits stays in shared memory, as if no disk write finished.
+
+        (Left to run, the WAL writer would hand it to the operating system, whose
+        cache outlives a killed PostgreSQL: only a crash of the machine loses it.)
+        """
+        engine = create_engine(self.url, isolation_level="AUTOCOMMIT")
+        with engine.connect() as connection:
+            wal_writer = connection.execute(text(
+                "SELECT pid FROM pg_stat_activity WHERE backend_type = 'walwriter'")).scalar_one()
+        engine.dispose()
+        os.kill(wal_writer, signal.SIGSTOP)
+
+    def kill(self) -> None:
+        """SIGKILLs every process of the server, as a power cut stops them."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        os.kill(postmaster, signal.SIGSTOP)  # it starts no new backend now
+        processes = [*_children(postmaster), postmaster]
+        for pid in processes:
+            kill(pid)
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in processes):
+            assert time.monotonic() < deadline, "PostgreSQL's processes did not die"
+            time.sleep(0.05)
+        # As after a reboot: no process holds the lock files any more (a killed postmaster
+        # may linger as a zombie, and PostgreSQL would take it for a running server).
+        for lock in (self.data / "postmaster.pid", self.directory / f".s.PGSQL.{self.port}.lock"):
+            lock.unlink()
+
+    def stop(self) -> None:
+        """A clean shutdown, and the data directory removed."""
+        if (self.data / "postmaster.pid").exists():
+            self._run("pg_ctl", "stop", "--pgdata", str(self.data), "--mode", "fast", "--wait")
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _children(parent: int) -> list[int]:
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[1]) == parent:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def _alive(pid: int) -> bool:
+    """Whether the process still runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 class TcpProxy:

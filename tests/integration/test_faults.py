@@ -1,8 +1,9 @@
 """Faults injected for real: nothing lost, nothing doubled, nothing left `running`.
 
 Workers are SIGKILLed mid-run, a Redis of the test's own is stopped and started,
-PostgreSQL connections are terminated and cut, a poison run kills every worker
-that takes it, and a pickled message is put on the queue. Each test ends by
+PostgreSQL connections are terminated and cut, a PostgreSQL of the test's own
+crashes, a poison run kills every worker that takes it, and a pickled message is
+put on the queue. Each test ends by
 checking every run against an uninterrupted training of the same config.
 """
 
@@ -18,7 +19,7 @@ from sqlalchemy import create_engine, make_url, text
 
 from engine.tasks.linear_regression import train
 from tests.integration.conftest import settings_for
-from tests.integration.faults import RedisServer, TcpProxy, count, kill, pid_of
+from tests.integration.faults import PostgresServer, RedisServer, TcpProxy, count, kill, pid_of
 from tests.integration.stack import Stack, free_port
 from worker.app import TRAIN_RUN
 
@@ -207,6 +208,42 @@ def test_terminated_and_cut_database_connections_are_survived(request, tmp_path)
         stack.stop()
         proxy.close()
         admin.dispose()
+
+
+def test_a_database_crash_forgets_the_workers_last_commits_and_every_run_is_redone(request, tmp_path):
+    # Workers commit without waiting for the disk, so the crash of the database's machine loses their last
+    # commits: starts, batches of losses and outcomes they were told had been stored.
+    server = PostgresServer(free_port())
+    server.start()
+    settings = settings_for("redis+postgresql", request, tmp_path) | {"GRADSWEEP_DATABASE_URL": server.url}
+    stack = started(Stack(settings, tmp_path))
+    database = create_engine(server.url)
+    progress = text("SELECT id, status, epochs_done FROM runs ORDER BY id")
+    try:
+        # Runs of about 2 s, which write their losses every 0.5 s: the crash falls in the middle of two of them.
+        sweep_id = submit(stack, learning_rates=[0.005, 0.01], seeds=[0, 1, 2, 3], epochs=100_000)
+        wait_for(lambda: sum(r["epochs_done"] > 0 for r in runs_of(stack, sweep_id)) >= 2)
+
+        server.pause_wal_writer()
+        time.sleep(1.0)
+        with database.connect() as connection:
+            seen = connection.execute(progress).all()  # what the workers committed, as any reader saw it
+        server.kill()
+        database.dispose()
+        server.start()
+        with database.connect() as connection:
+            recovered = connection.execute(progress).all()
+        forgotten = [(before, after) for before, after in zip(seen, recovered, strict=True)
+                     if (before.status, before.epochs_done) != (after.status, after.epochs_done)]
+        assert forgotten, "the crash forgot no commit: this test tests nothing"
+        count("database crashes survived")
+        count("runs whose last commits a database crash forgot", len(forgotten))
+
+        assert_every_run_complete_and_exact(stack, sweep_id)
+    finally:
+        stack.stop()
+        database.dispose()
+        server.stop()
 
 
 def test_a_pickled_message_is_refused_and_the_worker_keeps_serving(request, tmp_path):
