@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import shutil
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import redis
 from sqlalchemy import create_engine, text
+
+from tests.services import unavailable
 
 FIGURES: dict[str, int] = {}  # what the fault tests survived, printed at the end of the session
 
@@ -75,7 +78,8 @@ class PostgresServer:
     """A PostgreSQL of the test's own, in a new data directory, that can be crashed as a machine crashes.
 
     PostgreSQL refuses to run as root, so as root its commands run as the
-    `postgres` user, which Debian's packages create.
+    `postgres` user, which Debian's packages create. Without the server's
+    programs the test is skipped, or fails in CI.
     """
 
     # No process but the WAL writer writes the WAL of asynchronous commits: no
@@ -83,6 +87,12 @@ class PostgresServer:
     SETTINGS = "-c autovacuum=off -c bgwriter_lru_maxpages=0 -c wal_buffers=128MB -c wal_writer_delay=10s"
 
     def __init__(self, port: int) -> None:
+        # On PATH, or where Debian's packages put them.
+        found = [shutil.which("initdb"), *sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))]
+        initdb = next((path for path in found if path), None)
+        if initdb is None:
+            unavailable("PostgreSQL's server programs (initdb, pg_ctl) are not installed")
+        self.bin = Path(initdb).parent
         self.port = port
         self.directory = Path(tempfile.mkdtemp(prefix="gradsweep-postgres-"))  # not under pytest's root-only tmp
         self.data = self.directory / "data"
@@ -93,9 +103,7 @@ class PostgresServer:
         self._run("initdb", "--pgdata", str(self.data), "--username", "postgres", "--auth", "trust", "--no-sync")
 
     def _run(self, command: str, *args: str) -> None:
-        binary = shutil.which(command)
-        assert binary, f"{command} is not installed (Debian: postgresql)"
-        done = subprocess.run([*self.as_postgres, binary, *args], capture_output=True, text=True)
+        done = subprocess.run([*self.as_postgres, str(self.bin / command), *args], capture_output=True, text=True)
         log = self.directory / "server.log"
         assert done.returncode == 0, done.stdout + done.stderr + (log.read_text()[-3000:] if log.exists() else "")
 
@@ -134,9 +142,9 @@ class PostgresServer:
             lock.unlink()
 
     def stop(self) -> None:
-        """A clean shutdown, and the data directory removed."""
+        """Killed (a paused WAL writer would hold up a clean shutdown) and its data directory removed."""
         if (self.data / "postmaster.pid").exists():
-            self._run("pg_ctl", "stop", "--pgdata", str(self.data), "--mode", "fast", "--wait")
+            self.kill()
         shutil.rmtree(self.directory, ignore_errors=True)
 
 

@@ -3,8 +3,8 @@
 Workers are SIGKILLed mid-run, a Redis of the test's own is stopped and started,
 PostgreSQL connections are terminated and cut, a PostgreSQL of the test's own
 crashes, a poison run kills every worker that takes it, and a pickled message is
-put on the queue. Each test ends by
-checking every run against an uninterrupted training of the same config.
+put on the queue. Each test ends by checking every run against an uninterrupted
+training of the same config.
 """
 
 from __future__ import annotations
