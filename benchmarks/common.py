@@ -30,13 +30,19 @@ import httpx
 import redis
 from sqlalchemy import create_engine, make_url, text
 
-from service.storage import Storage
+from service.storage import RunConfig, Storage
 
 POSTGRES_SERVER = os.environ.get("GRADSWEEP_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
 REDIS_URL = os.environ.get("GRADSWEEP_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 # As `gradsweep worker` sets them: one BLAS thread per training process.
 ONE_BLAS_THREAD = {name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
 REPO = Path(__file__).resolve().parent.parent
+
+
+def seed_task_runs(n_runs: int, epochs: int) -> list[RunConfig]:
+    """`n_runs` runs of the seed's task (sgd, learning rate 0.01, tensor mode), seeds 0, 1, ..., as a sweep stores them."""
+    return [RunConfig(learning_rate=0.01, seed=seed, optimizer="sgd", epochs=epochs, n_samples=100, n_features=50,
+                      data_seed=0, mode="tensor") for seed in range(n_runs)]
 
 
 # ---- databases and broker ----

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from dataclasses import replace
 from itertools import chain
 
 import httpx
@@ -34,13 +33,12 @@ from benchmarks.common import (
     print_repetitions,
     processes,
     report,
+    seed_task_runs,
     service_env,
     timed,
 )
-from service.storage import RunConfig, Storage
+from service.storage import Storage
 
-CONFIG = RunConfig(learning_rate=0.01, seed=0, optimizer="sgd", epochs=1000, n_samples=100, n_features=50,
-                   data_seed=0, mode="tensor")
 SELECT = ("SELECT run_id, value FROM losses WHERE run_id IN (SELECT id FROM runs WHERE sweep_id = {}) "
           "ORDER BY run_id, epoch")
 
@@ -77,7 +75,7 @@ def bench(backend: str, n_runs: int, epochs: int, repeats: int) -> None:
     rng = np.random.default_rng(0)
     with database(backend) as url:
         storage = Storage(url)
-        sweep, runs = storage.create_sweep("reads", [replace(CONFIG, seed=i, epochs=epochs) for i in range(n_runs)],
+        sweep, runs = storage.create_sweep("reads", seed_task_runs(n_runs, epochs),
                                            lambda run_ids: None)
         for run in runs:
             attempt = storage.start_run(run.id, "bench").attempts

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from dataclasses import replace
 from itertools import repeat
 
 import numpy as np
@@ -34,12 +33,11 @@ from benchmarks.common import (
     median,
     print_repetitions,
     report,
+    seed_task_runs,
     timed,
 )
-from service.storage import RunConfig, Storage
+from service.storage import Storage
 
-CONFIG = RunConfig(learning_rate=0.01, seed=0, optimizer="sgd", epochs=1000, n_samples=100, n_features=50,
-                   data_seed=0, mode="tensor")
 COPY_ROW = np.dtype([("fields", ">i2"), ("run_id_size", ">i4"), ("run_id", ">i8"), ("epoch_size", ">i4"),
                      ("epoch", ">i4"), ("value_size", ">i4"), ("value", ">f8")])
 COPY_SQL = "COPY losses (run_id, epoch, value) FROM STDIN (FORMAT BINARY)"
@@ -119,7 +117,7 @@ def bench(backend: str, n_runs: int, epochs: int, repeats: int) -> None:
     rng = np.random.default_rng(0)
     with database(backend) as url:
         storage = Storage(url)
-        _, runs = storage.create_sweep("writes", [replace(CONFIG, seed=i, epochs=epochs) for i in range(n_runs)],
+        _, runs = storage.create_sweep("writes", seed_task_runs(n_runs, epochs),
                                        lambda run_ids: None)
         attempts = {run.id: storage.start_run(run.id, "bench").attempts for run in runs}
         curves = {run.id: rng.random(epochs).tolist() for run in runs}

@@ -17,16 +17,13 @@ import logging
 import tempfile
 import time
 import warnings
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import header, interleaved, median, print_repetitions, report, timed
-from service.storage import RunConfig, RunStatus, Storage
+from benchmarks.common import header, interleaved, median, print_repetitions, report, seed_task_runs, timed
+from service.storage import RunStatus, Storage
 
-CONFIG = RunConfig(learning_rate=0.01, seed=0, optimizer="sgd", epochs=1000, n_samples=100, n_features=50,
-                   data_seed=0, mode="tensor")
 MLFLOW_BATCH = 1000  # MLflow refuses more metrics in one log_batch
 
 
@@ -53,7 +50,7 @@ def main() -> None:
         experiment = mlflow.create_experiment("losses", artifact_location=str(Path(folder) / "artifacts"))
         storage = Storage(f"sqlite:///{Path(folder) / 'gradsweep.sqlite'}")
         storage.upgrade()
-        configs = [replace(CONFIG, seed=i, epochs=epochs) for i in range(n_runs)]
+        configs = seed_task_runs(n_runs, epochs)
 
         def log_to_mlflow() -> None:
             for values in curves:

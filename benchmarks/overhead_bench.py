@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import replace
 
 import redis
 
@@ -31,15 +30,13 @@ from benchmarks.common import (
     paired_ratios,
     processes,
     report,
+    seed_task_runs,
     service_env,
     spread,
     use_service_settings,
     wait_until_drained,
 )
-from service.storage import RunConfig, RunStatus, Storage
-
-ONE_EPOCH = RunConfig(learning_rate=0.01, seed=0, optimizer="sgd", epochs=1, n_samples=100, n_features=50,
-                      data_seed=0, mode="tensor")
+from service.storage import RunStatus, Storage
 
 
 def main() -> None:
@@ -59,7 +56,7 @@ def main() -> None:
         empty_broker()
         broker = redis.Redis.from_url(REDIS_URL)
         storage = Storage(url)
-        configs = [replace(ONE_EPOCH, seed=i) for i in range(n)]
+        configs = seed_task_runs(n, epochs=1)
         submitted: dict[str, list[float]] = {"runs": [], "no-op": []}
 
         def runs(count: int = n) -> float:
