@@ -52,9 +52,9 @@ def embedded_settings(workdir: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """The API, without a token, and a 2-process worker."""
+    """The API, without a token, and a 2-process worker; runs may be long enough to be sure to cancel them."""
     workdir = tmp_path_factory.mktemp("dashboard")
-    with running_stack(embedded_settings(workdir), workdir) as running:
+    with running_stack({**embedded_settings(workdir), "GRADSWEEP_MAX_EPOCHS": "3000000"}, workdir) as running:
         yield running
 
 
