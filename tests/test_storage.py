@@ -12,7 +12,10 @@ from sqlalchemy import text
 
 from service.storage import (
     DatabaseUnavailable,
+    Job,
+    LossWrite,
     NotFound,
+    Outcome,
     Run,
     RunConfig,
     RunStatus,
@@ -40,12 +43,23 @@ def configs(n: int) -> list[RunConfig]:
     return [replace(CONFIG, learning_rate=0.01 * (i + 1), seed=i) for i in range(n)]
 
 
-def ignore(run_ids: list[int]) -> None:
+def ignore(jobs: list[Job]) -> None:
     """An enqueue that queues nothing, for tests that do not look at the queue."""
 
 
-def fail_to_enqueue(run_ids: list[int]) -> None:
+def fail_to_enqueue(jobs: list[Job]) -> None:
     raise ConnectionError("broker down")
+
+
+class Enqueued(list):
+    """An enqueue that keeps the jobs it is given."""
+
+    def __call__(self, jobs: list[Job]) -> None:
+        self.extend(jobs)
+
+    @property
+    def run_ids(self) -> list[int]:
+        return [run_id for job in self for run_id in job.run_ids]
 
 
 # Schema and connection
@@ -78,8 +92,8 @@ def test_a_plain_postgresql_url_uses_psycopg_3() -> None:
 
 
 def test_create_sweep_stores_queued_runs_with_their_configs(storage: Storage) -> None:
-    enqueued: list[int] = []
-    sweep, runs = storage.create_sweep("learning rates", configs(3), enqueued.extend)
+    enqueued = Enqueued()
+    sweep, runs = storage.create_sweep("learning rates", configs(3), enqueued)
 
     assert (sweep.name, sweep.n_runs) == ("learning rates", 3)
     assert sweep.counts == {"queued": 3, "running": 0, "succeeded": 0, "diverged": 0, "failed": 0, "cancelled": 0}
@@ -88,24 +102,24 @@ def test_create_sweep_stores_queued_runs_with_their_configs(storage: Storage) ->
     assert {(run.status, run.attempts, run.epochs_done, run.sweep_id) for run in runs} == {
         (RunStatus.QUEUED, 0, 0, sweep.id)
     }
-    assert enqueued == [run.id for run in runs]
+    assert enqueued.run_ids == [run.id for run in runs]
     assert storage.get_sweep(sweep.id) == sweep
     assert storage.list_runs(sweep.id) == runs
     assert storage.get_run(runs[0].id) == runs[0]
 
 
 def test_a_failing_enqueue_stores_nothing(storage: Storage) -> None:
-    offered: list[int] = []
+    offered = Enqueued()
 
-    def enqueue(run_ids: list[int]) -> None:
-        offered.extend(run_ids)
-        fail_to_enqueue(run_ids)
+    def enqueue(jobs: list[Job]) -> None:
+        offered(jobs)
+        fail_to_enqueue(jobs)
 
     with pytest.raises(ConnectionError):
         storage.create_sweep("doomed", configs(3), enqueue)
 
     assert storage.list_sweeps() == []
-    for run_id in offered:
+    for run_id in offered.run_ids:
         with pytest.raises(NotFound):
             storage.get_run(run_id)
 
@@ -122,12 +136,12 @@ def test_list_sweeps_puts_the_newest_first_with_counts_per_status(storage: Stora
 
 
 def test_a_sweep_is_created_in_one_piece_even_with_10_000_runs(storage: Storage) -> None:
-    enqueued: list[int] = []
-    sweep, runs = storage.create_sweep("big", configs(10_000), enqueued.extend)
+    enqueued = Enqueued()
+    sweep, runs = storage.create_sweep("big", configs(10_000), enqueued)
 
-    assert sweep.n_runs == len(runs) == len(set(enqueued)) == 10_000
+    assert sweep.n_runs == len(runs) == len(set(enqueued.run_ids)) == 10_000
     assert [run.config.seed for run in runs] == list(range(10_000))
-    assert enqueued == [run.id for run in runs]
+    assert enqueued.run_ids == [run.id for run in runs]
 
 
 def test_cancel_sweep_cancels_queued_and_running_runs(storage: Storage) -> None:
@@ -151,8 +165,8 @@ def test_retry_sweep_requeues_failed_and_cancelled_runs(storage: Storage) -> Non
     storage.finish_run(succeeded.id, RunStatus.SUCCEEDED, final_loss=0.25)
     storage.cancel_sweep(sweep.id)  # cancels the queued run only
 
-    enqueued: list[int] = []
-    assert storage.retry_sweep(sweep.id, enqueued.extend) == enqueued == [failed.id, cancelled.id]
+    enqueued = Enqueued()
+    assert storage.retry_sweep(sweep.id, enqueued) == enqueued.run_ids == [failed.id, cancelled.id]
     retried = storage.get_run(failed.id)
     assert (retried.status, retried.error, retried.finished_at) == (RunStatus.QUEUED, None, None)
     assert storage.get_run(succeeded.id).status == RunStatus.SUCCEEDED
@@ -202,8 +216,8 @@ def test_a_worker_handed_a_run_before_its_sweep_commits_waits_for_the_commit(sto
     with ThreadPoolExecutor(1) as worker:
         handed: list[Future[Run | None]] = []
 
-        def enqueue_to_an_eager_worker(run_ids: list[int]) -> None:
-            handed.append(worker.submit(storage.start_run, run_ids[0], "eager"))
+        def enqueue_to_an_eager_worker(jobs: list[Job]) -> None:
+            handed.append(worker.submit(storage.start_run, jobs[0].run_ids[0], "eager"))
             time.sleep(0.2)  # the worker looks for the run before the sweep is committed
 
         _, runs = storage.create_sweep("s", configs(2), enqueue_to_an_eager_worker)
@@ -398,10 +412,10 @@ def test_runs_whose_worker_went_quiet_are_requeued_then_failed_after_max_attempt
     time.sleep(0.6)
     storage.start_run(busy.id, "alive")
 
-    enqueued: list[int] = []
-    requeued, failed = storage.requeue_stale_runs(timedelta(seconds=0.5), 3, enqueued.extend)
+    enqueued = Enqueued()
+    requeued, failed = storage.requeue_stale_runs(timedelta(seconds=0.5), 3, enqueued)
 
-    assert requeued == enqueued == [quiet.id] and failed == [poison.id]
+    assert requeued == enqueued.run_ids == [quiet.id] and failed == [poison.id]
     assert storage.get_run(quiet.id).status == RunStatus.QUEUED
     assert storage.get_run(busy.id).status == RunStatus.RUNNING
     failed_run = storage.get_run(poison.id)
@@ -417,11 +431,11 @@ def test_runs_queued_for_too_long_are_enqueued_again(storage: Storage) -> None:
     time.sleep(0.6)
     _, (fresh,) = storage.create_sweep("new", configs(1), ignore)
 
-    enqueued: list[int] = []
-    again = storage.requeue_unclaimed_runs(timedelta(seconds=0.5), enqueued.extend)
+    enqueued = Enqueued()
+    again = storage.requeue_unclaimed_runs(timedelta(seconds=0.5), enqueued)
 
-    assert again == enqueued == [waiting.id]
-    assert storage.requeue_unclaimed_runs(timedelta(seconds=0.5), enqueued.extend) == []  # its clock restarted
+    assert again == enqueued.run_ids == [waiting.id]
+    assert storage.requeue_unclaimed_runs(timedelta(seconds=0.5), enqueued) == []  # its clock restarted
     assert storage.get_run(waiting.id).status == RunStatus.QUEUED
 
 
@@ -544,3 +558,117 @@ def test_best_runs_picks_each_sweeps_lowest_loss_among_runs_that_neither_diverge
     assert best.keys() == {sweep.id}  # the other sweep has no loss yet
     assert (best[sweep.id].id, best[sweep.id].best_loss) == (better.id, 0.4)
     assert storage.best_runs([]) == {}
+
+
+# Batches: runs trained as one computation, one job per batch
+
+
+def test_a_sweep_stores_its_batches_and_enqueues_a_job_per_batch(storage: Storage) -> None:
+    enqueued = Enqueued()
+    _, runs = storage.create_sweep("batched", configs(5), enqueued, batch_sizes=[3, 2])
+
+    assert [(run.batch, run.batch_slot, run.batch_size) for run in runs] == [
+        (0, 0, 3), (0, 1, 3), (0, 2, 3), (1, 0, 2), (1, 1, 2)]
+    assert [(job.run_ids, job.batch_size) for job in enqueued] == [
+        (tuple(run.id for run in runs[:3]), 3), (tuple(run.id for run in runs[3:]), 2)]
+    with pytest.raises(ValueError, match="add up"):
+        storage.create_sweep("bad", configs(5), ignore, batch_sizes=[3, 3])
+
+
+def test_start_job_starts_what_is_left_of_a_batch_and_returns_all_of_it(storage: Storage) -> None:
+    sweep, runs = storage.create_sweep("s", configs(4), ignore, batch_sizes=[4])
+    storage.start_run(runs[0].id, "w")
+    storage.finish_run(runs[0].id, RunStatus.SUCCEEDED, final_loss=1.0)
+
+    job = storage.start_job([run.id for run in runs[:3]], "worker", lease=timedelta(seconds=30))
+
+    assert [run.id for run in job.batch] == [run.id for run in runs]  # the whole batch, in slot order
+    assert job.started == {runs[1].id, runs[2].id}  # not the finished run, nor the one not asked for
+    assert [run.status for run in job.batch] == [RunStatus.SUCCEEDED, RunStatus.RUNNING, RunStatus.RUNNING,
+                                                 RunStatus.QUEUED]
+    assert storage.start_job([runs[1].id, runs[2].id], "duplicate", lease=timedelta(seconds=30)) is None
+    _, other = storage.create_sweep("other", configs(1), ignore)
+    with pytest.raises(ValueError, match="one batch"):
+        storage.start_job([runs[3].id, other[0].id], "w")
+
+
+def test_record_writes_a_whole_job_in_one_call_and_refuses_runs_no_longer_its_own(storage: Storage) -> None:
+    sweep, (a, b, c) = storage.create_sweep("s", configs(3), ignore, batch_sizes=[3])
+    job = storage.start_job([a.id, b.id, c.id], "w")
+    storage.start_run(c.id, "newer")  # c is taken over by a newer attempt
+
+    kept = storage.record([
+        LossWrite(a.id, 0, np.array([3.0, 2.0]), attempt=1, outcome=Outcome(RunStatus.SUCCEEDED, final_loss=2.0)),
+        LossWrite(b.id, 0, np.array([5.0]), attempt=1, outcome=Outcome(RunStatus.DIVERGED, 5.0, diverged_at=1)),
+        LossWrite(c.id, 0, np.array([9.0]), attempt=1),
+    ])
+
+    assert kept == {a.id, b.id} and job.started == {a.id, b.id, c.id}
+    curves = storage.sweep_losses(sweep.id)
+    assert (curves[a.id].tolist(), curves[b.id].tolist(), curves[c.id].tolist()) == ([3.0, 2.0], [5.0], [])
+    assert [(run.status, run.final_loss, run.diverged_at) for run in storage.list_runs(sweep.id)] == [
+        (RunStatus.SUCCEEDED, 2.0, None), (RunStatus.DIVERGED, 5.0, 1), (RunStatus.RUNNING, None, None)]
+
+
+def test_a_job_whose_worker_died_is_requeued_whole_then_split_until_the_poison_run_is_alone(storage: Storage) -> None:
+    _, runs = storage.create_sweep("s", configs(4), ignore, batch_sizes=[4])
+    ids = [run.id for run in runs]
+    poison = ids[1]
+    lease = timedelta(seconds=0.05)
+    jobs_seen: list[list[tuple[int, ...]]] = []
+    to_start = [tuple(ids)]
+    while to_start:
+        for run_ids in to_start:  # every job that holds the poison run dies with its worker
+            storage.start_job(run_ids, f"worker for {run_ids}")
+            if poison not in run_ids:
+                for run_id in run_ids:
+                    storage.finish_run(run_id, RunStatus.SUCCEEDED, final_loss=1.0)
+        time.sleep(0.1)
+        enqueued = Enqueued()
+        storage.requeue_stale_runs(lease, 2, enqueued)
+        to_start = [job.run_ids for job in enqueued]
+        jobs_seen.append(sorted(to_start))
+
+    assert jobs_seen == [[tuple(ids)], [tuple(ids[:2]), tuple(ids[2:])], [(ids[0],), (ids[1],)], []]
+    statuses = {run.id: (run.status, run.attempts) for run in storage.list_runs(runs[0].sweep_id)}
+    assert statuses == {ids[0]: (RunStatus.SUCCEEDED, 4), poison: (RunStatus.FAILED, 4),
+                        ids[2]: (RunStatus.SUCCEEDED, 3), ids[3]: (RunStatus.SUCCEEDED, 3)}
+
+
+def test_a_retry_enqueues_the_batch_again_as_one_job(storage: Storage) -> None:
+    sweep, runs = storage.create_sweep("s", configs(4), ignore, batch_sizes=[2, 2])
+    storage.cancel_sweep(sweep.id)
+
+    enqueued = Enqueued()
+    storage.retry_sweep(sweep.id, enqueued)
+
+    assert [job.run_ids for job in enqueued] == [(runs[0].id, runs[1].id), (runs[2].id, runs[3].id)]
+
+
+def test_losses_are_stored_a_chunk_per_write(storage: Storage) -> None:
+    _, (run,) = storage.create_sweep("s", configs(1), ignore)
+    storage.start_run(run.id, "w")
+    for first in range(0, 3000, 1000):
+        storage.write_losses(run.id, first, np.arange(first, first + 1000, dtype=np.float64), attempt=1)
+
+    engine = make_engine(storage.url)
+    with engine.connect() as connection:
+        chunks = connection.execute(text("SELECT run_id, first_epoch FROM loss_chunks ORDER BY first_epoch")).all()
+    engine.dispose()
+    assert chunks == [(run.id, 0), (run.id, 1000), (run.id, 2000)]
+    assert storage.run_losses(run.id).tolist() == list(range(3000))
+
+
+def test_postgresql_keeps_a_losses_view_of_one_row_per_epoch(postgres_schema) -> None:
+    storage = Storage(postgres_schema)
+    storage.upgrade()
+    _, (run,) = storage.create_sweep("s", configs(1), ignore)
+    storage.start_run(run.id, "w")
+    storage.write_losses(run.id, 0, [3.0, 2.0], attempt=1)
+    storage.write_losses(run.id, 2, [1.0], attempt=1)
+    engine = make_engine(postgres_schema)
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT run_id, epoch, value FROM losses ORDER BY epoch")).all()
+    engine.dispose()
+    storage.close()
+    assert rows == [(run.id, 0, 3.0), (run.id, 1, 2.0), (run.id, 2, 1.0)]

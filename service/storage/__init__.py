@@ -5,17 +5,31 @@ and its subclasses), never SQLAlchemy's rows or errors.
 """
 
 from service.storage.errors import DatabaseUnavailable, NotFound, SchemaOutOfDate, StorageError
-from service.storage.records import FINISHED_STATUSES, Run, RunConfig, RunStatus, Sweep
+from service.storage.records import (
+    FINISHED_STATUSES,
+    Job,
+    LossWrite,
+    Outcome,
+    Run,
+    RunConfig,
+    RunStatus,
+    StartedJob,
+    Sweep,
+)
 from service.storage.storage import Storage
 
 __all__ = [
     "FINISHED_STATUSES",
     "DatabaseUnavailable",
+    "Job",
+    "LossWrite",
     "NotFound",
+    "Outcome",
     "Run",
     "RunConfig",
     "RunStatus",
     "SchemaOutOfDate",
+    "StartedJob",
     "Storage",
     "StorageError",
     "Sweep",

@@ -11,11 +11,13 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
     TypeDecorator,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from service.storage.records import RunStatus
@@ -68,6 +70,7 @@ class RunRow(Base):
         Index(None, "sweep_id", "status"),  # also serves lookups by sweep_id alone
         Index(None, "status", "heartbeat_at"),  # finds running runs whose worker went quiet
         Index(None, "status", "queued_at"),  # finds queued runs whose message was lost
+        Index(None, "sweep_id", "batch"),  # a job reads its whole batch
         CheckConstraint(f"status IN ({', '.join(repr(s.value) for s in RunStatus)})", name="status"),
     )
 
@@ -82,6 +85,10 @@ class RunRow(Base):
     n_features: Mapped[int] = mapped_column(Integer)
     data_seed: Mapped[int] = mapped_column(BigInteger)
     mode: Mapped[str] = mapped_column(String(32))
+    # Which batch of its sweep the run trains in, its column there, and the batch's number of runs.
+    batch: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    batch_slot: Mapped[int] = mapped_column(Integer, server_default="0")
+    batch_size: Mapped[int] = mapped_column(Integer, server_default="1")
 
     status: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
@@ -98,15 +105,21 @@ class RunRow(Base):
     error: Mapped[str | None] = mapped_column(Text)
 
 
-class LossRow(Base):
-    """One loss per (run, epoch): rewriting an epoch replaces its value.
+# float64 values: an array on PostgreSQL (a view unnests it, see migration 0004), little-endian bytes on SQLite.
+Float64Array = LargeBinary().with_variant(postgresql.ARRAY(Double()), "postgresql")
 
-    `run_id` is a run's id but not a foreign key: checking one costs PostgreSQL a
-    trigger per row, most of a batch's write (see migration 0003).
+
+class LossChunkRow(Base):
+    """Losses of epochs first_epoch, first_epoch + 1, ... of a run, as one row: what one write stored.
+
+    A row per write, not per epoch: a row per epoch cost PostgreSQL more than training
+    the run (migration 0004). Chunks of a run never overlap; rewriting an epoch replaces
+    its value. `run_id` is not a foreign key: losses are written only by `Storage`,
+    under their run's row lock, and runs are never deleted (migration 0003).
     """
 
-    __tablename__ = "losses"
+    __tablename__ = "loss_chunks"
 
     run_id: Mapped[int] = mapped_column(Id, primary_key=True)
-    epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
-    value: Mapped[float] = mapped_column(Double)
+    first_epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
+    losses: Mapped[bytes] = mapped_column(Float64Array)

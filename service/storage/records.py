@@ -4,6 +4,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+import numpy as np
+
 
 class RunStatus(StrEnum):
     QUEUED = "queued"
@@ -40,6 +42,11 @@ class Run:
     id: int
     sweep_id: int
     config: RunConfig
+    # Fixed when the sweep is created: the run is column `batch_slot` of the `batch_size`
+    # runs of batch `batch`, and every attempt computes that same batch, bit for bit.
+    batch: int
+    batch_slot: int
+    batch_size: int
     status: RunStatus
     attempts: int
     worker: str | None
@@ -61,3 +68,46 @@ class Sweep:
     created_at: datetime
     n_runs: int
     counts: dict[str, int]  # runs per status; every status is a key, in RunStatus order
+
+
+@dataclass(frozen=True)
+class Job:
+    """Runs of one batch to train as one computation: one message on the queue, holding their ids.
+
+    Usually the whole batch; after a worker died on it, part of it (see `Storage.requeue_stale_runs`).
+    `config` is the first run's: runs of a batch share all of it but learning rate and seed.
+    """
+
+    run_ids: tuple[int, ...]
+    batch_size: int
+    config: RunConfig
+
+
+@dataclass(frozen=True)
+class StartedJob:
+    """What a worker trains: every run of the batch, in slot order, and those of them this attempt started."""
+
+    batch: list[Run]
+    started: frozenset[int]  # run ids: the only runs this attempt may write
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended, as its worker reports it."""
+
+    status: RunStatus
+    final_loss: float | None = None
+    diverged_at: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class LossWrite:
+    """Losses of one run from `first_epoch` on, from the attempt numbered `attempt` (None: no attempt check),
+    and its outcome if it ended."""
+
+    run_id: int
+    first_epoch: int
+    losses: np.ndarray
+    attempt: int | None = None
+    outcome: Outcome | None = None

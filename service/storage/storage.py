@@ -1,11 +1,11 @@
 """`Storage`: every read and write of sweeps, runs and losses, each in one transaction."""
 
-from collections.abc import Callable, Iterator, Sequence
+import struct
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
-from functools import cache
-from itertools import chain, repeat
+from itertools import groupby
 from pathlib import Path
 from typing import Any, cast
 
@@ -14,46 +14,24 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import (
-    URL,
-    Connection,
-    Double,
-    Integer,
-    Select,
-    String,
-    Table,
-    Text,
-    Update,
-    and_,
-    bindparam,
-    case,
-    delete,
-    func,
-    insert,
-    or_,
-    select,
-    true,
-    update,
-)
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import URL, Connection, Table, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
 
 from service.storage.engine import BEGIN_IMMEDIATE, database_url, make_engine
 from service.storage.errors import DatabaseUnavailable, NotFound, SchemaOutOfDate, StorageError
-from service.storage.models import LossRow, RunRow, SweepRow, UTCDateTime
-from service.storage.records import Run, RunConfig, RunStatus, Sweep
+from service.storage.models import LossChunkRow, RunRow, SweepRow
+from service.storage.records import Job, LossWrite, Outcome, Run, RunConfig, RunStatus, StartedJob, Sweep
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
-Enqueue = Callable[[list[int]], None]
+Enqueue = Callable[[list[Job]], None]
 
 _SWEEPS = cast(Table, SweepRow.__table__)
 _RUNS = cast(Table, RunRow.__table__)
-_LOSSES = cast(Table, LossRow.__table__)
+_CHUNKS = cast(Table, LossChunkRow.__table__)
 _CONFIG_FIELDS = [field.name for field in fields(RunConfig)]
 _FINISHED = [status.value for status in RunStatus if status.is_finished]
-# Key of the PostgreSQL advisory lock that `create_sweep` holds shared; see `_wait_for_run`.
+# Key of the PostgreSQL advisory lock that `create_sweep` holds shared; see `_wait_for_runs`.
 _SWEEP_CREATION_LOCK = 0x67726164
 
 
@@ -70,27 +48,25 @@ def alembic_config(url: str | URL) -> Config:
 class Storage:
     """Sweeps, runs and loss curves in SQLite or PostgreSQL.
 
-    Each public method is one transaction and returns frozen records, never ORM rows.
+    Each public method is one transaction and returns frozen records, never rows.
     Methods that take `enqueue` call it inside their transaction, so that runs are
-    stored and queued together or not at all; `enqueue` is never called with an
-    empty list.
+    stored and queued together or not at all; `enqueue` gets the runs as jobs, one
+    per batch (see `Job`), and is never called with none.
     """
 
     def __init__(self, url: str | URL, *, pre_ping: bool = True, synchronous_commit: bool = True) -> None:
         """`pre_ping=False` saves a round trip per transaction, for callers that retry on DatabaseUnavailable.
 
         `synchronous_commit=False` (PostgreSQL) lets a commit return before it is on
-        disk, which saved PostgreSQL 0.7 ms of CPU a commit on our 2-core test VM
-        (see benchmarks/overhead_bench.py). A database crash may then forget the last
-        commits, up to about 0.6 s of them; nothing else is at risk. It is for the
-        workers, whose every write can be lost that way without losing a run: a
-        forgotten start or finish leaves the run queued or running, which the
-        reaper takes back; a forgotten batch of losses stops the attempt at its next
-        write (see `_owned_run_update`); and the redone run is bit-identical.
+        disk. A database crash may then forget the last commits, up to about 0.6 s
+        of them; nothing else is at risk. It is for the workers, whose every write
+        can be lost that way without losing a run: a forgotten start or finish
+        leaves the run queued or running, which the reaper takes back; a forgotten
+        batch of losses stops the attempt at its next write (see `_may_write`); and
+        the redone run is bit-identical.
         """
         self.url = database_url(url)
         self._engine = make_engine(self.url, pre_ping=pre_ping, synchronous_commit=synchronous_commit)
-        self._sessions = sessionmaker(self._engine)
         backend = self._engine.dialect.name
         if backend not in ("sqlite", "postgresql"):
             raise ValueError(f"gradsweep stores results in SQLite or PostgreSQL, not {backend}")
@@ -105,92 +81,99 @@ class Storage:
     def check_schema(self) -> None:
         """Raises SchemaOutOfDate unless the database is at the newest revision: better than a missing column later."""
         heads = set(ScriptDirectory.from_config(alembic_config(self.url)).get_heads())
-        with self._session() as session:
-            current = set(MigrationContext.configure(session.connection()).get_current_heads())
+        with self._transaction() as connection:
+            current = set(MigrationContext.configure(connection).get_current_heads())
         if current != heads:
             raise SchemaOutOfDate(
                 f"the database is at revision {sorted(current) or 'none'}, gradsweep needs {sorted(heads)}: "
                 "run `gradsweep db upgrade`"
             )
 
-    def upgrade(self) -> None:
-        """Migrates the database to the newest schema (what `gradsweep db upgrade` runs)."""
+    def upgrade(self, revision: str = "head") -> None:
+        """Migrates the database to the newest schema (what `gradsweep db upgrade` runs), or to `revision`."""
         with _translated_errors():
-            command.upgrade(alembic_config(self.url), "head")
+            command.upgrade(alembic_config(self.url), revision)
 
     def ping(self) -> None:
         """Raises DatabaseUnavailable if the database cannot be reached; for health checks."""
-        with self._session() as session:
-            session.execute(select(1))
+        with self._transaction() as connection:
+            connection.execute(select(1))
 
     # Sweeps
 
-    def create_sweep(self, name: str, configs: Sequence[RunConfig], enqueue: Enqueue) -> tuple[Sweep, list[Run]]:
-        """Stores a sweep with one queued run per config and enqueues the runs: all of it or, if anything raises, none.
+    def create_sweep(
+        self, name: str, configs: Sequence[RunConfig], enqueue: Enqueue, *, batch_sizes: Sequence[int] | None = None
+    ) -> tuple[Sweep, list[Run]]:
+        """Stores a sweep with one queued run per config and enqueues them: all of it or, if anything raises, none.
 
-        A worker may get a run id before this commits; `start_run` waits for the commit.
+        Consecutive configs form batches of `batch_sizes` runs (by default a batch per
+        run); a batch is trained as one computation, one job on the queue. A worker
+        may get a job before this commits; `start_job` waits for the commit.
         """
         if not configs:
             raise ValueError("a sweep needs at least one run")
+        batch_sizes = [1] * len(configs) if batch_sizes is None else list(batch_sizes)
+        if sum(batch_sizes) != len(configs) or min(batch_sizes) < 1:
+            raise ValueError(f"batch sizes {batch_sizes} do not add up to the sweep's {len(configs)} runs")
+        layout = [(batch, slot, size) for batch, size in enumerate(batch_sizes) for slot in range(size)]
         now = _now()
-        with self._session(write=True) as session:
+        with self._transaction(write=True) as connection:
             if self._is_postgresql:
-                session.execute(select(func.pg_advisory_xact_lock_shared(_SWEEP_CREATION_LOCK)))
-            sweep = SweepRow(name=name, created_at=now)
-            session.add(sweep)
-            session.flush()
-            # One executemany rather than one ORM object per run. Reading the runs back is
-            # faster than INSERT ... RETURNING, whose long statements psycopg parses slowly;
-            # ids ascend in insertion order, so they come back in the order of `configs`.
-            queued = {"sweep_id": sweep.id, "status": RunStatus.QUEUED.value, "created_at": now, "queued_at": now}
-            session.execute(insert(_RUNS), [{**_config_values(config), **queued} for config in configs])
-            runs = _runs_of(session, sweep.id)
-            created = _sweeps(session, SweepRow.id == sweep.id)[0]
-            enqueue([run.id for run in runs])
-            return created, runs
+                connection.execute(select(func.pg_advisory_xact_lock_shared(_SWEEP_CREATION_LOCK)))
+            sweep_id = connection.execute(
+                insert(_SWEEPS).values(name=name, created_at=now).returning(_SWEEPS.c.id)).scalar_one()
+            queued = {"sweep_id": sweep_id, "status": RunStatus.QUEUED.value, "created_at": now, "queued_at": now}
+            # One executemany; ids ascend in insertion order, so the runs come back in the order of `configs`.
+            connection.execute(insert(_RUNS), [
+                {**_config_values(config), **queued, "batch": batch, "batch_slot": slot, "batch_size": size}
+                for config, (batch, slot, size) in zip(configs, layout, strict=True)
+            ])
+            runs = _runs(connection, _RUNS.c.sweep_id == sweep_id)
+            enqueue(_jobs(runs))
+            return _sweeps(connection, _SWEEPS.c.id == sweep_id)[0], runs
 
     def list_sweeps(self) -> list[Sweep]:
         """All sweeps, newest first."""
-        with self._session() as session:
-            return _sweeps(session)
+        with self._transaction() as connection:
+            return _sweeps(connection)
 
     def get_sweep(self, sweep_id: int) -> Sweep:
-        with self._session() as session:
-            found = _sweeps(session, SweepRow.id == sweep_id)
-            if not found:
-                raise NotFound(f"no sweep {sweep_id}")
-            return found[0]
+        with self._transaction() as connection:
+            found = _sweeps(connection, _SWEEPS.c.id == sweep_id)
+        if not found:
+            raise NotFound(f"no sweep {sweep_id}")
+        return found[0]
 
     def cancel_sweep(self, sweep_id: int) -> int:
-        """Cancels the sweep's queued and running runs; returns how many. Workers notice at their next write_losses."""
-        with self._session(write=True) as session:
-            _require_sweep(session.connection(), sweep_id)
-            cancelled = session.scalars(
-                update(RunRow)
-                .where(RunRow.sweep_id == sweep_id, RunRow.status.in_([RunStatus.QUEUED, RunStatus.RUNNING]))
+        """Cancels the sweep's queued and running runs; returns how many. Workers notice at their next write."""
+        with self._transaction(write=True) as connection:
+            _require(connection, _SWEEPS, sweep_id)
+            cancelled = connection.execute(
+                update(_RUNS)
+                .where(_RUNS.c.sweep_id == sweep_id, _RUNS.c.status.in_([RunStatus.QUEUED, RunStatus.RUNNING]))
                 .values(status=RunStatus.CANCELLED.value, finished_at=_now())
-                .returning(RunRow.id)
+                .returning(_RUNS.c.id)
             )
             return len(cancelled.all())
 
     def retry_sweep(self, sweep_id: int, enqueue: Enqueue) -> list[int]:
         """Queues the sweep's failed and cancelled runs again and enqueues them; returns their ids."""
-        with self._session(write=True) as session:
-            _require_sweep(session.connection(), sweep_id)
-            run_ids = session.scalars(
-                update(RunRow)
-                .where(RunRow.sweep_id == sweep_id, RunRow.status.in_([RunStatus.FAILED, RunStatus.CANCELLED]))
+        with self._transaction(write=True) as connection:
+            _require(connection, _SWEEPS, sweep_id)
+            run_ids = connection.scalars(
+                update(_RUNS)
+                .where(_RUNS.c.sweep_id == sweep_id, _RUNS.c.status.in_([RunStatus.FAILED, RunStatus.CANCELLED]))
                 .values(status=RunStatus.QUEUED.value, finished_at=None, error=None, queued_at=_now())
-                .returning(RunRow.id)
+                .returning(_RUNS.c.id)
             ).all()
-            return _enqueued(run_ids, enqueue)
+            return _enqueued(connection, run_ids, enqueue)
 
     # Runs
 
     def list_runs(self, sweep_id: int) -> list[Run]:
-        with self._session() as session:
-            _require_sweep(session.connection(), sweep_id)
-            return _runs_of(session, sweep_id)
+        with self._transaction() as connection:
+            _require(connection, _SWEEPS, sweep_id)
+            return _runs(connection, _RUNS.c.sweep_id == sweep_id)
 
     def best_runs(self, sweep_ids: Sequence[int]) -> dict[int, Run]:
         """Each sweep's run with the lowest loss so far, of those that neither diverged nor failed, by sweep id.
@@ -210,70 +193,94 @@ class Storage:
 
     def get_run(self, run_id: int) -> Run:
         with self._transaction() as connection:
-            row = connection.execute(select(_RUNS).where(_RUNS.c.id == run_id)).first()
-        if row is None:
+            found = _runs(connection, _RUNS.c.id == run_id)
+        if not found:
             raise NotFound(f"no run {run_id}")
-        return _run(row)
+        return found[0]
 
-    def start_run(self, run_id: int, worker: str, *, lease: timedelta | None = None) -> Run | None:
-        """Marks the run running for a new attempt, from epoch 0; None if there is nothing to do.
+    def start_job(self, run_ids: Sequence[int], worker: str, *, lease: timedelta | None = None) -> StartedJob | None:
+        """Starts a new attempt, from epoch 0, of each of these runs (all of one batch) that has anything to do.
 
         Nothing to do: the run has finished, or (with `lease`) another attempt is
         running it and has written within the lease, so this message is a duplicate.
         A running run whose worker went quiet is `requeue_stale_runs`'s to take back.
-        The losses of earlier attempts are deleted: a redone run writes its curve afresh.
+        The losses of earlier attempts are deleted: a redone run writes its curve
+        afresh. Returns the whole batch, for the worker to compute it as it always
+        is, and which runs were started; None if none was. Raises NotFound if none
+        of the runs exists.
         """
         now = _now()
-        with_lease = lease is not None
-        params = {"run_id": run_id, "worker_name": worker, "now": now}
-        if with_lease:
-            params["lease_since"] = now - lease
-        if self._is_postgresql:  # a first attempt, the common case, has no losses to delete: one statement
-            with self._transaction(autocommit=True) as connection:
-                first = connection.execute(_start_statement(with_lease=with_lease, first=True), params).first()
-            if first is not None:
-                return _run(first)
-        start = _start_statement(with_lease=with_lease)
+        startable = _RUNS.c.status.not_in(_FINISHED)
+        if lease is not None:
+            startable &= or_(_RUNS.c.status != RunStatus.RUNNING.value, _RUNS.c.heartbeat_at.is_(None),
+                             _RUNS.c.heartbeat_at < now - lease)
+        start = (
+            update(_RUNS)
+            .where(_RUNS.c.id.in_(run_ids), startable)
+            .values(status=RunStatus.RUNNING.value, attempts=_RUNS.c.attempts + 1, worker=worker, started_at=now,
+                    heartbeat_at=now, finished_at=None, epochs_done=0, final_loss=None, best_loss=None,
+                    diverged_at=None, error=None)
+            .returning(_RUNS.c.id, _RUNS.c.attempts, _RUNS.c.sweep_id, _RUNS.c.batch)
+        )
         with self._transaction(write=True) as connection:
-            started = connection.execute(start, params).first()
-            if started is None and not self._wait_for_run(connection, run_id):
-                raise NotFound(f"no run {run_id}")
-            if started is None:
-                started = connection.execute(start, params).first()  # the run is visible now: anything to do?
-            if started is None:
+            if not self._wait_for_runs(connection, run_ids):
+                raise NotFound(f"no run of {list(run_ids)}")
+            started = connection.execute(start).all()
+            if not started:
                 return None
-            if started.attempts > 1:  # a first attempt has no earlier attempt's losses: a statement saved per run
-                connection.execute(_DELETE_RUN_LOSSES, {"run_id": run_id})
-            return _run(started)
+            if len({(row.sweep_id, row.batch) for row in started}) > 1:
+                raise ValueError(f"runs {list(run_ids)} are not of one batch")
+            redone = [row.id for row in started if row.attempts > 1]
+            if redone:
+                connection.execute(delete(_CHUNKS).where(_CHUNKS.c.run_id.in_(redone)))
+            batch = _runs(connection, _RUNS.c.sweep_id == started[0].sweep_id, _RUNS.c.batch == started[0].batch)
+            return StartedJob(batch=batch, started=frozenset(row.id for row in started))
+
+    def start_run(self, run_id: int, worker: str, *, lease: timedelta | None = None) -> Run | None:
+        """`start_job` for one run: the run, running for its new attempt, or None if there is nothing to do."""
+        job = self.start_job([run_id], worker, lease=lease)
+        return None if job is None else next(run for run in job.batch if run.id == run_id)
 
     def requeue_stale_runs(self, lease: timedelta, max_attempts: int, enqueue: Enqueue) -> tuple[list[int], list[int]]:
         """Takes back running runs whose worker has not written within `lease`: its worker is gone.
 
-        Each is queued again and enqueued, or, once it has had `max_attempts`
-        attempts (a run that kills its worker every time), marked failed. Returns
-        (requeued ids, failed ids). Several workers may call this at once: each
-        stale run is taken back by one of them.
+        The runs one worker held of one batch (its job) are queued again and
+        enqueued together, as long as they have had fewer than `max_attempts`
+        attempts. After that the job is split in two, each half its own job, so
+        that a run which kills every worker that trains it (a poison run) ends up
+        alone, and only it is marked failed once it has had `max_attempts`
+        attempts by itself. Returns (requeued ids, failed ids). Several workers
+        may call this at once: each stale run is taken back by one of them.
         """
-        with self._session(write=True) as session:
-            now = _now()
-            stale = session.scalars(
-                select(RunRow)
-                .where(RunRow.status == RunStatus.RUNNING, RunRow.heartbeat_at < now - lease)
-                .order_by(RunRow.id)
+        now = _now()
+        with self._transaction(write=True) as connection:
+            stale = connection.execute(
+                select(_RUNS)
+                .where(_RUNS.c.status == RunStatus.RUNNING.value, _RUNS.c.heartbeat_at < now - lease)
+                .order_by(_RUNS.c.sweep_id, _RUNS.c.batch, _RUNS.c.worker, _RUNS.c.batch_slot)
                 .with_for_update(skip_locked=True)
             ).all()
-            requeued, failed = [], []
-            for run in stale:
-                if run.attempts >= max_attempts:
-                    run.status, run.finished_at = RunStatus.FAILED.value, now
-                    run.error = (f"its worker stopped responding during each of {run.attempts} attempts "
-                                 f"(killed, or out of memory?); not retried again")
-                    failed.append(run.id)
+            jobs: list[list[Any]] = []
+            failed: list[Any] = []
+            for _, held in groupby(stale, key=lambda row: (row.sweep_id, row.batch, row.worker)):
+                held = list(held)
+                if max(row.attempts for row in held) < max_attempts:
+                    jobs.append(held)
+                elif len(held) > 1:
+                    jobs += [held[: len(held) // 2], held[len(held) // 2:]]
                 else:
-                    run.status, run.queued_at = RunStatus.QUEUED.value, now
-                    requeued.append(run.id)
-            session.flush()
-            return _enqueued(requeued, enqueue), failed
+                    failed += held
+            for row in failed:
+                connection.execute(update(_RUNS).where(_RUNS.c.id == row.id).values(
+                    status=RunStatus.FAILED.value, finished_at=now,
+                    error=(f"its worker stopped responding during each of {row.attempts} attempts "
+                           "(killed, or out of memory?); not retried again")))
+            requeued = [row.id for job in jobs for row in job]
+            if requeued:
+                connection.execute(update(_RUNS).where(_RUNS.c.id.in_(requeued))
+                                   .values(status=RunStatus.QUEUED.value, queued_at=now))
+                enqueue([_job([_run(row) for row in job]) for job in jobs])
+            return sorted(requeued), sorted(row.id for row in failed)
 
     def requeue_unclaimed_runs(self, older_than: timedelta, enqueue: Enqueue, limit: int = 1000) -> list[int]:
         """Enqueues again runs queued for longer than `older_than`; returns their ids.
@@ -283,35 +290,73 @@ class Storage:
         turn. If the message was only late, the run now has two: the second finds
         it taken or done and does nothing.
         """
-        with self._session(write=True) as session:
-            now = _now()
-            run_ids = session.scalars(
-                update(RunRow)
-                .where(RunRow.id.in_(
-                    select(RunRow.id)
-                    .where(RunRow.status == RunStatus.QUEUED, RunRow.queued_at < now - older_than)
-                    .order_by(RunRow.id).limit(limit)
+        now = _now()
+        with self._transaction(write=True) as connection:
+            run_ids = connection.scalars(
+                update(_RUNS)
+                .where(_RUNS.c.id.in_(
+                    select(_RUNS.c.id)
+                    .where(_RUNS.c.status == RunStatus.QUEUED.value, _RUNS.c.queued_at < now - older_than)
+                    .order_by(_RUNS.c.id).limit(limit)
                     .scalar_subquery()
                 ))
                 .values(queued_at=now)
-                .returning(RunRow.id)
+                .returning(_RUNS.c.id)
             ).all()
-            return _enqueued(run_ids, enqueue)
+            return _enqueued(connection, run_ids, enqueue)
+
+    # Losses
+
+    def record(self, writes: Sequence[LossWrite]) -> set[int]:
+        """Stores each write's losses and outcome, all in one transaction; returns the ids of the runs written.
+
+        A run is not written, and its worker must stop training it, once it is
+        cancelled, or (for a write with an `attempt`) once a newer attempt has
+        started it, or when the write would leave a gap in its curve: an attempt
+        writes its epochs in order, so a write may begin only at an epoch the run
+        already has. Workers commit asynchronously (see `Storage`): if the database
+        lost a batch, the next write finds the gap, the worker stops, and the
+        reaper has the run redone rather than finished with a hole in its curve.
+        A cancelled run keeps its status whatever the outcome: the user's cancel wins.
+
+        Writing an epoch again replaces its value, so a write sent twice never
+        duplicates a curve. The values must be finite: a loss that blew up is
+        recorded as the run's `diverged_at`. Raises NotFound for an unknown run.
+        """
+        for write in writes:
+            _check_finite(write.losses)
+            if write.outcome is not None and write.outcome.final_loss is not None:
+                _check_finite([write.outcome.final_loss])
+        if not writes:
+            return set()
+        if len({write.run_id for write in writes}) < len(writes):
+            raise ValueError("one write per run and call")
+        now = _now()
+        with self._transaction(write=True) as connection:
+            # Locking the runs first keeps a new attempt from starting (and deleting their
+            # losses) until these losses are committed.
+            rows = {row.id: row for row in connection.execute(
+                select(_RUNS).where(_RUNS.c.id.in_({write.run_id for write in writes}))
+                .order_by(_RUNS.c.id).with_for_update())}
+            for write in writes:
+                if write.run_id not in rows:
+                    raise NotFound(f"no run {write.run_id}")
+            allowed = [write for write in writes if _may_write(rows[write.run_id], write)]
+            if allowed:
+                connection.execute(_UPDATE_RUN, [_updated(rows[write.run_id], write, now) for write in allowed])
+                appended = [w for w in allowed if w.losses.size and w.first_epoch >= rows[w.run_id].epochs_done]
+                rewritten = [w for w in allowed if w.losses.size and w.first_epoch < rows[w.run_id].epochs_done]
+                chunks = [(w.run_id, w.first_epoch, w.losses) for w in appended]
+                for write in rewritten:
+                    chunks += self._spliced(connection, write)
+                self._insert_chunks(connection, chunks)
+            return {write.run_id for write in allowed}
 
     def write_losses(
         self, run_id: int, first_epoch: int, values: Sequence[float], *, attempt: int | None = None
     ) -> bool:
-        """Stores the losses of epochs first_epoch, first_epoch + 1, ...; False once the worker must stop.
-
-        Writing an epoch again replaces its value, so a redelivered task never
-        duplicates a curve. A cancelled run takes no more losses, and neither does
-        an `attempt` (the number `start_run` gave its worker) that a newer attempt
-        has taken over: one attempt at a time writes a run. The values must
-        be finite: a loss that blew up is recorded as the run's `diverged_at`.
-        """
-        losses = _losses(values)
-        with self._transaction(write=True, autocommit=self._one_statement(losses)) as connection:
-            return self._write_owned_run(connection, run_id, attempt, first_epoch, losses)
+        """`record` for one run's losses of epochs first_epoch, first_epoch + 1, ...; False once the writer must stop."""
+        return bool(self.record([LossWrite(run_id, first_epoch, _losses(values), attempt)]))
 
     def finish_run(
         self,
@@ -325,157 +370,105 @@ class Storage:
         first_epoch: int = 0,
         losses: Sequence[float] = (),
     ) -> bool:
-        """Records how the run ended; False if not. A cancelled run stays as it is: the user's cancel wins.
-
-        So a worker that finishes just after a cancel never turns the run back into
-        succeeded; nor does an `attempt` that a newer attempt has taken over.
-        `losses`, if any, are the run's last ones, from `first_epoch` on, stored as
-        `write_losses` would, in the same transaction: a short run costs its worker
-        one transaction fewer.
-        """
-        status = RunStatus(status)
-        if not status.is_finished:
+        """`record` for how one run ended, with its last `losses` from `first_epoch` on; False if not recorded."""
+        outcome = Outcome(RunStatus(status), final_loss, diverged_at, error)
+        if not outcome.status.is_finished:
             raise ValueError(f"{status} is not a finished status")
-        if final_loss is not None:
-            _check_finite([final_loss])
-        outcome = {"new_status": status.value, "final": final_loss, "diverged": diverged_at, "error_text": error}
-        losses = _losses(losses)
-        with self._transaction(write=True, autocommit=self._one_statement(losses)) as connection:
-            return self._write_owned_run(connection, run_id, attempt, first_epoch, losses, outcome)
-
-    # Losses
+        return bool(self.record([LossWrite(run_id, first_epoch, _losses(losses), attempt, outcome)]))
 
     def run_losses(self, run_id: int) -> np.ndarray:
         """The run's loss per epoch, as float64."""
         with self._transaction() as connection:
-            _require_run(connection, run_id)
-            values = connection.scalars(
-                select(_LOSSES.c.value).where(_LOSSES.c.run_id == run_id).order_by(_LOSSES.c.epoch)
-            )
-            return np.array(values.all(), dtype=np.float64)
+            _require(connection, _RUNS, run_id)
+            return self._curves(connection, _CHUNKS.c.run_id == run_id).get(run_id, np.empty(0))
 
     def sweep_losses(self, sweep_id: int) -> dict[int, np.ndarray]:
-        """Every run's loss curve, by run id (an empty curve for a run with no loss yet).
-
-        A sweep can hold a million losses, so none of them becomes a SQLAlchemy row
-        (see benchmarks/curve_read_bench.py). PostgreSQL sends each run's curve as
-        one bytea of big-endian doubles, which numpy reads as it is; SQLite's
-        (run id, loss) tuples, sorted by run and epoch, stream into one array
-        that numpy splits.
-        """
+        """Every run's loss curve, by run id (an empty curve for a run with no loss yet)."""
         with self._transaction() as connection:
-            _require_sweep(connection, sweep_id)
-            if self._is_postgresql:
-                rows = connection.exec_driver_sql(_SWEEP_CURVES_POSTGRESQL, {"sweep_id": sweep_id})
-                return {run_id: _doubles(curve) for run_id, curve in rows}
+            _require(connection, _SWEEPS, sweep_id)
             run_ids = connection.scalars(select(_RUNS.c.id).where(_RUNS.c.sweep_id == sweep_id).order_by(_RUNS.c.id))
-            curves = {run_id: np.empty(0) for run_id in run_ids}
-            with _driver_errors(connection):
-                cursor = connection.connection.driver_connection.execute(_SWEEP_LOSSES_SQLITE, (sweep_id,))
-                # Run ids are exact in float64 (below 2**53).
-                pairs = np.fromiter(chain.from_iterable(cursor), dtype=np.float64).reshape(-1, 2)
-        loss_run_ids, values = pairs[:, 0].astype(np.int64), np.ascontiguousarray(pairs[:, 1])
-        starts = np.flatnonzero(np.diff(loss_run_ids, prepend=-1))  # where the run changes
-        if starts.size:
-            curves.update(zip(loss_run_ids[starts].tolist(), np.split(values, starts[1:]), strict=True))
-        return curves
+            curves = dict.fromkeys(run_ids, np.empty(0))
+            # IN, not a join, which SQLite would sort in a temporary table.
+            in_sweep = _CHUNKS.c.run_id.in_(select(_RUNS.c.id).where(_RUNS.c.sweep_id == sweep_id))
+            return curves | self._curves(connection, in_sweep)
+
+    # Chunks of losses, as each backend stores them
+
+    def _curves(self, connection: Connection, *where: Any) -> dict[int, np.ndarray]:
+        """The curves whose chunks match `where`, by run id, each its chunks end to end."""
+        return {run_id: np.concatenate([values for _, _, values in chunks])
+                for run_id, chunks in groupby(self._chunks(connection, *where), key=lambda chunk: chunk[0])}
+
+    def _chunks(self, connection: Connection, *where: Any) -> list[tuple[int, int, np.ndarray]]:
+        """(run id, first epoch, losses) of the chunks that match `where`, by run and epoch."""
+        # PostgreSQL sends an array's binary form, which numpy reads as it is, rather than a list of floats.
+        values = func.array_send(_CHUNKS.c.losses) if self._is_postgresql else _CHUNKS.c.losses
+        decode = _from_array_send if self._is_postgresql else _from_little_endian
+        rows = connection.execute(select(_CHUNKS.c.run_id, _CHUNKS.c.first_epoch, values)
+                                  .where(*where).order_by(_CHUNKS.c.run_id, _CHUNKS.c.first_epoch))
+        return [(run_id, first, decode(chunk)) for run_id, first, chunk in rows]
+
+    def _spliced(self, connection: Connection, write: LossWrite) -> list[tuple[int, int, np.ndarray]]:
+        """The run's chunks with `write` laid over them: its old chunks are deleted, and these replace them.
+
+        Only for a write that begins before the run's end (a write sent again), so
+        rarely that it may read and rewrite the whole curve.
+        """
+        old = self._chunks(connection, _CHUNKS.c.run_id == write.run_id)
+        connection.execute(delete(_CHUNKS).where(_CHUNKS.c.run_id == write.run_id))
+        pieces = [(first, values) for _, first, values in old] + [(write.first_epoch, write.losses)]
+        curve = np.full(max(first + values.size for first, values in pieces), np.nan)  # NaN: no loss (losses are finite)
+        for first, values in pieces:
+            curve[first:first + values.size] = values
+        known = np.flatnonzero(~np.isnan(curve))
+        stretches = np.split(known, np.flatnonzero(np.diff(known) > 1) + 1)
+        return [(write.run_id, int(epochs[0]), curve[epochs]) for epochs in stretches if epochs.size]
+
+    def _insert_chunks(self, connection: Connection, chunks: Sequence[tuple[int, int, np.ndarray]]) -> None:
+        """One COPY (PostgreSQL, in binary) or one executemany (SQLite) for all the chunks."""
+        if not chunks:
+            return
+        with _driver_errors(connection):
+            driver = connection.connection.driver_connection
+            if self._is_postgresql:
+                with driver.cursor() as cursor, cursor.copy(
+                    "COPY loss_chunks (run_id, first_epoch, losses) FROM STDIN (FORMAT BINARY)"
+                ) as copy:
+                    copy.write(_binary_copy(chunks))
+            else:
+                driver.executemany(
+                    "INSERT INTO loss_chunks (run_id, first_epoch, losses) VALUES (?, ?, ?)",
+                    [(run_id, first, values.astype("<f8").tobytes()) for run_id, first, values in chunks],
+                )
 
     # Transactions
 
     @contextmanager
-    def _session(self, *, write: bool = False) -> Iterator[Session]:
+    def _transaction(self, *, write: bool = False) -> Iterator[Connection]:
         """One transaction: committed if the block returns, rolled back if it raises.
 
         `write` makes SQLite take its write lock at BEGIN, so the transaction cannot
         fail half-way for want of it; PostgreSQL locks rows instead.
         """
-        with _translated_errors(), self._sessions.begin() as session:
-            session.connection(execution_options={BEGIN_IMMEDIATE: write})
-            yield session
-
-    @contextmanager
-    def _transaction(self, *, write: bool = False, autocommit: bool = False) -> Iterator[Connection]:
-        """As `_session`, on a bare connection: for the statements that workers send for every run.
-
-        `autocommit` (PostgreSQL) commits each statement by itself: for a write that
-        is one statement, one round trip where BEGIN, the statement and COMMIT take
-        three, a third of a 1-epoch run's time in the database.
-        """
         with _translated_errors(), self._engine.connect() as connection:
-            if autocommit:
-                yield connection.execution_options(isolation_level="AUTOCOMMIT")
-                return
             connection.execution_options(**{BEGIN_IMMEDIATE: write})
             with connection.begin():
                 yield connection
 
-    def _one_statement(self, losses: np.ndarray) -> bool:
-        """Whether `_write_owned_run` writes these losses in one statement (then read-only ones)."""
-        return self._is_postgresql and losses.size <= _FEW_LOSSES
+    def _wait_for_runs(self, connection: Connection, run_ids: Sequence[int]) -> bool:
+        """Whether any of the runs exists, waiting on PostgreSQL for sweeps still being created.
 
-    def _write_owned_run(self, connection: Connection, run_id: int, attempt: int | None, first_epoch: int,
-                         losses: np.ndarray, outcome: dict[str, Any] | None = None) -> bool:
-        """Stores `losses` and updates the run's row; False, and nothing written, if the writer may not write the run.
-
-        The row gets the heartbeat, the progress and, if given, `outcome` (see
-        `_owned_run_update`). It is updated first: that locks it, so that no new
-        attempt starts (and deletes this run's losses) until these losses are
-        committed. Raises NotFound for an unknown run.
-        """
-        params = {"run_id": run_id, "attempt": attempt, "first": first_epoch, **_progress(first_epoch, losses),
-                  **(outcome or {})}
-        shape = {"by_attempt": attempt is not None, "outcome": outcome is not None}
-        few_to_postgresql = self._is_postgresql and 0 < losses.size <= _FEW_LOSSES
-        if few_to_postgresql:  # one statement, not three: see _owned_run_update_with_few_losses
-            statement = _owned_run_update_with_few_losses(**shape)
-            params |= {"first": first_epoch, "values": losses.tolist()}
-        else:
-            statement = _owned_run_update(progress=losses.size > 0, **shape)
-        owned = connection.execute(statement, params).first() is not None
-        if not owned:
-            _require_run(connection, run_id)
-        elif losses.size and not few_to_postgresql:
-            self._replace_losses(connection, run_id, first_epoch, losses)
-        return owned
-
-    def _replace_losses(self, connection: Connection, run_id: int, first_epoch: int, losses: np.ndarray) -> None:
-        """Writes one row per epoch, replacing the rows of those epochs if there are any.
-
-        PostgreSQL: DELETE the epochs' range, then COPY the rows in binary, three
-        times as fast as INSERT ... ON CONFLICT for a batch of a thousand (the
-        caller's lock on the run keeps the two steps from interleaving with another
-        writer). SQLite: one executemany of the upsert straight through the driver.
-        See benchmarks/loss_write_bench.py.
-        """
-        end = first_epoch + losses.size
-        with _driver_errors(connection):
-            driver = connection.connection.driver_connection
-            if self._is_postgresql:
-                connection.execute(_DELETE_EPOCHS, {"run_id": run_id, "first": first_epoch, "end": end})
-                with driver.cursor() as cursor, cursor.copy(
-                    "COPY losses (run_id, epoch, value) FROM STDIN (FORMAT BINARY)"
-                ) as copy:
-                    copy.write(_binary_copy_rows(run_id, first_epoch, losses))
-            else:
-                driver.executemany(
-                    "INSERT INTO losses (run_id, epoch, value) VALUES (?, ?, ?)"
-                    " ON CONFLICT (run_id, epoch) DO UPDATE SET value = excluded.value",
-                    zip(repeat(run_id), range(first_epoch, end), losses.tolist()),
-                )
-
-    def _wait_for_run(self, connection: Connection, run_id: int) -> bool:
-        """Whether the run exists, waiting on PostgreSQL for sweeps still being created.
-
-        `create_sweep` enqueues before it commits, so a worker can be handed a run
+        `create_sweep` enqueues before it commits, so a worker can be handed runs
         that PostgreSQL does not show it yet. Taking the lock that every
         `create_sweep` holds shared waits for those to end. (SQLite needs no such
         step: its writers take turns, so the worker's BEGIN IMMEDIATE already waited.)
         """
-        if _exists(connection, _RUNS, run_id):
+        exists = select(_RUNS.c.id).where(_RUNS.c.id.in_(run_ids)).limit(1)
+        if connection.execute(exists).first() is not None:
             return True
         if self._is_postgresql:
             connection.execute(select(func.pg_advisory_xact_lock(_SWEEP_CREATION_LOCK)))
-            return _exists(connection, _RUNS, run_id)
+            return connection.execute(exists).first() is not None
         return False
 
 
@@ -494,131 +487,53 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-# The statements a worker sends for every run, built once: building a statement
-# in SQLAlchemy takes longer than PostgreSQL takes to run it (0.8 ms against 0.4).
-_DELETE_RUN_LOSSES = delete(_LOSSES).where(_LOSSES.c.run_id == bindparam("run_id"))
-_DELETE_EPOCHS = delete(_LOSSES).where(
-    _LOSSES.c.run_id == bindparam("run_id"), _LOSSES.c.epoch >= bindparam("first"), _LOSSES.c.epoch < bindparam("end")
-)
-# Up to this many losses, PostgreSQL gets them with the run's update, in one statement, rather than by a COPY.
-_FEW_LOSSES = 16
+def _may_write(run: Any, write: LossWrite) -> bool:
+    """Whether `write` may change the run: see `Storage.record`."""
+    if write.attempt is None:
+        return run.status != RunStatus.CANCELLED.value
+    return run.attempts == write.attempt and run.status == RunStatus.RUNNING.value and run.epochs_done >= write.first_epoch
 
 
-@cache
-def _start_statement(*, with_lease: bool, first: bool = False) -> Update:
-    """Checks, locks and starts the run in one UPDATE: one round trip, where an ORM object takes two.
-
-    Parameters: run_id, worker_name, now, and with a lease lease_since (a running
-    run that has written since then is another attempt's). `first` starts only a
-    run that no attempt has started yet.
-    """
-    # Not `not_in(_FINISHED)`: its expanding parameter is rendered anew at every execution, a fifth of the call.
-    startable = and_(*(_RUNS.c.status != status for status in _FINISHED))
-    if first:
-        startable &= _RUNS.c.attempts == 0
-    if with_lease:
-        startable &= or_(_RUNS.c.status != RunStatus.RUNNING.value, _RUNS.c.heartbeat_at.is_(None),
-                         _RUNS.c.heartbeat_at < bindparam("lease_since", type_=UTCDateTime()))
-    now = bindparam("now", type_=UTCDateTime())
-    return (
-        update(_RUNS)
-        .where(_RUNS.c.id == bindparam("run_id"), startable)
-        .values(status=RunStatus.RUNNING.value, attempts=_RUNS.c.attempts + 1, worker=bindparam("worker_name"),
-                started_at=now, heartbeat_at=now, finished_at=None, epochs_done=0, final_loss=None, best_loss=None,
-                diverged_at=None, error=None)
-        .returning(*_RUNS.c)
-    )
+# Every write of a run sets these columns, to values `_updated` works out from the locked row.
+_RUN_PROGRESS = ("heartbeat_at", "epochs_done", "best_loss", "status", "finished_at", "final_loss", "diverged_at",
+                 "error")
+_UPDATE_RUN = update(_RUNS).where(_RUNS.c.id == bindparam("run")).values(
+    {name: bindparam(f"new_{name}") for name in _RUN_PROGRESS})
 
 
-@cache
-def _owned_run_update(*, by_attempt: bool, progress: bool, outcome: bool) -> Update:
-    """Updates a run that the writer may still write: not cancelled, and (by_attempt) still its running attempt.
-
-    Parameters: run_id, now (the heartbeat), attempt and first (the first epoch of
-    this write) if by_attempt; with progress, end (the epoch after the last one
-    written) and best (their lowest loss); with outcome, new_status, final,
-    diverged and error_text. Returns the run's id, or no row if it may not be written.
-
-    An attempt writes its epochs in order, so it may write only from an epoch the
-    run already has: if the database lost a batch (workers commit asynchronously,
-    see `Storage`), the next write finds the gap, the worker stops, and the
-    reaper has the run redone rather than finished with a hole in its curve.
-    """
-    if by_attempt:
-        may_write = and_(_RUNS.c.attempts == bindparam("attempt"), _RUNS.c.status == RunStatus.RUNNING.value,
-                         _RUNS.c.epochs_done >= bindparam("first", type_=Integer()))
-    else:
-        may_write = _RUNS.c.status != RunStatus.CANCELLED.value
-    now = bindparam("now", type_=UTCDateTime())
-    changes: dict[str, Any] = {"heartbeat_at": now}
-    if progress:
-        end, best = bindparam("end", type_=Integer()), bindparam("best", type_=Double())
-        changes["epochs_done"] = case((_RUNS.c.epochs_done < end, end), else_=_RUNS.c.epochs_done)
-        changes["best_loss"] = case((or_(_RUNS.c.best_loss.is_(None), _RUNS.c.best_loss > best), best),
-                                    else_=_RUNS.c.best_loss)
-    if outcome:
-        changes |= {"status": bindparam("new_status", type_=String()), "finished_at": now,
-                    "final_loss": bindparam("final", type_=Double()),
-                    "diverged_at": bindparam("diverged", type_=Integer()),
-                    "error": bindparam("error_text", type_=Text())}
-    return (
-        update(_RUNS).where(_RUNS.c.id == bindparam("run_id"), may_write).values(changes).returning(_RUNS.c.id)
-    )
-
-
-@cache
-def _owned_run_update_with_few_losses(*, by_attempt: bool, outcome: bool) -> Select:
-    """PostgreSQL: `_owned_run_update` (with progress) and the upsert of the losses it allows, in one statement.
-
-    For the batch of a short run, a statement and a round trip fewer than an UPDATE,
-    a DELETE and a COPY (see benchmarks/overhead_bench.py). An upsert, not a DELETE:
-    if the UPDATE waited for another writer's lock, the rows that writer committed
-    meanwhile are not in this statement's snapshot, but ON CONFLICT still finds
-    them. Extra parameters: first (the first epoch) and values (the losses).
-    """
-    run = _owned_run_update(by_attempt=by_attempt, progress=True, outcome=outcome).cte("run")
-    batch = (func.unnest(bindparam("values", type_=postgresql.ARRAY(Double())))
-             .table_valued("value", with_ordinality="i").render_derived())
-    rows = select(run.c.id, bindparam("first", type_=Integer()) + batch.c.i - 1, batch.c.value)
-    upsert = postgresql.insert(_LOSSES).from_select(["run_id", "epoch", "value"], rows.join_from(run, batch, true()))
-    upsert = upsert.on_conflict_do_update(index_elements=[_LOSSES.c.run_id, _LOSSES.c.epoch],
-                                          set_={"value": upsert.excluded.value})
-    return select(run.c.id).add_cte(upsert.cte("written"))
+def _updated(run: Any, write: LossWrite, now: datetime) -> dict[str, Any]:
+    """The parameters of `_UPDATE_RUN` for a run (its locked row) after `write`."""
+    losses = write.losses
+    changes = {"heartbeat_at": now,
+               "epochs_done": max(run.epochs_done, write.first_epoch + losses.size) if losses.size else run.epochs_done,
+               "best_loss": run.best_loss, "status": run.status, "finished_at": run.finished_at,
+               "final_loss": run.final_loss, "diverged_at": run.diverged_at, "error": run.error}
+    if losses.size:
+        best = float(losses.min())
+        changes["best_loss"] = best if run.best_loss is None else min(run.best_loss, best)
+    if write.outcome is not None:
+        outcome = write.outcome
+        changes |= {"status": outcome.status.value, "finished_at": now, "final_loss": outcome.final_loss,
+                    "diverged_at": outcome.diverged_at, "error": outcome.error}
+    return {"run": run.id} | {f"new_{name}": value for name, value in changes.items()}
 
 
 def _losses(values: Sequence[float]) -> np.ndarray:
     losses = np.asarray(values, dtype=np.float64)
     if losses.ndim != 1:
         raise ValueError("losses must be a flat sequence of numbers, one per epoch")
-    _check_finite(losses)
     return losses
 
 
-def _progress(first_epoch: int, losses: np.ndarray) -> dict[str, Any]:
-    """The parameters of `_owned_run_update` that record `losses`: a heartbeat, and the run's progress if any."""
-    if not losses.size:
-        return {"now": _now()}
-    return {"now": _now(), "end": first_epoch + losses.size, "best": float(losses.min())}
-
-
-def _check_finite(values: Sequence[float]) -> None:
+def _check_finite(values: Sequence[float] | np.ndarray) -> None:
     # SQLite would store NaN as NULL; keeping losses finite keeps both backends alike.
     if not np.isfinite(values).all():
         raise ValueError("losses must be finite; record a loss that blew up as the run's diverged_at")
 
 
-def _exists(connection: Connection, table: Table, id_: int) -> bool:
-    return connection.execute(select(table.c.id).where(table.c.id == id_)).first() is not None
-
-
-def _require_sweep(connection: Connection, sweep_id: int) -> None:
-    if not _exists(connection, _SWEEPS, sweep_id):
-        raise NotFound(f"no sweep {sweep_id}")
-
-
-def _require_run(connection: Connection, run_id: int) -> None:
-    if not _exists(connection, _RUNS, run_id):
-        raise NotFound(f"no run {run_id}")
+def _require(connection: Connection, table: Table, id_: int) -> None:
+    if connection.execute(select(table.c.id).where(table.c.id == id_)).first() is None:
+        raise NotFound(f"no {'sweep' if table is _SWEEPS else 'run'} {id_}")
 
 
 @contextmanager
@@ -633,55 +548,68 @@ def _driver_errors(connection: Connection) -> Iterator[None]:
         raise DBAPIError.instance(None, None, error, dbapi.Error, dialect=connection.dialect) from error
 
 
-# PostgreSQL's binary COPY format: a header, then per row the number of fields and,
-# for each field, its length and its big-endian value; then -1. Our loss rows have
-# fixed-size fields (bigint, integer, double precision), so a row is one numpy record.
+# PostgreSQL's binary formats. A COPY: a header, then per row the number of fields and, for
+# each field, its length and its big-endian value; then -1. A float8[] (what array_send
+# gives, and what COPY takes as the field's value): dimensions, a null flag, the element
+# type's oid (701), each dimension's size and lower bound, then each element's length and value.
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, length of the header extension
 _COPY_TRAILER = b"\xff\xff"
-_LOSS_ROW = np.dtype([("fields", ">i2"), ("run_id_size", ">i4"), ("run_id", ">i8"), ("epoch_size", ">i4"),
-                      ("epoch", ">i4"), ("value_size", ">i4"), ("value", ">f8")])
+_CHUNK_HEAD = struct.Struct(">hiqiiiiiiii")  # fields, run_id, first_epoch, the array's size and header
+_FLOAT8_OID = 701
+_ELEMENT = np.dtype([("size", ">i4"), ("value", ">f8")])
+_ARRAY_HEADER_BYTES = 20  # a one-dimensional array's header
 
 
-def _binary_copy_rows(run_id: int, first_epoch: int, losses: np.ndarray) -> bytes:
-    rows = np.empty(losses.size, dtype=_LOSS_ROW)
-    rows["fields"], rows["run_id_size"], rows["epoch_size"], rows["value_size"] = 3, 8, 4, 8
-    rows["run_id"] = run_id
-    rows["epoch"] = np.arange(first_epoch, first_epoch + losses.size)
-    rows["value"] = losses
-    return _COPY_HEADER + rows.tobytes() + _COPY_TRAILER
+def _binary_copy(chunks: Iterable[tuple[int, int, np.ndarray]]) -> bytes:
+    parts = [_COPY_HEADER]
+    for run_id, first_epoch, values in chunks:
+        elements = np.empty(values.size, dtype=_ELEMENT)
+        elements["size"], elements["value"] = 8, values
+        parts.append(_CHUNK_HEAD.pack(3, 8, run_id, 4, first_epoch, _ARRAY_HEADER_BYTES + elements.nbytes,
+                                      1, 0, _FLOAT8_OID, values.size, 1))
+        parts.append(elements.tobytes())
+    parts.append(_COPY_TRAILER)
+    return b"".join(parts)
 
 
-# Each run's curve in one row, as its losses' binary form (float8send: 8 big-endian bytes) end to end.
-_SWEEP_CURVES_POSTGRESQL = (
-    "SELECT r.id, (SELECT string_agg(float8send(l.value), ''::bytea ORDER BY l.epoch) FROM losses l"
-    " WHERE l.run_id = r.id) FROM runs r WHERE r.sweep_id = %(sweep_id)s ORDER BY r.id"
-)
-_SWEEP_LOSSES_SQLITE = (
-    "SELECT run_id, value FROM losses WHERE run_id IN (SELECT id FROM runs WHERE sweep_id = ?)"
-    " ORDER BY run_id, epoch"  # IN, not a join, which SQLite would sort in a temporary table
-)
+def _from_array_send(array: bytes) -> np.ndarray:
+    """A float8[]'s values from its binary form (an empty array has no dimension, so no elements)."""
+    if len(array) <= _ARRAY_HEADER_BYTES:
+        return np.empty(0)
+    return np.frombuffer(array, dtype=_ELEMENT, offset=_ARRAY_HEADER_BYTES)["value"].astype(np.float64)
 
 
-def _doubles(big_endian: bytes | None) -> np.ndarray:
-    return np.empty(0) if big_endian is None else np.frombuffer(big_endian, dtype=">f8").astype(np.float64)
+def _from_little_endian(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, dtype="<f8").astype(np.float64)
 
 
-def _enqueued(run_ids: Sequence[int], enqueue: Enqueue) -> list[int]:
-    """The ids, sorted, after enqueueing them (`enqueue` is never called with none)."""
-    run_ids = sorted(run_ids)
+def _jobs(runs: Sequence[Run]) -> list[Job]:
+    """One job per batch for these runs, in the order of their first run."""
+    by_batch: dict[tuple[int, int], list[Run]] = {}
+    for run in runs:
+        by_batch.setdefault((run.sweep_id, run.batch), []).append(run)
+    return [_job(batch) for batch in by_batch.values()]
+
+
+def _job(runs: Sequence[Run]) -> Job:
+    return Job(run_ids=tuple(sorted(run.id for run in runs)), batch_size=runs[0].batch_size, config=runs[0].config)
+
+
+def _enqueued(connection: Connection, run_ids: Sequence[int], enqueue: Enqueue) -> list[int]:
+    """The ids, sorted, after enqueueing them as jobs (`enqueue` is never called with none)."""
     if run_ids:
-        enqueue(run_ids)
-    return run_ids
+        enqueue(_jobs(_runs(connection, _RUNS.c.id.in_(run_ids))))
+    return sorted(run_ids)
 
 
-def _sweeps(session: Session, *where: Any) -> list[Sweep]:
+def _sweeps(connection: Connection, *where: Any) -> list[Sweep]:
     """Sweeps with their run counts per status, newest first, from one grouped query."""
-    rows = session.execute(
-        select(SweepRow.id, SweepRow.name, SweepRow.created_at, RunRow.status, func.count(RunRow.id))
-        .outerjoin(RunRow, RunRow.sweep_id == SweepRow.id)
+    rows = connection.execute(
+        select(_SWEEPS.c.id, _SWEEPS.c.name, _SWEEPS.c.created_at, _RUNS.c.status, func.count(_RUNS.c.id))
+        .outerjoin(_RUNS, _RUNS.c.sweep_id == _SWEEPS.c.id)
         .where(*where)
-        .group_by(SweepRow.id, SweepRow.name, SweepRow.created_at, RunRow.status)
-        .order_by(SweepRow.created_at.desc(), SweepRow.id.desc())
+        .group_by(_SWEEPS.c.id, _SWEEPS.c.name, _SWEEPS.c.created_at, _RUNS.c.status)
+        .order_by(_SWEEPS.c.created_at.desc(), _SWEEPS.c.id.desc())
     )
     heads: dict[int, tuple[str, datetime]] = {}
     counts: dict[int, dict[str, int]] = {}
@@ -696,8 +624,9 @@ def _sweeps(session: Session, *where: Any) -> list[Sweep]:
     ]
 
 
-def _runs_of(session: Session, sweep_id: int) -> list[Run]:
-    rows = session.execute(select(_RUNS).where(_RUNS.c.sweep_id == sweep_id).order_by(_RUNS.c.id))
+def _runs(connection: Connection, *where: Any) -> list[Run]:
+    """The runs that match `where`, by id (so a batch's runs come in slot order: they were inserted so)."""
+    rows = connection.execute(select(_RUNS).where(*where).order_by(_RUNS.c.id))
     return [_run(row) for row in rows]
 
 
@@ -707,11 +636,14 @@ def _config_values(config: RunConfig) -> dict[str, Any]:
 
 
 def _run(row: Any) -> Run:
-    """A record from a runs row, whether an ORM object or a Core row."""
+    """A record from a runs row."""
     return Run(
         id=row.id,
         sweep_id=row.sweep_id,
         config=RunConfig(**{name: getattr(row, name) for name in _CONFIG_FIELDS}),
+        batch=row.batch,
+        batch_slot=row.batch_slot,
+        batch_size=row.batch_size,
         status=RunStatus(row.status),
         attempts=row.attempts,
         worker=row.worker,

@@ -1,0 +1,58 @@
+"""Migrations on populated databases, on SQLite and on PostgreSQL (see conftest.py)."""
+
+import numpy as np
+from alembic import command
+from sqlalchemy import URL, text
+
+from service.storage import RunStatus, Storage
+from service.storage.engine import make_engine
+from service.storage.storage import alembic_config
+
+# Two runs' losses as revision 0003 stored them, a row per epoch; run 2 has a gap (epochs 3-4 missing).
+CURVES = {1: np.random.default_rng(0).random(2_500), 2: np.array([0.1 + 0.2, 5e-324, 1e300, 0.5, 0.25])}
+EPOCHS = {1: list(range(2_500)), 2: [0, 1, 2, 5, 6]}
+
+
+def populate_at_0003(database: URL) -> None:
+    Storage(database).upgrade("0003")
+    engine = make_engine(database)
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO sweeps (id, name, created_at) VALUES (1, 'old', CURRENT_TIMESTAMP)"))
+        for run_id in CURVES:
+            connection.execute(text(
+                "INSERT INTO runs (id, sweep_id, learning_rate, seed, optimizer, epochs, n_samples, n_features, "
+                "data_seed, mode, status, attempts, created_at, epochs_done) VALUES (:id, 1, 0.01, :id, 'sgd', 9, "
+                "100, 50, 0, 'tensor', 'succeeded', 1, CURRENT_TIMESTAMP, :done)"),
+                {"id": run_id, "done": len(EPOCHS[run_id])})
+            connection.execute(text("INSERT INTO losses (run_id, epoch, value) VALUES (:run_id, :epoch, :value)"), [
+                {"run_id": run_id, "epoch": epoch, "value": value}
+                for epoch, value in zip(EPOCHS[run_id], CURVES[run_id].tolist(), strict=True)])
+    engine.dispose()
+
+
+def test_0004_moves_every_loss_into_chunks_and_back(database: URL) -> None:
+    populate_at_0003(database)
+    storage = Storage(database)
+    storage.upgrade()
+
+    storage.check_schema()
+    for run_id, values in CURVES.items():
+        assert storage.run_losses(run_id).view(np.uint64).tolist() == values.view(np.uint64).tolist()
+        run = storage.get_run(run_id)
+        assert (run.status, run.batch_size, run.batch_slot) == (RunStatus.SUCCEEDED, 1, 0)
+    engine = make_engine(database)
+    with engine.connect() as connection:
+        chunks = connection.execute(text("SELECT run_id, first_epoch FROM loss_chunks ORDER BY 1, 2")).all()
+        assert chunks == [(1, 0), (2, 0), (2, 5)]  # each stretch of consecutive epochs one chunk
+        if engine.dialect.name == "postgresql":  # the old rows, through the view
+            rows = connection.execute(text("SELECT run_id, epoch, value FROM losses ORDER BY 1, 2")).all()
+            assert rows == [(run_id, epoch, value) for run_id in CURVES
+                            for epoch, value in zip(EPOCHS[run_id], CURVES[run_id].tolist(), strict=True)]
+
+    command.downgrade(alembic_config(database), "0003")
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT run_id, epoch, value FROM losses ORDER BY 1, 2")).all()
+    engine.dispose()
+    storage.close()
+    assert rows == [(run_id, epoch, value) for run_id in CURVES
+                    for epoch, value in zip(EPOCHS[run_id], CURVES[run_id].tolist(), strict=True)]
