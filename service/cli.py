@@ -96,16 +96,20 @@ def submit(
     n_features: int = typer.Option(50, min=1),
     data_seed: int = typer.Option(0, min=0),
     wait: bool = typer.Option(False, "--wait", help="wait for every run to finish, with a progress bar"),
+    batched: bool = typer.Option(True, "--batched/--one-run-per-job",
+                                 help="train runs that differ only in learning rate and seed together (the default), "
+                                      "or each alone, bit-equal to `gradsweep train`"),
 ) -> None:
     """Submit a sweep: every learning rate × seed × optimizer becomes one run."""
     body = {
         "name": name, "learning_rates": _floats(lr, "--lr"), "seeds": _seeds(seeds), "epochs": epochs,
         "optimizers": [o.strip() for o in optimizer.split(",")], "mode": mode,
-        "n_samples": n_samples, "n_features": n_features, "data_seed": data_seed,
+        "n_samples": n_samples, "n_features": n_features, "data_seed": data_seed, "batched": batched,
     }
     client = Client()
     sweep = _call(lambda: client.post("/sweeps", json=body).json())
-    console.print(f"sweep {sweep['id']}: {sweep['n_runs']} runs queued")
+    n_jobs = len({run["batch"] for run in sweep["runs"]})
+    console.print(f"sweep {sweep['id']}: {sweep['n_runs']} runs queued in {n_jobs} jobs")
     if wait:
         sweep = wait_for_sweep(client, sweep["id"])
         console.print(_counts_line(sweep))

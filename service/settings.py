@@ -25,6 +25,13 @@ class Settings(BaseSettings):
 
     worker_concurrency: int | None = Field(None, ge=1)
 
+    # A sweep's runs that differ only in learning rate and seed train together, as one
+    # computation, in jobs of at most this many runs, and of at most job_memory_bytes of
+    # arrays; and in at least min_jobs_per_sweep jobs, so that as many worker processes share it.
+    max_runs_per_job: int = Field(100, ge=1)
+    min_jobs_per_sweep: int = Field(4, ge=1)
+    job_memory_bytes: int = Field(256 * 2**20, ge=2**20)
+
     # A running run whose worker has written nothing for this long is taken back and
     # queued again (workers write at least every 0.5 s), up to max_attempts attempts.
     run_lease_seconds: float = Field(10.0, gt=0)

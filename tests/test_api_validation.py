@@ -19,7 +19,7 @@ VALID = {"name": "ok", "learning_rates": [0.01], "seeds": [0], "epochs": 10}
 
 
 @pytest.fixture
-def queued() -> list[int]:
+def queued() -> list:
     return []
 
 
@@ -123,8 +123,20 @@ def test_a_good_sweep_is_stored_and_every_run_queued(api, queued):
     assert response.status_code == 201
     sweep = response.json()
     assert sweep["n_runs"] == 12 and sweep["counts"]["queued"] == 12
-    assert sorted(queued) == sorted(run["id"] for run in sweep["runs"])
+    assert sorted(run_id for job in queued for run_id in job.run_ids) == sorted(run["id"] for run in sweep["runs"])
     assert sorted({run["learning_rate"] for run in sweep["runs"]}) == pytest.approx([1e-3, 1e-2, 1e-1])
+    # Runs that differ only in learning rate and seed train together, in at least
+    # GRADSWEEP_MIN_JOBS_PER_SWEEP (4) jobs: two of sgd and two of adam, three runs each.
+    optimizer = {run["id"]: run["optimizer"] for run in sweep["runs"]}
+    assert [(len(job.run_ids), job.batch_size, {optimizer[i] for i in job.run_ids}) for job in queued] == [
+        (3, 3, {"sgd"}), (3, 3, {"sgd"}), (3, 3, {"adam"}), (3, 3, {"adam"})]
+
+
+def test_a_sweep_may_ask_for_one_run_per_job(api, queued):
+    sweep = api.post("/sweeps", json={**VALID, "seeds": [0, 1, 2], "batched": False}).json()
+    assert [job.run_ids for job in queued] == [(run["id"],) for run in sweep["runs"]]
+    assert {run["batch_size"] for run in sweep["runs"]} == {1}
+    assert names_field(api.post("/sweeps", json={**VALID, "batched": "no"}), "batched")
 
 
 def test_when_the_queue_fails_nothing_is_stored(api):

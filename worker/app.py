@@ -1,6 +1,6 @@
 """The Celery app, and only that: broker, serialisation, delivery guarantees.
 
-Tasks live in `worker.tasks`, the stale-run reaper in `worker.reaper`. The API sends them by name (`TRAIN_RUN`), so it
+Tasks live in `worker.tasks`, the stale-run reaper in `worker.reaper`. The API sends them by name (`TRAIN_JOB`), so it
 needs this module but never the training code.
 """
 
@@ -9,16 +9,13 @@ from celery import Celery
 import worker.embedded_broker  # noqa: F401  (registers the embedded broker's transport)
 from service.settings import get_settings
 
-TRAIN_RUN = "gradsweep.train_run"
+TRAIN_JOB = "gradsweep.train_job"
 QUEUE = "gradsweep"
-# The time a run may take: generous for the seed's task in scalar mode (about 16 ms an epoch).
-SECONDS_PER_EPOCH = 0.02
 
 
 def make_celery() -> Celery:
     settings = get_settings()
     app = Celery("gradsweep", broker=settings.broker_url, include=["worker.tasks", "worker.reaper"])
-    soft_limit = 60 + settings.max_epochs * SECONDS_PER_EPOCH
     app.conf.update(
         # JSON only: a pickled message could run code in the worker.
         task_serializer="json",
@@ -35,8 +32,7 @@ def make_celery() -> Celery:
         # Celery waits this long for a dead pool process's result before it gives up on the
         # job (10 s by default), holding the job's prefetch slot; our results are in the database.
         worker_lost_wait=1.0,
-        task_soft_time_limit=soft_limit,
-        task_time_limit=soft_limit + 30,
+        # No time limit here: each message carries its own, sized to its job (see worker.queue).
         broker_connection_retry_on_startup=True,
         broker_transport_options=_transport_options(settings.broker_url),
         worker_hijack_root_logger=False,

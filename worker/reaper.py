@@ -23,7 +23,7 @@ from celery.signals import worker_ready, worker_shutdown
 
 from service.settings import get_settings
 from service.storage import Storage, StorageError
-from worker.queue import BrokerUnavailable, enqueue_runs, waiting_messages
+from worker.queue import BrokerUnavailable, enqueue_jobs, waiting_messages
 
 log = logging.getLogger(__name__)
 _stop = threading.Event()
@@ -38,13 +38,13 @@ os.register_at_fork(before=_pass_or_fork.acquire, after_in_parent=_pass_or_fork.
 def reap_once(storage: Storage) -> None:
     settings = get_settings()
     lease = timedelta(seconds=settings.run_lease_seconds)
-    requeued, failed = storage.requeue_stale_runs(lease, settings.max_attempts, enqueue_runs)
+    requeued, failed = storage.requeue_stale_runs(lease, settings.max_attempts, enqueue_jobs)
     if requeued:
         log.warning("requeued runs %s: their worker stopped responding", requeued)
     if failed:
         log.error("failed runs %s: their worker stopped responding on every attempt", failed)
     if waiting_messages() == 0:
-        lost = storage.requeue_unclaimed_runs(lease, enqueue_runs)
+        lost = storage.requeue_unclaimed_runs(lease, enqueue_jobs)
         if lost:
             log.warning("enqueued runs %s again: queued for over %s with no message waiting", lost, lease)
 

@@ -1,9 +1,12 @@
-"""The one task: train a run and store its losses as it goes.
+"""The one task: train a job, a batch of runs, as one computation, and store every run's losses as it goes.
 
-It takes the run's id, not its config: the database says what to train and
+It takes the runs' ids, not their configs: the database says what to train and
 whether there is anything left to do, so a message delivered twice, or after
-the run was cancelled, does no harm. Only the attempt that `start_run` numbered
-may write the run, so a worker that was given up for dead cannot write it twice.
+the runs were cancelled, does no harm. Only the attempt that `start_job`
+numbered may write a run, so a worker that was given up for dead cannot write
+it twice. A job always computes its whole batch, in the same columns, even
+when only some of its runs are left to do: that keeps every curve bit-identical
+however often, and in whatever pieces, the batch is redone.
 """
 
 from __future__ import annotations
@@ -16,20 +19,21 @@ from datetime import timedelta
 from functools import lru_cache
 from typing import TypeVar
 
+import numpy as np
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
 from engine.tasks import linear_regression
+from engine.tasks.linear_regression import TrainResult
 from service.settings import get_settings
-from service.storage import DatabaseUnavailable, NotFound, RunStatus, Storage
-from worker.app import TRAIN_RUN, app
+from service.storage import DatabaseUnavailable, LossWrite, NotFound, Outcome, RunStatus, StartedJob, Storage
+from worker.app import TRAIN_JOB, app
 
 log = logging.getLogger(__name__)
 
-# Losses are written at least this often, so progress shows (and the run's lease is renewed) while it trains.
+# Losses are written at least this often, so progress shows (and the runs' lease is renewed) while a job trains.
 FLUSH_SECONDS = 0.5
-FLUSH_EPOCHS = 10_000
-# How long a worker waits for a database that went away before it gives the run up to the reaper.
+# How long a worker waits for a database that went away before it gives the job up to the reaper.
 DATABASE_PATIENCE_SECONDS = 60.0
 
 T = TypeVar("T")
@@ -39,10 +43,9 @@ T = TypeVar("T")
 def storage() -> Storage:
     """One Storage per worker process, made after the fork so no connection is shared.
 
-    A run's two transactions are most of its cost beyond training, so: no
-    pre-ping, because every call here goes through `patiently`, which retries on
-    a dead connection anyway; and commits that do not wait for the disk, because
-    whatever a database crash makes it forget is redone (see `Storage`).
+    No pre-ping, because every call here goes through `patiently`, which retries
+    on a dead connection anyway; and commits that do not wait for the disk,
+    because whatever a database crash makes it forget is redone (see `Storage`).
     """
     return Storage(get_settings().database_url, pre_ping=False, synchronous_commit=False)
 
@@ -62,89 +65,111 @@ def patiently(call: Callable[[], T]) -> T:
             delay = min(delay * 2, 5.0)
 
 
-class LossWriter:
-    """Buffers a run's losses and writes them in batches; the last batch goes with the run's outcome.
+class JobWriter:
+    """Buffers a job's losses and writes them, for all its runs in one transaction, every FLUSH_SECONDS.
 
-    Tells training to stop once the run is cancelled, or taken over by a newer attempt.
+    The last write carries the runs' outcomes. Tells training which runs to stop:
+    at once those this attempt did not start (another attempt has them, or they
+    are done), later those that were cancelled or taken over by a newer attempt.
     """
 
-    def __init__(self, run_id: int, attempt: int) -> None:
-        self.run_id = run_id
-        self.attempt = attempt
-        self.pending: list[float] = []
-        self.first_epoch = 0
-        self.last_flush = time.monotonic()
-        self.stopped = False
+    def __init__(self, job: StartedJob) -> None:
+        self.run_ids = [run.id for run in job.batch]
+        # Batch slot -> attempt number, for the runs this attempt may still write.
+        self.owned = {slot: run.attempts for slot, run in enumerate(job.batch) if run.id in job.started}
+        self.written = [0] * len(job.batch)  # epochs stored, per slot
+        self.rows: list[np.ndarray] = []  # each epoch's losses since the last write
+        self.last_write = time.monotonic()
 
-    def on_epoch(self, epoch: int, loss: float) -> bool:
-        self.pending.append(loss)
-        if len(self.pending) >= FLUSH_EPOCHS or time.monotonic() - self.last_flush >= FLUSH_SECONDS:
-            return self.flush()
-        return True
+    def not_started(self) -> set[int]:
+        return set(range(len(self.run_ids))) - self.owned.keys()
 
-    def flush(self) -> bool:
-        if self.pending and not self.stopped:
-            first, values = self.first_epoch, self.pending
-            kept = patiently(lambda: storage().write_losses(self.run_id, first, values, attempt=self.attempt))
-            self.stopped = not kept
-            self.first_epoch += len(values)
-            self.pending = []
-        self.last_flush = time.monotonic()
-        return not self.stopped
+    def on_epoch(self, epoch: int, losses: np.ndarray) -> set[int]:
+        """What `train_batch` calls after each epoch; returns the slots to stop."""
+        self.rows.append(losses)
+        stop = self.not_started() if epoch == 0 else set()
+        if time.monotonic() - self.last_write >= FLUSH_SECONDS:
+            stop |= self.flush()
+        return stop
 
-    def finish(self, status: RunStatus, **outcome: object) -> bool:
-        """Writes the pending losses and the run's outcome in one transaction; False if the run is not ours any more.
+    def flush(self) -> set[int]:
+        """Writes the losses since the last write; returns the slots that must stop."""
+        block = np.array(self.rows).reshape(len(self.rows), len(self.run_ids))
+        self.rows = []
+        # A run that stopped (diverged, or was stopped) has NaN from then on.
+        return self._write({slot: block[:, slot][~np.isnan(block[:, slot])] for slot in self.owned}, {})
 
-        One transaction rather than a last `flush` and then `finish_run`: most runs
-        are shorter than FLUSH_SECONDS, so this halves the transactions of a run
-        after its start (see benchmarks/overhead_bench.py).
-        """
-        if self.stopped:
-            return False
-        first, values = self.first_epoch, self.pending
-        recorded = patiently(lambda: storage().finish_run(
-            self.run_id, status, attempt=self.attempt, first_epoch=first, losses=values, **outcome
-        ))
-        self.stopped = not recorded
-        self.first_epoch += len(values)
-        self.pending = []
-        return recorded
+    def finish(self, results: list[TrainResult]) -> int:
+        """Writes each run's losses not yet written, with its outcome; returns how many runs it recorded."""
+        self.rows = []  # in `results` too
+        losses, outcomes = {}, {}
+        for slot in self.owned:
+            result = results[slot]
+            losses[slot] = np.array(result.losses[self.written[slot]:], dtype=np.float64)
+            status = RunStatus.DIVERGED if result.diverged else RunStatus.SUCCEEDED
+            outcomes[slot] = Outcome(status, result.losses[-1] if result.losses else None, result.diverged_at)
+        self._write(losses, outcomes)
+        return len(self.owned)  # less those cancelled or taken over meanwhile
+
+    def fail(self, error: str) -> None:
+        """Marks every run this attempt still holds failed with `error`, keeping the losses already written."""
+        self._write({slot: np.empty(0) for slot in self.owned}, dict.fromkeys(self.owned, Outcome(
+            RunStatus.FAILED, error=error)))
+
+    def _write(self, losses: dict[int, np.ndarray], outcomes: dict[int, Outcome]) -> set[int]:
+        writes = [LossWrite(self.run_ids[slot], self.written[slot], values, self.owned[slot], outcomes.get(slot))
+                  for slot, values in losses.items()]
+        kept = patiently(lambda: storage().record(writes))
+        self.last_write = time.monotonic()
+        for slot, values in losses.items():
+            self.written[slot] += values.size
+        lost = {slot for slot in self.owned if self.run_ids[slot] not in kept}
+        for slot in lost:
+            del self.owned[slot]
+        return lost
 
 
-@app.task(name=TRAIN_RUN, bind=True)
-def train_run(self: Task, run_id: int) -> str:
-    """Train run `run_id`; returns how it ended (for the worker's log)."""
-    return _train(run_id, worker=f"{self.request.hostname or 'worker'} pid {os.getpid()}")
+@app.task(name=TRAIN_JOB, bind=True)
+def train_job(self: Task, run_ids: list[int]) -> str:
+    """Train the runs `run_ids` (of one batch); returns how it ended (for the worker's log)."""
+    return _train(run_ids, worker=f"{self.request.hostname or 'worker'} pid {os.getpid()}")
 
 
-def _train(run_id: int, worker: str) -> str:
+def _train(run_ids: list[int], worker: str) -> str:
     lease = timedelta(seconds=get_settings().run_lease_seconds)
     try:
-        run = patiently(lambda: storage().start_run(run_id, worker, lease=lease))
+        job = patiently(lambda: storage().start_job(run_ids, worker, lease=lease))
     except NotFound:
-        return "unknown run"
-    if run is None:
+        return "unknown runs"
+    if job is None:
         return "nothing to do"
-    writer = LossWriter(run_id, run.attempts)
-
-    def finish(status: RunStatus, **outcome: object) -> str:
-        patiently(lambda: storage().finish_run(run_id, status, attempt=run.attempts, **outcome))
-        return status
-
-    config = run.config
+    writer = JobWriter(job)
     try:
-        result = linear_regression.train(
-            config.learning_rate, config.seed, config.epochs, config.n_samples, config.n_features,
-            config.data_seed, config.mode, config.optimizer, on_epoch=writer.on_epoch,
-        )
-        status = RunStatus.DIVERGED if result.diverged else RunStatus.SUCCEEDED
-        final_loss = result.losses[-1] if result.losses else None
-        recorded = writer.finish(status, final_loss=final_loss, diverged_at=result.diverged_at)
+        recorded = writer.finish(_trained(job, writer))
     except DatabaseUnavailable:
-        raise  # gone for longer than our patience: the run stays running until the reaper takes it back
+        raise  # gone for longer than our patience: the runs stay running until the reaper takes them back
     except SoftTimeLimitExceeded:
-        return finish(RunStatus.FAILED, error="the run took longer than the time limit")
-    except Exception as error:  # a bug or a bad config must end the run, not loop it
-        log.exception("run %s failed", run_id)
-        return finish(RunStatus.FAILED, error=f"{type(error).__name__}: {error}")
-    return status if recorded else "stopped: cancelled or taken over"
+        writer.fail("the job took longer than its time limit")
+        return "failed: time limit"
+    except Exception as error:  # a bug or a bad config must end the runs, not loop them
+        log.exception("job of runs %s failed", run_ids)
+        writer.fail(f"{type(error).__name__}: {error}")
+        return f"failed: {type(error).__name__}"
+    return f"{recorded} of {len(job.batch)} runs recorded"
+
+
+def _trained(job: StartedJob, writer: JobWriter) -> list[TrainResult]:
+    """Trains the whole batch. A batch of one is trained by `train`, as `gradsweep train` does, bit for bit."""
+    config = job.batch[0].config
+    shared = (config.epochs, config.n_samples, config.n_features, config.data_seed)
+    if len(job.batch) == 1:
+        def on_epoch(epoch: int, loss: float) -> bool:
+            return not writer.on_epoch(epoch, np.array([loss]))
+
+        return [linear_regression.train(config.learning_rate, config.seed, *shared, mode=config.mode,
+                                        optimizer=config.optimizer, on_epoch=on_epoch)]
+    if config.mode != "tensor":
+        raise ValueError(f"a batch of {len(job.batch)} runs must train in tensor mode, not {config.mode}")
+    return linear_regression.train_batch(
+        [run.config.learning_rate for run in job.batch], [run.config.seed for run in job.batch], *shared,
+        optimizer=config.optimizer, on_epoch=writer.on_epoch)

@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import Depends, Header, HTTPException, Path, status
 
 from service.settings import get_settings
-from service.storage import Storage
+from service.storage import Job, Storage
 
 
 @lru_cache
@@ -21,16 +21,16 @@ def get_storage() -> Storage:
     return Storage(get_settings().database_url)
 
 
-def get_enqueue() -> Callable[[Sequence[int]], None]:
-    from worker.queue import enqueue_runs  # imported late: building the Celery app reads the settings
+def get_enqueue() -> Callable[[Sequence[Job]], None]:
+    from worker.queue import enqueue_jobs  # imported late: building the Celery app reads the settings
 
-    return enqueue_runs
+    return enqueue_jobs
 
 
 StorageDep = Annotated[Storage, Depends(get_storage)]
 # A sweep's or a run's id in a path: ids are positive 64-bit integers, and anything else is a 422, not a 500.
 Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
-EnqueueDep = Annotated[Callable[[Sequence[int]], None], Depends(get_enqueue)]
+EnqueueDep = Annotated[Callable[[Sequence[Job]], None], Depends(get_enqueue)]
 
 
 def require_token(authorization: Annotated[str | None, Header()] = None) -> None:

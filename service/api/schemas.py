@@ -61,6 +61,9 @@ class SweepCreate(BaseModel):
     n_features: Annotated[int, Strict(), Field(ge=1, le=10_000)] = 50
     data_seed: Seed = 0
     mode: Literal["tensor", "scalar"] = "tensor"
+    # False: one run per job, each curve bit-equal to `gradsweep train` of that run (batched
+    # curves equal it within 1e-12 relative), at the cost of a job per run.
+    batched: Annotated[bool, Strict()] = True
 
     @field_validator("epochs")
     @classmethod
@@ -117,6 +120,8 @@ class RunPublic(BaseModel):
     n_features: int
     data_seed: int
     mode: str
+    batch: int
+    batch_size: int
     status: str
     attempts: int
     worker: str | None
@@ -135,7 +140,8 @@ class RunPublic(BaseModel):
         return cls(
             id=run.id, sweep_id=run.sweep_id, learning_rate=config.learning_rate, seed=config.seed,
             optimizer=config.optimizer, epochs=config.epochs, n_samples=config.n_samples,
-            n_features=config.n_features, data_seed=config.data_seed, mode=config.mode, status=run.status,
+            n_features=config.n_features, data_seed=config.data_seed, mode=config.mode, batch=run.batch,
+            batch_size=run.batch_size, status=run.status,
             attempts=run.attempts, worker=run.worker, epochs_done=run.epochs_done, final_loss=run.final_loss,
             best_loss=run.best_loss, diverged_at=run.diverged_at, error=run.error, created_at=run.created_at,
             started_at=run.started_at, finished_at=run.finished_at,

@@ -13,26 +13,22 @@ import struct
 import time
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from engine.tasks.linear_regression import stability_limit, train
+from tests.curves import assert_each_epoch_stored_once, expected_curves
 
 SWEEP = {"name": "e2e", "learning_rates": [0.01, 0.05], "seeds": [0, 1], "epochs": 50}
+
+
+def assert_close(batched: list[float], alone: list[float]) -> None:
+    """A run trained in a batch equals it trained alone within 1e-12 relative."""
+    assert len(batched) == len(alone)
+    assert all(abs(a - b) <= 1e-12 * abs(b) for a, b in zip(batched, alone))
 
 
 def png_size(data: bytes) -> tuple[int, int]:
     assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
     return struct.unpack(">II", data[16:24])
-
-
-def loss_rows_per_run(stack, sweep_id: int) -> dict[int, int]:
-    engine = create_engine(stack.env["GRADSWEEP_DATABASE_URL"])
-    with engine.connect() as connection:
-        rows = connection.execute(text(
-            "SELECT runs.id, COUNT(losses.epoch) FROM runs LEFT JOIN losses ON losses.run_id = runs.id "
-            "WHERE runs.sweep_id = :sweep GROUP BY runs.id"), {"sweep": sweep_id}).all()
-    engine.dispose()
-    return dict(rows)
 
 
 def test_a_sweep_trains_every_run_and_stores_every_epoch(stack):
@@ -42,11 +38,13 @@ def test_a_sweep_trains_every_run_and_stores_every_epoch(stack):
 
     assert sweep["n_runs"] == 4
     assert sweep["counts"]["succeeded"] == 4
-    assert loss_rows_per_run(stack, sweep["id"]) == {run["id"]: 50 for run in sweep["runs"]}
+    assert_each_epoch_stored_once(stack.env["GRADSWEEP_DATABASE_URL"], sweep["id"], sweep["runs"])
+    expected = expected_curves(sweep["runs"])
     for run in sweep["runs"]:
-        assert run["status"] == "succeeded" and run["attempts"] == 1 and run["worker"]
+        assert run["status"] == "succeeded" and run["attempts"] == 1 and run["worker"] and run["epochs_done"] == 50
         stored = stack.http.get(f"/runs/{run['id']}").json()["losses"]
-        assert stored == train(run["learning_rate"], run["seed"], 50).losses  # bit for bit
+        assert stored == expected[run["id"]]  # bit for bit
+        assert_close(stored, train(run["learning_rate"], run["seed"], 50).losses)  # the run trained alone
         assert run["final_loss"] == stored[-1] and run["best_loss"] == min(stored)
 
 
@@ -57,7 +55,7 @@ def test_curves_come_back_as_json_and_csv(stack):
     assert len(curves) == 4 and len(rows) == 4 * 50
     for curve in curves:
         from_csv = [float(r["loss"]) for r in rows if int(r["run_id"]) == curve["run_id"]]
-        assert from_csv == curve["losses"] == train(curve["learning_rate"], curve["seed"], 50).losses
+        assert from_csv == curve["losses"] == expected_curves(sweep["runs"])[curve["run_id"]]
 
 
 @pytest.mark.parametrize("kind", ["curves", "final"])
@@ -83,7 +81,8 @@ def test_a_learning_rate_above_the_stability_limit_ends_diverged_with_finite_los
     assert "NaN" not in detail.text and "Infinity" not in detail.text
     losses = json.loads(detail.text)["losses"]
     assert run["diverged_at"] == len(losses) < 2000
-    assert losses == train(too_fast, run["seed"], 2000).losses
+    assert losses == expected_curves(sweep["runs"])[run["id"]]
+    assert run["diverged_at"] == train(too_fast, run["seed"], 2000).diverged_at
 
 
 def _wait_until(predicate, timeout: float = 60.0):
@@ -119,4 +118,5 @@ def test_cancel_stops_queued_and_running_runs_and_retry_redoes_them(stack):
     assert retried["counts"]["queued"] + retried["counts"]["running"] == 6  # a worker may already have one
     sweep = stack.wait_for_sweep(sweep_id, timeout=240)
     assert sweep["counts"]["succeeded"] == 6
-    assert loss_rows_per_run(stack, sweep_id) == {run["id"]: 100_000 for run in sweep["runs"]}
+    assert {run["epochs_done"] for run in sweep["runs"]} == {100_000}
+    assert_each_epoch_stored_once(stack.env["GRADSWEEP_DATABASE_URL"], sweep_id, sweep["runs"])

@@ -17,11 +17,11 @@ import pytest
 import redis
 from sqlalchemy import create_engine, make_url, text
 
-from engine.tasks.linear_regression import train
+from tests.curves import assert_each_epoch_stored_once, expected_curves
 from tests.integration.conftest import settings_for
 from tests.integration.faults import PostgresServer, RedisServer, TcpProxy, count, kill, pid_of
 from tests.integration.stack import Stack, free_port
-from worker.app import TRAIN_RUN
+from worker.app import TRAIN_JOB
 
 LEASE = 3.0  # GRADSWEEP_RUN_LEASE_SECONDS for these tests: a vanished worker's run is taken back within ~4 s
 FAULT_SETTINGS = {"GRADSWEEP_RUN_LEASE_SECONDS": str(LEASE), "GRADSWEEP_MAX_ATTEMPTS": "3"}
@@ -63,23 +63,19 @@ def wait_for(predicate, timeout: float = 60.0, message: str = "timed out"):
     return value
 
 
-def assert_every_run_complete_and_exact(stack: Stack, sweep_id: int) -> dict:
-    """Every run succeeded, with one loss row per epoch, equal bit for bit to an uninterrupted run."""
+def assert_every_run_complete_and_exact(stack: Stack, sweep_id: int, failed: tuple[int, ...] = ()) -> dict:
+    """Every run but `failed` succeeded, each epoch stored once, equal bit for bit to its batch trained uninterrupted."""
     sweep = stack.wait_for_sweep(sweep_id, timeout=240)
     unfinished = {run["id"]: (run["status"], run["attempts"], run["error"]) for run in sweep["runs"]
-                  if run["status"] != "succeeded"}
+                  if run["status"] != "succeeded" and run["id"] not in failed}
     assert not unfinished, unfinished
-    engine = create_engine(stack.env["GRADSWEEP_DATABASE_URL"])
-    with engine.connect() as connection:
-        rows = dict(connection.execute(text(
-            "SELECT run_id, COUNT(*) - COUNT(DISTINCT epoch) FROM losses WHERE run_id IN "
-            "(SELECT id FROM runs WHERE sweep_id = :sweep) GROUP BY run_id"), {"sweep": sweep_id}).all())
-    engine.dispose()
-    assert set(rows.values()) == {0}, "duplicated (run, epoch) rows"
+    assert_each_epoch_stored_once(stack.env["GRADSWEEP_DATABASE_URL"], sweep_id, sweep["runs"])
+    expected = expected_curves(sweep["runs"])
     for run in sweep["runs"]:
-        losses = stack.http.get(f"/runs/{run['id']}").json()["losses"]
-        assert losses == train(run["learning_rate"], run["seed"], run["epochs"]).losses
-    count("runs checked after faults", sweep["n_runs"])
+        if run["id"] not in failed:
+            assert run["epochs_done"] == run["epochs"]
+            assert stack.http.get(f"/runs/{run['id']}").json()["losses"] == expected[run["id"]]
+    count("runs checked after faults", sweep["n_runs"] - len(failed))
     return sweep
 
 
@@ -99,23 +95,47 @@ def interrupted_attempts(runs: list[dict]) -> int:
     return sum(run["attempts"] - 1 for run in runs if run["attempts"] > 0)
 
 
-def test_ten_kills_at_random_moments_lose_and_double_nothing(stack):
-    started(stack, GRADSWEEP_MAX_ATTEMPTS="5")
-    # Six runs of a few seconds each, so there is always a run to hit; each may be killed three
-    # times (18 chances for 10 kills) and still succeed on its fourth or fifth attempt.
-    sweep_id = submit(stack, learning_rates=[0.005, 0.01, 0.02], seeds=[0, 1], epochs=100_000)
+def test_ten_kills_of_batched_jobs_at_random_moments_lose_and_double_nothing(stack):
+    started(stack, GRADSWEEP_MAX_ATTEMPTS="7", GRADSWEEP_MIN_JOBS_PER_SWEEP="3")
+    # Twelve runs in three jobs of four, each a few seconds long, so there is always a job to hit;
+    # each job may be killed five times (15 chances for 10 kills) and still succeed on a later attempt.
+    sweep_id = submit(stack, learning_rates=[0.005, 0.01, 0.02], seeds=[0, 1, 2, 3], epochs=100_000)
+    assert [run["batch_size"] for run in runs_of(stack, sweep_id)] == [4] * 12
     rng = random.Random(7)
-    while interrupted_attempts(runs := runs_of(stack, sweep_id)) < 10:
+    while interrupted_attempts(runs := runs_of(stack, sweep_id)) < 4 * 10:
         assert stack.http.get(f"/sweeps/{sweep_id}").json()["status"] != "finished", "finished before ten kills"
-        running = [r for r in runs if r["status"] == "running" and r["epochs_done"] > 0 and r["attempts"] < 4]
+        running = [r for r in runs if r["status"] == "running" and r["epochs_done"] > 0 and r["attempts"] < 6]
         if running:
             kill(pid_of(rng.choice(running)))
         time.sleep(rng.uniform(0.2, 0.6))
 
     sweep = assert_every_run_complete_and_exact(stack, sweep_id)
-    kills = interrupted_attempts(sweep["runs"])
+    kills = interrupted_attempts(sweep["runs"]) // 4  # each kill interrupts an attempt of each of a job's runs
     assert kills >= 10 and sweep["counts"]["running"] == 0
-    count("worker processes killed mid-run", kills)
+    count("worker processes killed mid-job", kills)
+
+
+def test_a_poison_run_in_a_batch_is_isolated_and_fails_alone(stack):
+    started(stack, GRADSWEEP_MIN_JOBS_PER_SWEEP="1")
+    # One job of eight runs; whichever process trains run `poison` dies, at every attempt.
+    sweep_id = submit(stack, learning_rates=[0.005, 0.01, 0.02, 0.04], seeds=[0, 1], epochs=50_000)
+    runs = runs_of(stack, sweep_id)
+    assert {run["batch_size"] for run in runs} == {8}
+    poison = runs[5]["id"]
+    killed = set()
+    while (run := stack.http.get(f"/runs/{poison}").json())["status"] != "failed":
+        assert run["status"] != "succeeded", "the poison run outlived its kills"
+        if run["status"] == "running" and run["epochs_done"] > 0 and run["attempts"] not in killed:
+            kill(pid_of(run))
+            killed.add(run["attempts"])
+        time.sleep(0.05)
+
+    # Three attempts of the whole job (GRADSWEEP_MAX_ATTEMPTS), then one each of its half, its quarter, and the run alone.
+    assert "6 attempts" in run["error"] and run["attempts"] == len(killed) == 3 + 3
+    sweep = assert_every_run_complete_and_exact(stack, sweep_id, failed=(poison,))
+    assert sweep["counts"] == {**sweep["counts"], "succeeded": 7, "failed": 1}
+    count("poison runs isolated in a batch and failed alone")
+    count("worker processes killed mid-job", len(killed))
 
 
 def test_a_run_whose_whole_worker_vanished_is_taken_back_within_the_lease(stack):
@@ -279,13 +299,13 @@ def test_a_pickled_message_is_refused_and_the_worker_keeps_serving(request, tmp_
         from celery import Celery
 
         sender = Celery(broker=stack.env["GRADSWEEP_BROKER_URL"])
-        sender.send_task(TRAIN_RUN, args=[run.id], queue="gradsweep", serializer="pickle")
+        sender.send_task(TRAIN_JOB, args=[[run.id]], queue="gradsweep", serializer="pickle")
         time.sleep(3)
         assert stack.http.get(f"/runs/{run.id}").json()["status"] == "queued"  # never ran
         assert "untrusted content" in stack.log("worker0") or "ContentDisallowed" in stack.log("worker0")
         count("pickled messages refused")
 
-        sender.send_task(TRAIN_RUN, args=[run.id], queue="gradsweep", serializer="json")
+        sender.send_task(TRAIN_JOB, args=[[run.id]], queue="gradsweep", serializer="json")
         wait_for(lambda: stack.http.get(f"/runs/{run.id}").json()["status"] == "succeeded", timeout=30)
     finally:
         stack.stop()

@@ -3,6 +3,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, status
 from fastapi.responses import Response
 
+from service.batching import batch_sizes
+from service.settings import get_settings
 from service.api.deps import EnqueueDep, Id, StorageDep
 from service.api.exports import losses_csv
 from service.api.schemas import RunCurvePublic, RunPublic, SweepCreate, SweepDetail, SweepLosses, SweepPublic
@@ -13,7 +15,9 @@ router = APIRouter(tags=["sweeps"])
 @router.post("/sweeps", response_model=SweepDetail, status_code=status.HTTP_201_CREATED)
 def create_sweep(body: SweepCreate, storage: StorageDep, enqueue: EnqueueDep) -> SweepDetail:
     """Store the grid's runs and queue them: all of them, or (on any error) none."""
-    sweep, runs = storage.create_sweep(body.name, body.run_configs(), enqueue)
+    configs = body.run_configs()
+    sizes = batch_sizes(configs, get_settings(), batched=body.batched)
+    sweep, runs = storage.create_sweep(body.name, configs, enqueue, batch_sizes=sizes)
     return SweepDetail(**SweepPublic.of(sweep).model_dump(), runs=[RunPublic.of(run) for run in runs])
 
 

@@ -1,0 +1,48 @@
+"""How a sweep's runs are grouped into batches, each trained as one computation by one job.
+
+Runs batch together when they differ only in learning rate and seed: they then
+share their data, optimizer and number of epochs, and `train_batch` trains them
+as the columns of one matrix. A batch costs its worker one start and one write
+every half second for all its runs, where a run alone cost both per run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from itertools import groupby
+
+from service.settings import Settings
+from service.storage import RunConfig
+
+
+def batch_sizes(configs: Sequence[RunConfig], settings: Settings, *, batched: bool = True) -> list[int]:
+    """The sizes of the batches that consecutive `configs` form, in order; all 1 unless `batched`.
+
+    Batches are at most `max_runs_per_job` runs and `job_memory_bytes` of arrays, and
+    small enough that the sweep makes at least `min_jobs_per_sweep` jobs: a 100-run
+    sweep keeps every process of a 2-process worker busy. A group of runs is split
+    evenly, so no batch is much smaller than the others.
+    """
+    sizes: list[int] = []
+    per_job = min(settings.max_runs_per_job, max(1, math.ceil(len(configs) / settings.min_jobs_per_sweep)))
+    for shared, group in groupby(configs, key=_shared):
+        n = len(list(group))
+        if not batched or shared[-1] != "tensor":
+            sizes += [1] * n  # scalar mode is the seed's engine: one run, one graph of Variables
+            continue
+        _, _, n_samples, n_features, _, _ = shared
+        largest = min(per_job, max(1, settings.job_memory_bytes // bytes_per_run(n_samples, n_features)))
+        count = math.ceil(n / largest)
+        sizes += [n // count + (i < n % count) for i in range(count)]
+    return sizes
+
+
+def bytes_per_run(n_samples: int, n_features: int) -> int:
+    """About what one run adds to `train_batch`'s arrays: a few columns of n_samples and of n_features float64s."""
+    return 8 * (8 * n_samples + 6 * n_features)
+
+
+def _shared(config: RunConfig) -> tuple:
+    """What the runs of a batch have in common."""
+    return (config.optimizer, config.epochs, config.n_samples, config.n_features, config.data_seed, config.mode)

@@ -1,0 +1,51 @@
+"""What a sweep must have stored, for tests that check it after the service trained it (faults or none)."""
+
+from __future__ import annotations
+
+from itertools import groupby
+
+from sqlalchemy import create_engine, text
+
+from engine.tasks.linear_regression import train, train_batch
+
+
+def expected_curves(runs: list[dict]) -> dict[int, list[float]]:
+    """Each run's curve, by run id, from its batch trained again here, uninterrupted.
+
+    The service must have stored exactly these, bit for bit, whatever faults it met:
+    a batch of one trained by `train`, a larger batch by `train_batch` in slot order.
+    """
+    curves = {}
+    ordered = sorted(runs, key=lambda run: (run["batch"], run["id"]))
+    for _, batch in groupby(ordered, key=lambda run: run["batch"]):
+        batch = list(batch)
+        assert len(batch) == batch[0]["batch_size"], "a run is missing from its batch"
+        first = batch[0]
+        shared = dict(epochs=first["epochs"], n_samples=first["n_samples"], n_features=first["n_features"],
+                      data_seed=first["data_seed"], optimizer=first["optimizer"])
+        if len(batch) == 1:
+            results = [train(first["learning_rate"], first["seed"], mode=first["mode"], **shared)]
+        else:
+            results = train_batch([run["learning_rate"] for run in batch], [run["seed"] for run in batch], **shared)
+        curves.update((run["id"], result.losses) for run, result in zip(batch, results, strict=True))
+    return curves
+
+
+def stored_epochs(database_url: str, sweep_id: int) -> dict[int, list[tuple[int, int]]]:
+    """The (first epoch, count) of each chunk of losses stored for each run of the sweep, in epoch order."""
+    engine = create_engine(database_url)
+    count = "cardinality(losses)" if engine.dialect.name == "postgresql" else "length(losses) / 8"
+    with engine.connect() as connection:
+        rows = connection.execute(text(
+            f"SELECT run_id, first_epoch, {count} FROM loss_chunks WHERE run_id IN "
+            "(SELECT id FROM runs WHERE sweep_id = :sweep) ORDER BY run_id, first_epoch"), {"sweep": sweep_id}).all()
+    engine.dispose()
+    return {run_id: [(first, n) for _, first, n in chunks] for run_id, chunks in groupby(rows, key=lambda r: r[0])}
+
+
+def assert_each_epoch_stored_once(database_url: str, sweep_id: int, runs: list[dict]) -> None:
+    """Every run's chunks cover epochs 0, 1, ..., epochs_done - 1 once each: none doubled, none missing."""
+    chunks = stored_epochs(database_url, sweep_id)
+    for run in runs:
+        covered = [epoch for first, n in chunks.get(run["id"], []) for epoch in range(first, first + n)]
+        assert covered == list(range(run["epochs_done"])), f"run {run['id']}: epochs doubled or missing"
