@@ -31,16 +31,17 @@ def batch_sizes(configs: Sequence[RunConfig], settings: Settings, *, batched: bo
         if not batched or shared[-1] != "tensor":
             sizes += [1] * n  # scalar mode is the seed's engine: one run, one graph of Variables
             continue
-        _, _, n_samples, n_features, _, _ = shared
-        largest = min(per_job, max(1, settings.job_memory_bytes // bytes_per_run(n_samples, n_features)))
+        _, epochs, n_samples, n_features, _, _ = shared
+        largest = min(per_job, max(1, settings.job_memory_bytes // bytes_per_run(epochs, n_samples, n_features)))
         count = math.ceil(n / largest)
         sizes += [n // count + (i < n % count) for i in range(count)]
     return sizes
 
 
-def bytes_per_run(n_samples: int, n_features: int) -> int:
-    """About what one run adds to `train_batch`'s arrays: a few columns of n_samples and of n_features float64s."""
-    return 8 * (8 * n_samples + 6 * n_features)
+def bytes_per_run(epochs: int, n_samples: int, n_features: int) -> int:
+    """About what one run adds to a job's memory: a few columns of n_samples and of n_features float64s
+    in `train_batch`'s arrays, and its curve, as a float64 array and as the list of floats it returns."""
+    return 8 * (8 * n_samples + 6 * n_features) + 40 * epochs
 
 
 def _shared(config: RunConfig) -> tuple:

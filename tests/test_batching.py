@@ -1,0 +1,38 @@
+"""How POST /sweeps groups a sweep's runs into batches (service/batching.py)."""
+
+from dataclasses import replace
+
+from service.batching import batch_sizes, bytes_per_run
+from service.settings import Settings
+from service.storage import RunConfig
+
+RUN = RunConfig(learning_rate=0.01, seed=0, optimizer="sgd", epochs=1000, n_samples=100, n_features=50,
+                data_seed=0, mode="tensor")
+
+
+def runs(n: int, **changes) -> list[RunConfig]:
+    return [replace(RUN, seed=seed, **changes) for seed in range(n)]
+
+
+def test_a_100_run_sweep_keeps_every_worker_process_busy() -> None:
+    assert batch_sizes(runs(100), Settings(min_jobs_per_sweep=2)) == [50, 50]
+    assert batch_sizes(runs(100), Settings()) == [25] * 4  # the default, 4
+
+
+def test_jobs_are_at_most_max_runs_per_job_and_split_evenly() -> None:
+    assert batch_sizes(runs(1000), Settings(max_runs_per_job=300)) == [250] * 4
+    assert batch_sizes(runs(10), Settings(min_jobs_per_sweep=3)) == [4, 3, 3]
+    assert batch_sizes(runs(3), Settings()) == [1, 1, 1]  # fewer runs than jobs wanted: a run a job
+
+
+def test_only_runs_that_differ_in_learning_rate_and_seed_share_a_batch() -> None:
+    sweep = runs(4) + runs(4, optimizer="adam") + runs(2, mode="scalar")
+    assert batch_sizes(sweep, Settings(min_jobs_per_sweep=1)) == [4, 4, 1, 1]
+    assert batch_sizes(runs(4), Settings(min_jobs_per_sweep=1), batched=False) == [1, 1, 1, 1]
+
+
+def test_a_job_of_a_large_task_is_bounded_by_memory() -> None:
+    budget = 2**20 * 64
+    large = runs(100, n_samples=20_000, n_features=500, epochs=100_000)
+    sizes = batch_sizes(large, Settings(job_memory_bytes=budget, min_jobs_per_sweep=1))
+    assert max(sizes) * bytes_per_run(100_000, 20_000, 500) <= budget and sum(sizes) == 100
