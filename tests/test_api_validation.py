@@ -125,11 +125,10 @@ def test_a_good_sweep_is_stored_and_every_run_queued(api, queued):
     assert sweep["n_runs"] == 12 and sweep["counts"]["queued"] == 12
     assert sorted(run_id for job in queued for run_id in job.run_ids) == sorted(run["id"] for run in sweep["runs"])
     assert sorted({run["learning_rate"] for run in sweep["runs"]}) == pytest.approx([1e-3, 1e-2, 1e-1])
-    # Runs that differ only in learning rate and seed train together, in at least
-    # GRADSWEEP_MIN_JOBS_PER_SWEEP (4) jobs: two of sgd and two of adam, three runs each.
+    # Runs that differ only in learning rate and seed train together: a job of sgd runs, one of adam runs.
     optimizer = {run["id"]: run["optimizer"] for run in sweep["runs"]}
     assert [(len(job.run_ids), job.batch_size, {optimizer[i] for i in job.run_ids}) for job in queued] == [
-        (3, 3, {"sgd"}), (3, 3, {"sgd"}), (3, 3, {"adam"}), (3, 3, {"adam"})]
+        (6, 6, {"sgd"}), (6, 6, {"adam"})]
 
 
 def test_a_sweep_may_ask_for_one_run_per_job(api, queued):

@@ -15,14 +15,15 @@ def runs(n: int, **changes) -> list[RunConfig]:
 
 
 def test_a_100_run_sweep_keeps_every_worker_process_busy() -> None:
-    assert batch_sizes(runs(100), Settings(min_jobs_per_sweep=2)) == [50, 50]
-    assert batch_sizes(runs(100), Settings()) == [25] * 4  # the default, 4
+    assert batch_sizes(runs(100), Settings()) == [50, 50]  # the default, 2: a 2-process worker's
+    assert batch_sizes(runs(100), Settings(min_jobs_per_sweep=4)) == [25] * 4
 
 
 def test_jobs_are_at_most_max_runs_per_job_and_split_evenly() -> None:
     assert batch_sizes(runs(1000), Settings(max_runs_per_job=300)) == [250] * 4
+    assert batch_sizes(runs(10_000), Settings()) == [100] * 100
     assert batch_sizes(runs(10), Settings(min_jobs_per_sweep=3)) == [4, 3, 3]
-    assert batch_sizes(runs(3), Settings()) == [1, 1, 1]  # fewer runs than jobs wanted: a run a job
+    assert batch_sizes(runs(3), Settings(min_jobs_per_sweep=4)) == [1, 1, 1]  # fewer runs than jobs: a run a job
 
 
 def test_only_runs_that_differ_in_learning_rate_and_seed_share_a_batch() -> None:

@@ -84,13 +84,13 @@ class JobWriter:
     def not_started(self) -> set[int]:
         return set(range(len(self.run_ids))) - self.owned.keys()
 
-    def on_epoch(self, epoch: int, losses: np.ndarray) -> set[int]:
-        """What `train_batch` calls after each epoch; returns the slots to stop."""
+    def on_epoch(self, epoch: int, losses: np.ndarray) -> set[int] | None:
+        """What `train_batch` calls after each epoch; returns the slots to stop, or None (the engine's fast path)."""
         self.rows.append(losses)
         stop = self.not_started() if epoch == 0 else set()
         if time.monotonic() - self.last_write >= FLUSH_SECONDS:
             stop |= self.flush()
-        return stop
+        return stop or None
 
     def flush(self) -> set[int]:
         """Writes the losses since the last write; returns the slots that must stop."""
@@ -164,7 +164,7 @@ def _trained(job: StartedJob, writer: JobWriter) -> list[TrainResult]:
     shared = (config.epochs, config.n_samples, config.n_features, config.data_seed)
     if len(job.batch) == 1:
         def on_epoch(epoch: int, loss: float) -> bool:
-            return not writer.on_epoch(epoch, np.array([loss]))
+            return writer.on_epoch(epoch, np.array([loss])) is None
 
         return [linear_regression.train(config.learning_rate, config.seed, *shared, mode=config.mode,
                                         optimizer=config.optimizer, on_epoch=on_epoch)]

@@ -220,12 +220,14 @@ class Storage:
             .values(status=RunStatus.RUNNING.value, attempts=_RUNS.c.attempts + 1, worker=worker, started_at=now,
                     heartbeat_at=now, finished_at=None, epochs_done=0, final_loss=None, best_loss=None,
                     diverged_at=None, error=None)
-            .returning(_RUNS.c.id, _RUNS.c.attempts, _RUNS.c.sweep_id, _RUNS.c.batch)
+            .returning(*_RUNS.c)
         )
         with self._transaction(write=True) as connection:
-            if not self._wait_for_runs(connection, run_ids):
-                raise NotFound(f"no run of {list(run_ids)}")
             started = connection.execute(start).all()
+            if not started:
+                if not self._wait_for_runs(connection, run_ids):
+                    raise NotFound(f"no run of {list(run_ids)}")
+                started = connection.execute(start).all()  # the runs are visible now: anything to do?
             if not started:
                 return None
             if len({(row.sweep_id, row.batch) for row in started}) > 1:
@@ -233,7 +235,10 @@ class Storage:
             redone = [row.id for row in started if row.attempts > 1]
             if redone:
                 connection.execute(delete(_CHUNKS).where(_CHUNKS.c.run_id.in_(redone)))
-            batch = _runs(connection, _RUNS.c.sweep_id == started[0].sweep_id, _RUNS.c.batch == started[0].batch)
+            if len(started) == started[0].batch_size:  # the whole batch, as it usually is
+                batch = [_run(row) for row in sorted(started, key=lambda row: row.id)]
+            else:
+                batch = _runs(connection, _RUNS.c.sweep_id == started[0].sweep_id, _RUNS.c.batch == started[0].batch)
             return StartedJob(batch=batch, started=frozenset(row.id for row in started))
 
     def start_run(self, run_id: int, worker: str, *, lease: timedelta | None = None) -> Run | None:
