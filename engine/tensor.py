@@ -1,10 +1,8 @@
 """The vectorised twin of `Variable`: the same reverse-mode design over numpy float64 arrays.
 
-Where a `Variable` keeps pairs (child, local gradient), a `Tensor` keeps pairs
-(child, vector-Jacobian product): a function from the gradient of the output to
-the gradient of that child. Each primitive states its value and its VJPs side by
-side. Broadcasting is undone in one place, `unbroadcast`, which every gradient
-passes through on its way into a child.
+Where a `Variable` keeps pairs (child, local gradient), a `Tensor` keeps pairs (child, VJP): its
+vector-Jacobian product, a function from the gradient of the output to the gradient of that child. Each
+primitive states its value and its VJPs side by side; broadcasting is undone in one place, `unbroadcast`.
 """
 
 from __future__ import annotations
@@ -17,6 +15,7 @@ from engine.graph import creation_order, newest_first
 
 ArrayLike = Union["Tensor", np.ndarray, float, int]
 VJP = Callable[[np.ndarray], np.ndarray]
+Axis = Union[int, tuple[int, ...], None]
 
 
 class NoGradientError(TypeError):
@@ -24,19 +23,15 @@ class NoGradientError(TypeError):
 
 
 class Tensor:
-    __slots__ = ("val", "grad", "local_gradients", "name", "_order")
+    __slots__ = ("val", "grad", "local_gradients", "_order")
 
-    def __init__(self, val: Any, name: str = "") -> None:
-        """A leaf to differentiate against (a parameter); its value is copied to float64.
-
-        A value of shape () is held as a numpy float64 scalar rather than a 0-d array:
-        numpy computes with those several times faster, and they behave alike.
-        """
+    def __init__(self, val: Any) -> None:
+        """A leaf to differentiate against (a parameter); its value is copied to float64. A value of
+        shape () is held as a numpy float64 scalar, which numpy computes with faster than a 0-d array."""
         val = np.array(val, dtype=np.float64)
         self.val = val[()] if val.ndim == 0 else val
         self.grad: np.ndarray | None = None
         self.local_gradients: tuple[tuple[Tensor, VJP], ...] = ()
-        self.name = name
         self._order = next(creation_order)
 
     @property
@@ -107,33 +102,27 @@ class Tensor:
         old = self.shape
         return _result(self.val.reshape(*shape), self, lambda g: g.reshape(old))
 
-    def sum(self, axis: int | tuple[int, ...] | None = None) -> Tensor:
-        shape = self.shape
-        if axis is None:
-            return _result(self.val.sum(), self, lambda g: np.full(shape, g))
-        return _result(self.val.sum(axis=axis), self, lambda g: _spread(g, axis, shape))
+    def sum(self, axis: Axis = None) -> Tensor:
+        total, spread = _sum(self.val, axis)
+        return _result(total, self, spread)
 
-    def mean(self, axis: int | tuple[int, ...] | None = None) -> Tensor:
-        shape = self.shape
+    def mean(self, axis: Axis = None) -> Tensor:
         # sum / n is what numpy's mean computes, without its slow Python wrapper.
-        n = self.val.size if axis is None else int(np.prod([shape[i] for i in np.atleast_1d(axis)]))
-        if axis is None:
-            return _result(self.val.sum() / n, self, lambda g: np.full(shape, g / n))
-        return _result(self.val.sum(axis=axis) / n, self, lambda g: _spread(g / n, axis, shape))
+        total, spread = _sum(self.val, axis)
+        n = self.val.size // total.size
+        return _result(total / n, self, lambda g: spread(g / n))
 
     # ---- composed operators ----
 
     def __neg__(self) -> Tensor:
         return self * -1.0
 
-    def __radd__(self, other: ArrayLike) -> Tensor:
-        return self + other
+    __radd__ = __add__  # addition and multiplication commute, in floating point too
 
     def __rsub__(self, other: ArrayLike) -> Tensor:
         return -self + other
 
-    def __rmul__(self, other: ArrayLike) -> Tensor:
-        return self * other
+    __rmul__ = __mul__
 
     def __truediv__(self, other: ArrayLike) -> Tensor:
         if isinstance(other, Tensor):
@@ -143,27 +132,23 @@ class Tensor:
     def __rtruediv__(self, other: ArrayLike) -> Tensor:
         return self**-1 * other
 
-    # `ndarray + Tensor` must come to our reflected operators rather than make numpy
-    # loop over the Tensor as an object; None tells numpy so, at no cost per call.
+    # `ndarray + Tensor` must come to our reflected operators, not make numpy loop over the Tensor as an object.
     __array_ufunc__ = None
 
-    def __getattr__(self, name: str) -> Any:
-        """Name the ndarray operations we have no gradient for, rather than a bare AttributeError."""
-        if hasattr(np.ndarray, name):
-            raise NoGradientError(f"no gradient defined for {name!r} on a Tensor; use Tensor's own operations")
-        raise AttributeError(f"'Tensor' object has no attribute {name!r}")
+    def __array__(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        raise NoGradientError("no gradient defined for turning a Tensor into an ndarray; use its .val")
 
     # ---- reverse mode ----
 
     def backward(self) -> None:
         """Set `.grad` on every tensor this scalar depends on; afresh at each call."""
         if self.val.size != 1:
-            raise ValueError(f"backward() needs a scalar output, got shape {self.shape}")
+            raise ValueError(f"backward() needs a scalar output, got shape {self.val.shape}")
         # Order the graph: every node reachable from self, newest first.
         nodes = newest_first(self)
         for node in nodes:
             node.grad = None
-        self.grad = np.ones(self.shape) if self.shape else np.float64(1.0)
+        self.grad = np.ones(self.val.shape) if self.val.shape else np.float64(1.0)
         # Propagate, each gradient reduced to its child's shape on the way in.
         for node in nodes:
             grad = node.grad
@@ -172,6 +157,18 @@ class Tensor:
                 if child_grad.shape != child.val.shape:
                     child_grad = unbroadcast(child_grad, child.val.shape)
                 child.grad = child_grad if child.grad is None else child.grad + child_grad
+
+
+def _refuse(name: str) -> property:
+    def refuse(self: Tensor) -> Any:
+        raise NoGradientError(f"no gradient defined for {name!r} on a Tensor; use Tensor's own operations")
+    return property(refuse)
+
+
+# Name the ndarray operations we have no gradient for, rather than raise a bare AttributeError: as
+# properties, since a __getattr__ would make every attribute read of every Tensor several times slower.
+for _name in {name for name in dir(np.ndarray) if not name.startswith("_")} - set(dir(Tensor)):
+    setattr(Tensor, _name, _refuse(_name))
 
 
 def _identity(g: np.ndarray) -> np.ndarray:
@@ -185,17 +182,17 @@ def _val(x: ArrayLike) -> Any:
 def _result(val: Any, a: Any, a_vjp: VJP, b: Any = None, b_vjp: VJP | None = None) -> Tensor:
     """A new node from its value and each operand's VJP. Operands that are not Tensors are constants."""
     out = Tensor.__new__(Tensor)
-    out.val = val
-    out.grad = None
-    pairs = ((a, a_vjp),) if isinstance(a, Tensor) else ()
-    out.local_gradients = pairs + ((b, b_vjp),) if isinstance(b, Tensor) else pairs
-    out.name = ""
-    out._order = next(creation_order)
+    out.val, out.grad, out._order = val, None, next(creation_order)
+    if isinstance(b, Tensor):
+        out.local_gradients = ((a, a_vjp), (b, b_vjp)) if isinstance(a, Tensor) else ((b, b_vjp),)
+    else:
+        out.local_gradients = ((a, a_vjp),) if isinstance(a, Tensor) else ()
     return out
 
 
 def _matmul(a: ArrayLike, b: ArrayLike) -> Tensor:
-    x, y = np.asarray(_val(a)), np.asarray(_val(b))
+    x = a.val if isinstance(a, Tensor) else np.asarray(a)
+    y = b.val if isinstance(b, Tensor) else np.asarray(b)
     dims = (x.ndim, y.ndim)
     if dims == (2, 2):
         return _result(x @ y, a, lambda g: g @ y.T, b, lambda g: x.T @ g)
@@ -208,9 +205,19 @@ def _matmul(a: ArrayLike, b: ArrayLike) -> Tensor:
     raise NoGradientError(f"no gradient defined for @ on arrays of {x.ndim} and {y.ndim} dimensions")
 
 
-def _spread(g: np.ndarray, axis: int | tuple[int, ...], shape: tuple[int, ...]) -> np.ndarray:
-    """The gradient of a reduction over `axis`: g copied back along the reduced axes."""
-    return np.broadcast_to(np.expand_dims(g, axis), shape).copy()
+def _sum(a: Any, axis: Axis) -> tuple[Any, VJP]:
+    """`a` summed over `axis`, and the VJP of that sum: g copied back along the summed axes."""
+    if axis is None:  # np.add.reduce is ndarray.sum without its Python wrapper
+        return np.add.reduce(a, None), lambda g: _filled(a.shape, g)
+    kept = np.add.reduce(a, axis, keepdims=True)  # the summed axes kept, of length 1
+    return kept.squeeze(axis)[()], lambda g: _filled(a.shape, g.reshape(kept.shape))  # [()]: 0-d to float64
+
+
+def _filled(shape: tuple[int, ...], value: Any) -> np.ndarray:
+    """A new array of `shape` holding `value`, broadcast: np.full without its Python overhead."""
+    out = np.empty(shape)
+    out[...] = value
+    return out
 
 
 def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -218,11 +225,10 @@ def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     if grad.shape == shape:
         return grad
     if not shape:
-        return grad.sum()
-    grad = grad.sum(axis=tuple(range(grad.ndim - len(shape))))
-    kept = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
-    if kept:
-        grad = grad.sum(axis=kept, keepdims=True)
-    if grad.shape != shape:
+        return np.add.reduce(grad, None)
+    extra = grad.ndim - len(shape)  # leading axes that broadcasting added
+    stretched = tuple(extra + i for i, n in enumerate(shape) if n == 1 and grad.shape[extra + i] != 1)
+    summed = np.add.reduce(grad, tuple(range(extra)) + stretched, keepdims=True)
+    if summed.shape[extra:] != shape:
         raise RuntimeError(f"gradient of shape {grad.shape} does not fit a tensor of shape {shape}")
-    return grad
+    return summed.reshape(shape)

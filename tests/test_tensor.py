@@ -96,6 +96,19 @@ def test_sum_and_mean(axis):
     np.testing.assert_allclose(Tensor(MATRIX).mean(axis=axis).val, MATRIX.mean(axis=axis), rtol=1e-15)
 
 
+@pytest.mark.parametrize("x, axis", [(SCALAR, None), (VECTOR, None), (VECTOR, 0), (COLUMN, 0), (ROW, 1)])
+def test_sum_and_mean_of_scalars_and_vectors(x, axis):
+    check_grads(lambda a: a.sum(axis=axis), x)
+    check_grads(lambda a: a.mean(axis=axis), x)
+    assert Tensor(x).mean(axis=axis).val == pytest.approx(np.mean(x, axis=axis), rel=1e-15)
+
+
+def test_a_mean_over_rows_is_exactly_numpys():
+    """train_batch's loss: each column's MSE, bit for bit what np.mean(..., axis=0) gives."""
+    squares = rng.uniform(0.0, 1.0, (100, 7))
+    assert np.array_equal(Tensor(squares).mean(axis=0).val, np.mean(squares, axis=0))
+
+
 def test_transpose_and_reshape():
     check_grads(lambda a: a.T * ROW.T, MATRIX)
     check_grads(lambda a: a.reshape(3, 2) * np.arange(6.0).reshape(3, 2), MATRIX)
@@ -136,6 +149,16 @@ def test_an_operation_without_a_gradient_names_itself(operation, name):
         operation(Tensor(VECTOR))
 
 
+def test_ndarray_names_are_refused_without_a_getattr_hook():
+    """A __getattr__ would make Python slow down every attribute read of every Tensor (by about half)."""
+    assert not hasattr(Tensor, "__getattr__")
+    for name in ("ndim", "dtype", "astype", "cumsum"):
+        with pytest.raises(NoGradientError, match=name):
+            getattr(Tensor(VECTOR), name)
+    with pytest.raises(AttributeError, match="no_such_thing"):
+        Tensor(VECTOR).no_such_thing
+
+
 def test_a_deep_chain_does_not_hit_the_recursion_limit():
     x = Tensor(1.0)
     out = x
@@ -143,3 +166,9 @@ def test_a_deep_chain_does_not_hit_the_recursion_limit():
         out = out * 1.0
     out.backward()
     assert x.grad == 1.0
+
+
+def test_a_tensor_is_not_silently_turned_into_an_ndarray():
+    with pytest.raises(NoGradientError, match="val"):
+        np.asarray(Tensor(VECTOR))
+    np.testing.assert_array_equal((np.ones((2, 3)) @ Tensor(VECTOR)).val, np.ones((2, 3)) @ VECTOR)

@@ -1,5 +1,6 @@
 """The seed's scalar engine: values and gradients against the seed and against finite differences."""
 
+import inspect
 import math
 
 import pytest
@@ -132,3 +133,85 @@ def _all_nodes(root):
             seen.append(node)
             stack.extend(node.children)
     return seen
+
+
+# The seed's two code blocks, copied as the post writes them (its `...` stands for the rest of the class).
+SEED_CLASS = '''
+class Variable:
+    def __init__(self, val, children=(), local_gradients=()):
+        self.val = val
+        self.children = children
+        self.local_gradients = local_gradients
+        self.name = ""
+
+    def set_name(self, name) -> None:
+        self.name = name
+'''
+
+SEED_ADD = '''
+class Variable:
+    ...    
+
+    def __add__(self, other: Variable) -> Variable:
+        out = Variable(
+                val = self.val + other.val,
+                children = (self, other),
+                local_gradients = (
+                    (self, 1),
+                    (other, 1),
+                )
+              ).set_name(f"{self.name} + {other.name}")
+        return out
+'''
+
+
+def seed_add_against(cls):
+    """The seed's `__add__`, compiled so that the `Variable` it names is `cls`."""
+    namespace = {"Variable": cls}
+    exec(SEED_ADD, namespace)
+    seed_add = namespace["Variable"].__add__
+    namespace["Variable"] = cls  # the name the function looks up when it runs
+    return seed_add
+
+
+def test_our_constructor_takes_the_seeds_arguments():
+    namespace = {}
+    exec(SEED_CLASS, namespace)
+    seed_parameters = inspect.signature(namespace["Variable"].__init__).parameters
+    our_parameters = inspect.signature(Variable.__init__).parameters
+    assert [(p.name, p.default) for p in our_parameters.values()] == [
+        (p.name, p.default) for p in seed_parameters.values()
+    ]
+    a, b = Variable(2.0), Variable(5.0)
+    for cls in (namespace["Variable"], Variable):
+        node = cls(7.0, (a, b), ((a, 1), (b, 1)))
+        assert (node.val, node.children, node.local_gradients, node.name) == (7.0, (a, b), ((a, 1), (b, 1)), "")
+        assert cls(val=3.0).children == cls(val=3.0).local_gradients == ()
+
+
+def test_the_seeds_add_runs_as_written_against_our_variable():
+    seed_add = seed_add_against(Variable)
+    a, b = Variable(2.0).set_name("a"), Variable(1.0).set_name("b")
+    out = seed_add(a, b)
+    assert isinstance(out, Variable)  # our set_name returns the node, so the seed's chained call keeps it
+    assert (out.val, out.name, out.children, out.local_gradients) == (3.0, "a + b", (a, b), ((a, 1), (b, 1)))
+    L = (out * out).set_name("L")
+    L.backward()
+    assert a.grad == b.grad == 2 * out.val
+    assert "a + b | val 3 | grad 6" in to_dot(L)
+
+
+def test_in_the_seeds_own_class_that_chained_call_gives_none():
+    """Why our set_name returns the node: the seed's returns None, so its snippet's `out` would be None."""
+    namespace = {}
+    exec(SEED_CLASS, namespace)
+    seed_add = seed_add_against(namespace["Variable"])
+    assert seed_add(namespace["Variable"](2.0), namespace["Variable"](1.0)) is None
+
+
+def test_children_that_disagree_with_the_local_gradients_are_refused():
+    a, b = Variable(2.0), Variable(5.0)
+    with pytest.raises(ValueError, match="children"):
+        Variable(7.0, children=(b, a), local_gradients=((a, 1), (b, 1)))
+    with pytest.raises(ValueError, match="children"):
+        Variable(7.0, children=(a,))
