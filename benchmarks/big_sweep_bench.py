@@ -4,15 +4,19 @@
 
 On Redis and PostgreSQL, with `gradsweep api` as its own process.
 1. POST /sweeps with 100 learning rates x 100 seeds (the largest sweep the API
-   allows by default): runs stored and one message per run enqueued, all
-   before the answer; timed to the end of the 201 answer (which lists every
-   run). Baseline: 10,000 bare messages of the same task sent with one
-   producer, as `enqueue_runs` sends them. No worker runs meanwhile; the queue
-   is emptied before each side.
-2. GET /sweeps/{id} on that sweep (the sweep, its counts and its 10,000 runs),
-   from a second process on 127.0.0.1 that sends one request at a time with
-   0.25 s between them: latency p50 and p99, first with no worker, then while
-   a worker of 2 processes trains the sweep's runs (1,000 epochs each).
+   allows by default), 1,000 epochs each: runs stored and one message per job
+   (100 jobs of 100 runs) enqueued, all before the answer; timed to the end of
+   the 201 answer (which lists every run). Baseline, by hand on the driver and
+   the broker: the same sweep and run rows written by one COPY in one
+   transaction, and the same 100 messages (the jobs' run ids) sent with one
+   producer, as `enqueue_jobs` sends them, to a queue of their own that no
+   worker reads. No worker runs meanwhile; the messages of the API's sweeps
+   stay queued for part 2.
+2. GET /sweeps/{id} on the first of those sweeps (the sweep, its counts and its
+   10,000 runs), from a second process on 127.0.0.1 that sends one request at
+   a time with 0.25 s between them: latency p50 and p99, first with no worker,
+   then while a worker of 2 processes trains the queued sweeps (the first one
+   first), whose runs change as the requests read them.
 """
 
 from __future__ import annotations
@@ -22,16 +26,23 @@ import json
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 
 import httpx
 import numpy as np
+import psycopg
+import redis
 
 from benchmarks.common import (
+    REDIS_URL,
+    RUNS_PER_JOB,
     database,
+    driver_dsn,
     empty_broker,
     header,
     interleaved,
     median,
+    paired_ratios,
     print_repetitions,
     processes,
     report,
@@ -42,6 +53,9 @@ from benchmarks.common import (
 from service.storage import Storage
 
 THINK_SECONDS = 0.25
+BARE_QUEUE = "gradsweep.bench.bare"  # no worker reads it
+RUN_COLUMNS = ("sweep_id", "learning_rate", "seed", "optimizer", "epochs", "n_samples", "n_features", "data_seed",
+               "mode", "batch", "batch_slot", "batch_size", "status", "created_at", "queued_at")
 
 
 def latencies(api_url: str, sweep_id: int, requests: int) -> list[float]:
@@ -66,6 +80,25 @@ def percentiles(values: list[float]) -> tuple[float, float]:
     return float(np.percentile(values, 50)), float(np.percentile(values, 99))
 
 
+def by_hand(dsn: str, body: dict) -> list[list[int]]:
+    """The API's sweep and runs, written by one COPY; returns the run ids of each job, as `enqueue_jobs` sends them."""
+    low, high, count = body["learning_rates"]["logspace"]
+    rates = np.logspace(np.log10(low), np.log10(high), count).tolist()
+    now = datetime.now(UTC)
+    with psycopg.connect(dsn) as connection:
+        sweep_id = connection.execute("INSERT INTO sweeps (name, created_at) VALUES (%s, %s) RETURNING id",
+                                      (body["name"], now)).fetchone()[0]
+        with connection.cursor() as cursor, cursor.copy(f"COPY runs ({', '.join(RUN_COLUMNS)}) FROM STDIN") as copy:
+            for i, (rate, seed) in enumerate((rate, seed) for rate in rates for seed in body["seeds"]):
+                copy.write_row((sweep_id, rate, seed, "sgd", body["epochs"], 100, 50, 0, "tensor", i // RUNS_PER_JOB,
+                                i % RUNS_PER_JOB, RUNS_PER_JOB, "queued", now, now))
+        run_ids = [row[0] for row in connection.execute("SELECT id FROM runs WHERE sweep_id = %s ORDER BY id",
+                                                        (sweep_id,))]
+        # No worker will train these: cancelled, so that no worker's reaper enqueues them either.
+        connection.execute("UPDATE runs SET status = 'cancelled' WHERE sweep_id = %s", (sweep_id,))
+    return [run_ids[i:i + RUNS_PER_JOB] for i in range(0, len(run_ids), RUNS_PER_JOB)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10_000, help="a square number: learning rates x seeds")
@@ -84,56 +117,66 @@ def main() -> None:
 
     with database("postgresql") as url:
         use_service_settings(url)
-        from worker.app import TRAIN_RUN, app
+        from worker.app import TRAIN_JOB, app
         from worker.queue import RETRY_POLICY
 
+        empty_broker()
+        broker = redis.Redis.from_url(REDIS_URL)
         storage = Storage(url)
         with processes(service_env(url)) as started:
             api = httpx.Client(base_url=started.api(), timeout=300)
             created: list[int] = []
 
             def post_sweep() -> float:
-                empty_broker()
                 start = time.perf_counter()
                 answer = api.post("/sweeps", json=body).raise_for_status().json()
                 elapsed = time.perf_counter() - start
-                assert len(answer["runs"]) == side * side
+                if len(answer["runs"]) != side * side:
+                    raise SystemExit(f"the API answered {len(answer['runs'])} runs, not {side * side}")
                 created.append(answer["id"])
                 return elapsed
 
-            def bare_messages() -> float:
-                empty_broker()
-
-                def send() -> None:
+            def rows_and_messages() -> float:
+                def write_and_send() -> None:
+                    jobs = by_hand(driver_dsn(url), body)
                     with app.producer_or_acquire() as producer:
-                        for i in range(side * side):
-                            app.send_task(TRAIN_RUN, args=[i], producer=producer, retry=True,
-                                          retry_policy=RETRY_POLICY)
-                return timed(send)
+                        for run_ids in jobs:
+                            app.send_task(TRAIN_JOB, args=[run_ids], queue=BARE_QUEUE, soft_time_limit=600,
+                                          time_limit=630, producer=producer, retry=True, retry_policy=RETRY_POLICY)
+                elapsed = timed(write_and_send)
+                broker.delete(BARE_QUEUE)
+                return elapsed
 
-            times = interleaved({"bare messages": bare_messages, "POST /sweeps": post_sweep}, repeats)
-            sweep_id = created[-1]  # its messages are still queued: the worker below trains its runs
+            times = interleaved({"by hand": rows_and_messages, "POST /sweeps": post_sweep}, repeats)
+            sweep_id = created[0]  # the first the worker below trains
             idle = from_second_process(str(api.base_url), sweep_id, max(10, requests // 2))
             started.worker(concurrency=2)
             time.sleep(3)  # the worker is up and training
+
+            def finished() -> int:
+                return sum(storage.get_sweep(id_).counts["succeeded"] for id_ in created)
+
+            finished_before = finished()
             loaded = from_second_process(str(api.base_url), sweep_id, requests)
-            progress = storage.get_sweep(sweep_id).counts
+            finished_after = finished()
             api.close()
         storage.close()
+        broker.close()
         empty_broker()
 
-    header(f"big sweep: {side * side} runs, Redis + PostgreSQL, API in its own process; {repeats} repetitions; "
+    header(f"big sweep: {side * side:,} runs, Redis + PostgreSQL, API in its own process; {repeats} repetitions; "
            f"seconds (lower is better)")
-    report("POST /sweeps, stored and enqueued", median(times["POST /sweeps"]), median(times["bare messages"]),
-           f"{side * side} bare messages", "s", target="(no target)")
+    report("POST /sweeps, stored and enqueued", median(times["POST /sweeps"]), median(times["by hand"]),
+           "one COPY + the jobs' messages", "s", target="(no target)")
     print_repetitions(times, "s", 1, 2)
+    print(f"  ratio of each repetition: {paired_ratios(times['POST /sweeps'], times['by hand'])}")
     header(f"GET /sweeps/{{id}} of that sweep from a second process, one request at a time, {THINK_SECONDS} s apart; "
            f"milliseconds")
     (idle_50, idle_99), (load_50, load_99) = percentiles(idle), percentiles(loaded)
     report("p50 while a worker trains it", load_50 * 1e3, idle_50 * 1e3, "p50 with no worker", "ms")
     report("p99 while a worker trains it", load_99 * 1e3, idle_99 * 1e3, "p99 with no worker", "ms")
-    print(f"  {len(loaded)} requests under load, {len(idle)} idle; the worker had finished "
-          f"{progress['succeeded']} runs by the end")
+    print(f"  {len(loaded)} requests under load, {len(idle)} idle; the worker had finished {finished_before:,} of "
+          f"{len(created) * side * side:,} runs when they began, {finished_after:,} when they ended")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ redis://127.0.0.1:6379/14; only that database is ever emptied).
 from __future__ import annotations
 
 import argparse
+import itertools
+import math
 import os
 import signal
 import socket
@@ -27,22 +29,86 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import numpy as np
 import redis
 from sqlalchemy import create_engine, make_url, text
 
-from service.storage import RunConfig, Storage
+from engine.tasks import linear_regression
+from service.storage import Run, RunConfig, RunStatus, Storage
 
 POSTGRES_SERVER = os.environ.get("GRADSWEEP_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
 REDIS_URL = os.environ.get("GRADSWEEP_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 # As `gradsweep worker` sets them: one BLAS thread per training process.
 ONE_BLAS_THREAD = {name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
 REPO = Path(__file__).resolve().parent.parent
+# The most runs a job trains (GRADSWEEP_MAX_RUNS_PER_JOB's default): the batches of the batched limit.
+RUNS_PER_JOB = 100
+# 20 learning rates, all below the seed task's stability limit (0.074): no run diverges.
+LEARNING_RATES = {"logspace": [1e-3, 5e-2, 20]}
 
 
 def seed_task_runs(n_runs: int, epochs: int) -> list[RunConfig]:
     """`n_runs` runs of the seed's task (sgd, learning rate 0.01, tensor mode), seeds 0, 1, ..., as a sweep stores them."""
     return [RunConfig(learning_rate=0.01, seed=seed, optimizer="sgd", epochs=epochs, n_samples=100, n_features=50,
                       data_seed=0, mode="tensor") for seed in range(n_runs)]
+
+
+# ---- sweeps of the seed's task, and the same trainings without the service ----
+
+
+def sweep_body(name: str, n_runs: int, epochs: int, **extra: object) -> dict:
+    """A POST /sweeps body of `n_runs` runs: the 20 learning rates above x n_runs / 20 seeds."""
+    if n_runs % 20:
+        raise SystemExit(f"--runs must be a multiple of 20 (20 learning rates x seeds), not {n_runs}")
+    return {"name": name, "learning_rates": LEARNING_RATES, "seeds": list(range(n_runs // 20)), "epochs": epochs,
+            **extra}
+
+
+def grid(n_runs: int) -> list[tuple[float, int]]:
+    """The (learning rate, seed) of each run of `sweep_body(n_runs)`, in the order the API stores them."""
+    low, high, count = LEARNING_RATES["logspace"]
+    rates = np.logspace(math.log10(low), math.log10(high), count).tolist()
+    return list(itertools.product(rates, range(n_runs // count)))
+
+
+def train_one(run: tuple[float, int, int]) -> int:
+    """One run alone, as `gradsweep train` trains it; returns its number of losses, not the losses."""
+    learning_rate, seed, epochs = run
+    return len(linear_regression.train(learning_rate, seed, epochs).losses)
+
+
+def train_together(batch: tuple[list[float], list[int], int]) -> int:
+    """Runs as one computation, as a job trains them; returns their number of losses."""
+    learning_rates, seeds, epochs = batch
+    return sum(len(result.losses) for result in linear_regression.train_batch(learning_rates, seeds, epochs))
+
+
+def batches(runs: list[tuple[float, int]], epochs: int, size: int = RUNS_PER_JOB) -> list[tuple[list, list, int]]:
+    """`train_together`'s arguments for consecutive batches of `size` runs."""
+    return [([rate for rate, _ in runs[i:i + size]], [seed for _, seed in runs[i:i + size]], epochs)
+            for i in range(0, len(runs), size)]
+
+
+def wait_for_sweep(storage: Storage, sweep_id: int, poll: float = 0.5, timeout: float = 1800) -> list[Run]:
+    """The sweep's runs once none is queued or running; exits if any did not succeed.
+
+    Callers time a sweep by its runs' `finished_at`, so a slow poll costs no
+    accuracy, and takes less of the cores from the service it measures.
+    """
+    deadline = time.monotonic() + timeout
+    while (sweep := storage.get_sweep(sweep_id)).counts["queued"] + sweep.counts["running"]:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"sweep {sweep_id} is not done after {timeout} s: {sweep.counts}")
+        time.sleep(poll)
+    runs = storage.list_runs(sweep_id)
+    if any(run.status != RunStatus.SUCCEEDED for run in runs):
+        raise SystemExit(f"runs of sweep {sweep_id} did not succeed: {sweep.counts}")
+    return runs
+
+
+def last_stored(runs: list[Run]) -> float:
+    """When the last of `runs` was stored, as a `time.time()`."""
+    return max(run.finished_at.timestamp() for run in runs)
 
 
 # ---- databases and broker ----
@@ -78,6 +144,11 @@ def database(backend: str) -> Iterator[str]:
         storage.upgrade()
         storage.close()
         yield url
+
+
+def driver_dsn(url: str) -> str:
+    """A PostgreSQL database URL as psycopg takes it, for the baselines written by hand on the driver."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def empty_broker() -> None:
@@ -260,3 +331,16 @@ def main_per_backend(doc: str, bench: Callable[[str, int, int, int], None], rati
 
 def header(title: str) -> None:
     print(f"\n== {title}", flush=True)
+
+
+def against(value: float, goal: float, stretch: float | None = None, *, unit: str = "x", higher: bool = False) -> str:
+    """The target's text, and whether `value` meets it (and the stretch target): "(target <= 0.4x: met, ...)"."""
+    sign = ">=" if higher else "<="
+
+    def met(bound: float) -> str:
+        return "met" if (value >= bound if higher else value <= bound) else "NOT met"
+
+    text = f"(target {sign} {goal:g}{unit}: {met(goal)}"
+    if stretch is not None:
+        text += f"; stretch {sign} {stretch:g}{unit}: {met(stretch)}"
+    return text + ")"

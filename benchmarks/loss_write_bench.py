@@ -1,32 +1,41 @@
-"""Loss writes: the storage layer's write rate against the database's own fastest bulk path, on the same rows.
+"""Loss writes: the storage layer's write rate against the database's own fastest bulk path, on the same table.
 
-    python -m benchmarks.loss_write_bench [--runs 1000] [--epochs 1000] [--repeats 3] [--quick]
+    python -m benchmarks.loss_write_bench [--runs 1000] [--epochs 1000] [--repeats 5] [--quick]
 
-R runs x E epochs of losses (Python lists of floats, as the worker buffers them),
-one batch per run, each committed on its own, as a worker writes a run that
-trains in under FLUSH_SECONDS. Ours: `Storage.write_losses(run, 0, values,
-attempt=...)`, with its fencing and lease renewal. Baselines on the same table,
-written by hand on the driver:
-- PostgreSQL: a binary COPY per run, committed per run (the target's baseline),
-  and one COPY of all rows in one transaction (the limit);
+R runs x E epochs of losses (a numpy array per run, as `train_batch` gives
+them), in jobs of 100 runs, as the API batches a sweep of 400 runs or more.
+Each job's losses are written in one transaction, as a worker writes a job
+that trains within FLUSH_SECONDS: a chunk (a row) per run. Ours:
+`Storage.record` of the job's runs, with its attempt fencing and lease renewal
+(each run's row locked and updated). Reported beside it: `Storage.write_losses`
+per run, a transaction each, as a job of one run (`"batched": false`) writes.
+Baselines on the same table and the same chunks, written by hand on the driver:
+- PostgreSQL: a binary COPY per job, committed per job (the target's
+  baseline), and one COPY of every chunk in one transaction (the limit); for
+  reference, a binary COPY per job of a row per epoch into a table of the
+  layout before chunks (run_id, epoch, value; primary key (run_id, epoch));
 - SQLite (WAL, synchronous=NORMAL, as gradsweep sets it): an executemany of a
-  plain INSERT per run, committed per run, and one executemany of all rows.
-The table is emptied before every measurement. Target: PostgreSQL >= 0.4x the
-per-run COPY's rows/s.
+  plain INSERT per job, committed per job, and one executemany of every chunk.
+Before every measurement each job is started again (a new attempt, as a redone
+job starts) and the table emptied. Target: PostgreSQL >= 0.4x the per-job COPY's
+losses/s.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import struct
 from collections.abc import Callable
-from itertools import repeat
 
 import numpy as np
 import psycopg
 from sqlalchemy import make_url
 
 from benchmarks.common import (
+    RUNS_PER_JOB,
+    against,
     database,
+    driver_dsn,
     header,
     interleaved,
     main_per_backend,
@@ -36,42 +45,64 @@ from benchmarks.common import (
     seed_task_runs,
     timed,
 )
-from service.storage import Storage
+from service.storage import LossWrite, Storage
 
-COPY_ROW = np.dtype([("fields", ">i2"), ("run_id_size", ">i4"), ("run_id", ">i8"), ("epoch_size", ">i4"),
-                     ("epoch", ">i4"), ("value_size", ">i4"), ("value", ">f8")])
-COPY_SQL = "COPY losses (run_id, epoch, value) FROM STDIN (FORMAT BINARY)"
-INSERT_SQL = "INSERT INTO losses (run_id, epoch, value) VALUES (?, ?, ?)"
+Chunks = list[tuple[int, np.ndarray]]  # (run id, losses from epoch 0)
+
+COPY_HEADER, COPY_TRAILER = b"PGCOPY\n\xff\r\n\x00" + bytes(8), b"\xff\xff"
+COPY_CHUNKS = "COPY loss_chunks (run_id, first_epoch, losses) FROM STDIN (FORMAT BINARY)"
+# Per chunk: 3 fields; run_id (8 bytes); first_epoch (4 bytes); the float8[]'s length, then its header
+# (1 dimension, no nulls, element type 701, the dimension's size, lower bound 1) and (length 8, value) per element.
+CHUNK_HEAD = struct.Struct(">hiqiiiiiiii")
+ELEMENT = np.dtype([("size", ">i4"), ("value", ">f8")])
+INSERT_CHUNK = "INSERT INTO loss_chunks (run_id, first_epoch, losses) VALUES (?, ?, ?)"
+
+PER_EPOCH = "losses_per_epoch"
+PER_EPOCH_TABLE = (f"CREATE TABLE {PER_EPOCH} (run_id bigint NOT NULL, epoch integer NOT NULL, "
+                   f"value double precision NOT NULL, PRIMARY KEY (run_id, epoch))")
+COPY_PER_EPOCH = f"COPY {PER_EPOCH} (run_id, epoch, value) FROM STDIN (FORMAT BINARY)"
+PER_EPOCH_SIDE = "COPY per job, a row per epoch"
+EPOCH_ROW = np.dtype([("fields", ">i2"), ("run_id_size", ">i4"), ("run_id", ">i8"), ("epoch_size", ">i4"),
+                      ("epoch", ">i4"), ("value_size", ">i4"), ("value", ">f8")])
 
 
-def copy_block(rows: list[tuple[int, list[float]]]) -> bytes:
-    """PostgreSQL's binary COPY of (run id, epoch, value) for every run's values: a header, fixed-size records, -1."""
-    n = sum(len(values) for _, values in rows)
-    records = np.empty(n, dtype=COPY_ROW)
+def chunk_copy(chunks: Chunks) -> bytes:
+    """PostgreSQL's binary COPY of a (run id, 0, float8[]) row per chunk."""
+    parts = [COPY_HEADER]
+    for run_id, values in chunks:
+        elements = np.empty(values.size, dtype=ELEMENT)
+        elements["size"], elements["value"] = 8, values
+        parts += [CHUNK_HEAD.pack(3, 8, run_id, 4, 0, 20 + elements.nbytes, 1, 0, 701, values.size, 1),
+                  elements.tobytes()]
+    return b"".join(parts + [COPY_TRAILER])
+
+
+def epoch_copy(chunks: Chunks) -> bytes:
+    """PostgreSQL's binary COPY of a (run id, epoch, value) row per loss."""
+    records = np.empty(sum(values.size for _, values in chunks), dtype=EPOCH_ROW)
     records["fields"], records["run_id_size"], records["epoch_size"], records["value_size"] = 3, 8, 4, 8
-    records["run_id"] = np.concatenate([np.full(len(values), run_id) for run_id, values in rows])
-    records["epoch"] = np.concatenate([np.arange(len(values)) for _, values in rows])
-    records["value"] = np.concatenate([values for _, values in rows])
-    return b"PGCOPY\n\xff\r\n\x00" + bytes(8) + records.tobytes() + b"\xff\xff"
+    records["run_id"] = np.concatenate([np.full(values.size, run_id) for run_id, values in chunks])
+    records["epoch"] = np.concatenate([np.arange(values.size) for _, values in chunks])
+    records["value"] = np.concatenate([values for _, values in chunks])
+    return COPY_HEADER + records.tobytes() + COPY_TRAILER
 
 
-def postgresql_baselines(url: str, curves: dict[int, list[float]]) -> dict[str, Callable[[], None]]:
-    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-    def copy_per_run() -> None:
+def postgresql_baselines(dsn: str, jobs: list[Chunks]) -> dict[str, Callable[[], None]]:
+    def copy_per_job(sql: str = COPY_CHUNKS, encode: Callable[[Chunks], bytes] = chunk_copy) -> None:
         with psycopg.connect(dsn) as connection:
-            for run_id, values in curves.items():
-                with connection.cursor() as cursor, cursor.copy(COPY_SQL) as copy:
-                    copy.write(copy_block([(run_id, values)]))
+            for job in jobs:
+                with connection.cursor() as cursor, cursor.copy(sql) as copy:
+                    copy.write(encode(job))
                 connection.commit()
 
     def one_copy() -> None:
         with psycopg.connect(dsn) as connection:
-            with connection.cursor() as cursor, cursor.copy(COPY_SQL) as copy:
-                copy.write(copy_block(list(curves.items())))
+            with connection.cursor() as cursor, cursor.copy(COPY_CHUNKS) as copy:
+                copy.write(chunk_copy([chunk for job in jobs for chunk in job]))
             connection.commit()
 
-    return {"COPY per run": copy_per_run, "one COPY of all rows": one_copy}
+    return {"COPY per job": copy_per_job, "one COPY of all chunks": one_copy,
+            PER_EPOCH_SIDE: lambda: copy_per_job(COPY_PER_EPOCH, epoch_copy)}
 
 
 def sqlite_connection(url: str) -> sqlite3.Connection:
@@ -82,75 +113,100 @@ def sqlite_connection(url: str) -> sqlite3.Connection:
     return connection
 
 
-def sqlite_baselines(url: str, curves: dict[int, list[float]]) -> dict[str, Callable[[], None]]:
-    def executemany_per_run() -> None:
+def sqlite_baselines(url: str, jobs: list[Chunks]) -> dict[str, Callable[[], None]]:
+    def rows(job: Chunks) -> list[tuple[int, int, bytes]]:
+        return [(run_id, 0, values.astype("<f8").tobytes()) for run_id, values in job]
+
+    def executemany_per_job() -> None:
         connection = sqlite_connection(url)
-        for run_id, values in curves.items():
+        for job in jobs:
             connection.execute("BEGIN IMMEDIATE")
-            connection.executemany(INSERT_SQL, zip(repeat(run_id), range(len(values)), values))
+            connection.executemany(INSERT_CHUNK, rows(job))
             connection.execute("COMMIT")
         connection.close()
 
     def one_executemany() -> None:
         connection = sqlite_connection(url)
         connection.execute("BEGIN IMMEDIATE")
-        for run_id, values in curves.items():
-            connection.executemany(INSERT_SQL, zip(repeat(run_id), range(len(values)), values))
+        connection.executemany(INSERT_CHUNK, [row for job in jobs for row in rows(job)])
         connection.execute("COMMIT")
         connection.close()
 
-    return {"executemany per run": executemany_per_run, "one executemany of all": one_executemany}
+    return {"executemany per job": executemany_per_job, "one executemany of all": one_executemany}
 
 
-def empty_losses(backend: str, url: str) -> None:
+def empty_tables(backend: str, url: str) -> None:
     if backend == "postgresql":
-        with psycopg.connect(make_url(url).set(drivername="postgresql").render_as_string(hide_password=False),
-                             autocommit=True) as connection:
-            connection.execute("TRUNCATE losses")
+        with psycopg.connect(driver_dsn(url), autocommit=True) as connection:
+            connection.execute(f"TRUNCATE loss_chunks, {PER_EPOCH}")
     else:
         connection = sqlite_connection(url)
-        connection.execute("DELETE FROM losses")
+        connection.execute("DELETE FROM loss_chunks")
         connection.close()
 
 
 def bench(backend: str, n_runs: int, epochs: int, repeats: int) -> None:
     rng = np.random.default_rng(0)
     with database(backend) as url:
+        if backend == "postgresql":
+            with psycopg.connect(driver_dsn(url), autocommit=True) as connection:
+                connection.execute(PER_EPOCH_TABLE)
         storage = Storage(url)
-        _, runs = storage.create_sweep("writes", seed_task_runs(n_runs, epochs),
-                                       lambda run_ids: None)
-        attempts = {run.id: storage.start_run(run.id, "bench").attempts for run in runs}
-        curves = {run.id: rng.random(epochs).tolist() for run in runs}
+        starts = range(0, n_runs, RUNS_PER_JOB)
+        _, runs = storage.create_sweep("writes", seed_task_runs(n_runs, epochs), lambda jobs: None,
+                                       batch_sizes=[min(RUNS_PER_JOB, n_runs - first) for first in starts])
+        jobs = [[(run.id, rng.random(epochs)) for run in runs[first:first + RUNS_PER_JOB]] for first in starts]
+        attempts: dict[int, int] = {}
 
-        def ours() -> None:
-            for run_id, values in curves.items():
-                assert storage.write_losses(run_id, 0, values, attempt=attempts[run_id])
+        def record_per_job() -> None:
+            for job in jobs:
+                written = storage.record([LossWrite(run_id, 0, values, attempts[run_id]) for run_id, values in job])
+                assert len(written) == len(job)
 
-        baselines = postgresql_baselines(url, curves) if backend == "postgresql" else sqlite_baselines(url, curves)
-        sides = {"storage": ours, **baselines}
+        def write_losses_per_run() -> None:
+            for job in jobs:
+                for run_id, values in job:
+                    assert storage.write_losses(run_id, 0, values, attempt=attempts[run_id])
 
-        def measured(write: Callable[[], None]) -> Callable[[], float]:
+        if backend == "postgresql":
+            baselines = postgresql_baselines(driver_dsn(url), jobs)
+        else:
+            baselines = sqlite_baselines(url, jobs)
+        sides = {"Storage.record per job": record_per_job, "Storage.write_losses per run": write_losses_per_run,
+                 **baselines}
+
+        def measured(name: str, write: Callable[[], None]) -> Callable[[], float]:
             def measure() -> float:
-                empty_losses(backend, url)
-                return n_runs * epochs / timed(write)
+                for job in jobs:  # a new attempt, from epoch 0
+                    started = storage.start_job([run_id for run_id, _ in job], "bench")
+                    attempts.update((run.id, run.attempts) for run in started.batch)
+                empty_tables(backend, url)
+                rate = n_runs * epochs / 1e6 / timed(write)  # million losses a second
+                last_run, last_curve = jobs[-1][-1]
+                if name != PER_EPOCH_SIDE and not np.array_equal(storage.run_losses(last_run), last_curve):
+                    raise SystemExit(f"{name} did not store the same values")
+                return rate
             return measure
 
-        rates = interleaved({name: measured(write) for name, write in sides.items()}, repeats)
-        check = storage.run_losses(runs[-1].id)
+        rates = interleaved({name: measured(name, write) for name, write in sides.items()}, repeats)
         storage.close()
-    assert check.tolist() == curves[runs[-1].id], "the last side did not store the same values"
 
-    header(f"{backend}: {n_runs} runs x {epochs} epochs, one batch and one commit per run; {repeats} repetitions; "
-           f"rows/s (higher is better)")
-    ours_rate = median(rates["storage"])
-    for i, name in enumerate(baselines):
-        target = ("(target >= 0.4x)" if backend == "postgresql" else "") if i == 0 else "(the limit: one transaction)"
-        report("Storage.write_losses", ours_rate, median(rates[name]), name, "rows/s", target=target)
-    print_repetitions(rates, "thousand rows/s", 1e-3, 0)
+    header(f"{backend}: {n_runs} runs x {epochs} epochs, a transaction per job of {RUNS_PER_JOB} runs; "
+           f"{repeats} repetitions; million losses/s (higher is better)")
+    ours = median(rates["Storage.record per job"])
+    first, limit, *others = baselines
+    report("Storage.record per job", ours, median(rates[first]), first, "M/s",
+           target=against(ours / median(rates[first]), 0.4, higher=True) if backend == "postgresql" else "")
+    report("Storage.record per job", ours, median(rates[limit]), limit, "M/s", target="(the limit)")
+    for name in others:
+        report("Storage.record per job", ours, median(rates[name]), name, "M/s", target="(the old layout)")
+    alone = median(rates["Storage.write_losses per run"])
+    report("Storage.write_losses per run", alone, median(rates[first]), first, "M/s", target="(reported)")
+    print_repetitions(rates, "million losses/s", 1, 2)
 
 
 def main() -> None:
-    main_per_backend(__doc__, bench, "(ratio = storage / baseline, in rows/s)")
+    main_per_backend(__doc__, bench, "(ratio = storage / baseline, in losses/s)")
 
 
 if __name__ == "__main__":

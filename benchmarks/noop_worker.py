@@ -10,7 +10,7 @@ from engine.tasks import linear_regression
 from worker.app import app
 
 NOOP = "gradsweep.bench.noop"
-TRAIN_ONLY = "gradsweep.bench.train_only"
+TRAIN_BATCH_ONLY = "gradsweep.bench.train_batch_only"
 
 
 @app.task(name=NOOP)
@@ -18,10 +18,10 @@ def noop(index: int) -> None:
     """Does nothing: what Celery alone costs a task."""
 
 
-@app.task(name=TRAIN_ONLY)
-def train_only(learning_rate: float, seed: int, epochs: int) -> None:
-    """Trains as `train_run` does and stores nothing: what Celery alone adds to a run."""
-    linear_regression.train(learning_rate, seed, epochs)
+@app.task(name=TRAIN_BATCH_ONLY)
+def train_batch_only(learning_rates: list[float], seeds: list[int], epochs: int) -> None:
+    """Trains a batch as `train_job` does and stores nothing: what Celery alone adds to a job."""
+    linear_regression.train_batch(learning_rates, seeds, epochs)
 
 
-__all__ = ["NOOP", "TRAIN_ONLY", "app"]
+__all__ = ["NOOP", "TRAIN_BATCH_ONLY", "app"]
