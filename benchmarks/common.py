@@ -34,12 +34,14 @@ import redis
 from sqlalchemy import create_engine, make_url, text
 
 from engine.tasks import linear_regression
+from service.cli import worker_environment
 from service.storage import Run, RunConfig, RunStatus, Storage
 
 POSTGRES_SERVER = os.environ.get("GRADSWEEP_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
 REDIS_URL = os.environ.get("GRADSWEEP_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
-# As `gradsweep worker` sets them: one BLAS thread per training process.
-ONE_BLAS_THREAD = {name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+# What `gradsweep worker` sets for its training processes (one BLAS thread each, a heap pad):
+# the plain processes of the baselines get it too.
+WORKER_ENVIRONMENT = worker_environment({})
 REPO = Path(__file__).resolve().parent.parent
 # The most runs a job trains (GRADSWEEP_MAX_RUNS_PER_JOB's default): the batches of the batched limit.
 RUNS_PER_JOB = 100
@@ -160,7 +162,7 @@ def empty_broker() -> None:
 
 def service_env(database_url: str, **extra: str) -> dict[str, str]:
     """The environment of a service process on `database_url` and our broker, as `gradsweep` reads it."""
-    return {**os.environ, **ONE_BLAS_THREAD, "GRADSWEEP_DATABASE_URL": database_url,
+    return {**os.environ, **WORKER_ENVIRONMENT, "GRADSWEEP_DATABASE_URL": database_url,
             "GRADSWEEP_BROKER_URL": REDIS_URL, **extra}
 
 

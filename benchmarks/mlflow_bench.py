@@ -5,7 +5,7 @@
 R runs x E epochs of losses. MLflow (the `bench` extra): a tracking URI
 sqlite:///...; per run `create_run`, `log_batch` of the run's losses (1,000
 metrics a call, MLflow's limit) and `set_terminated`. Ours: a sweep of R runs
-(`create_sweep`, in the batches the API makes of them: 100 runs, 4 jobs of 25),
+(`create_sweep`, in the batches the API makes of them: 100 runs, 2 jobs of 50),
 then per job the transactions its worker makes: `start_job`, and one
 `Storage.record` of every run's losses and outcome. Reported beside it: the
 same with a job per run (`"batched": false`): `start_job` of the one run, then

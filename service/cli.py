@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Optional
 
@@ -57,7 +58,15 @@ def worker(
     _require_migrated_database()
     settings = get_settings()
     concurrency = concurrency or settings.worker_concurrency or os.cpu_count() or 1
-    env = dict(os.environ)
+    env = worker_environment(os.environ)
+    argv = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--loglevel=INFO",
+            f"--concurrency={concurrency}", f"--hostname=gradsweep-{os.getpid()}@%h"]
+    os.execvpe(sys.executable, argv, env)
+
+
+def worker_environment(base: Mapping[str, str]) -> dict[str, str]:
+    """`base` with the defaults a worker's processes run with, unless `base` sets them otherwise."""
+    env = dict(base)
     # One BLAS thread per process: the processes are the parallelism, and a fixed
     # thread count keeps the floating-point reductions, and so the losses, the same on every worker.
     for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -65,9 +74,7 @@ def worker(
     # A batched epoch frees and allocates some hundred kilobytes; glibc would hand them back to the
     # system and fault them in again every epoch, which made a process's first 100-run job 2x slower.
     env.setdefault("MALLOC_TOP_PAD_", str(16 * 2**20))
-    argv = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--loglevel=INFO",
-            f"--concurrency={concurrency}", f"--hostname=gradsweep-{os.getpid()}@%h"]
-    os.execvpe(sys.executable, argv, env)
+    return env
 
 
 def _require_migrated_database() -> None:
