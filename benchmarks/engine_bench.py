@@ -11,17 +11,19 @@ same curves as the other. Each figure is the median over interleaved
 repetitions, so a slow moment of the machine hits both sides alike. Needs the
 `bench` extra (micrograd).
 
-The batch is timed twice: in this process, and with each repetition of each side
-in a fresh process, as a worker's first batch runs. The two differ because of
+The batch is timed twice more: with each repetition of each side in a fresh
+process, as a worker's first batch runs, once with this environment and once
+with the one `gradsweep worker` gives its processes. They differ because of
 glibc's malloc: a fresh process gives the memory freed at the end of each epoch
 back to the system and faults it in again at the next (in this process, freeing
-earlier large arrays has raised the threshold at which it does so). Setting
-MALLOC_TOP_PAD_ or MALLOC_TRIM_THRESHOLD_ in the environment changes that figure.
+earlier large arrays has raised the threshold at which it does so); the
+worker's MALLOC_TOP_PAD_ keeps it.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -31,6 +33,7 @@ from typing import Callable
 import numpy as np
 
 from engine.tasks.linear_regression import initial_parameters, make_data, stability_limit, train, train_batch
+from service.cli import worker_environment
 
 Curves = Callable[[], list[float] | list[list[float]]]
 
@@ -126,10 +129,10 @@ def batch_sides(runs: int, epochs: int) -> tuple[Curves, Curves]:
             lambda: numpy_batched_gradient_descent(learning_rates, 100, 50, epochs))
 
 
-def in_fresh_process(side: str, runs: int, epochs: int) -> Callable[[], float]:
+def in_fresh_process(side: str, runs: int, epochs: int, env: dict[str, str] | None = None) -> Callable[[], float]:
     """One side of the batch comparison, run in a new Python process; the seconds its training took there."""
     command = [sys.executable, "-m", "benchmarks.engine_bench", "--fresh-process", side, str(runs), str(epochs)]
-    return lambda: float(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+    return lambda: float(subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout)
 
 
 def main() -> None:
@@ -157,6 +160,10 @@ def main() -> None:
             "numpy batched hand-written", epochs * runs, "run-epoch", repeats, rtol=1e-12)
     alternate("... each in a fresh process", in_fresh_process("ours", runs, epochs),
               in_fresh_process("numpy", runs, epochs), "numpy batched, fresh process", epochs * runs, "run-epoch",
+              repeats)
+    worker = worker_environment(os.environ)
+    alternate("... fresh, as a worker's process", in_fresh_process("ours", runs, epochs, worker),
+              in_fresh_process("numpy", runs, epochs, worker), "numpy batched, the same", epochs * runs, "run-epoch",
               repeats)
 
     learning_rate, epochs = 0.5 * stability_limit(100, 50), 5 // min(scale, 5)
