@@ -130,8 +130,10 @@ def test_a_poison_run_in_a_batch_is_isolated_and_fails_alone(stack):
             killed.add(run["attempts"])
         time.sleep(0.05)
 
-    # Three attempts of the whole job (GRADSWEEP_MAX_ATTEMPTS), then one each of its half, its quarter, and the run alone.
-    assert "6 attempts" in run["error"] and run["attempts"] == len(killed) == 3 + 3
+    # Three attempts of the whole job (GRADSWEEP_MAX_ATTEMPTS), then one each of its half, its quarter, and
+    # the run alone; one more now and then, when Celery hands back a killed job's message only after the
+    # reaper has split the job, and that message starts the runs it holds together once more.
+    assert run["attempts"] == len(killed) >= 3 + 3 and f"{run['attempts']} attempts" in run["error"]
     sweep = assert_every_run_complete_and_exact(stack, sweep_id, failed=(poison,))
     assert sweep["counts"] == {**sweep["counts"], "succeeded": 7, "failed": 1}
     count("poison runs isolated in a batch and failed alone")
@@ -177,9 +179,10 @@ def test_the_broker_restarting_loses_no_queued_run(request, tmp_path):
     own_redis = RedisServer(tmp_path, free_port())
     own_redis.start()
     settings = settings_for("redis+postgresql", request, tmp_path) | {"GRADSWEEP_BROKER_URL": own_redis.url}
-    stack = started(Stack(settings, tmp_path))
+    # Twelve jobs of two runs: most wait on the queue while the broker restarts.
+    stack = started(Stack(settings, tmp_path), GRADSWEEP_MIN_JOBS_PER_SWEEP="12")
     try:
-        sweep_id = submit(stack, learning_rates=[0.005, 0.01, 0.02, 0.04], seeds=[0, 1, 2], epochs=20_000)
+        sweep_id = submit(stack, learning_rates=[0.005, 0.01, 0.02, 0.04], seeds=[0, 1, 2, 3, 4, 5], epochs=20_000)
         worker = "worker0"
         for restart in range(2):
             wait_for(lambda: stack.http.get(f"/sweeps/{sweep_id}").json()["counts"]["queued"] > 0
