@@ -5,10 +5,10 @@
 On Redis and PostgreSQL, with `gradsweep api` as its own process.
 1. POST /sweeps with 100 learning rates x 100 seeds (the largest sweep the API
    allows by default), 1,000 epochs each: runs stored and one message per job
-   (100 jobs of 100 runs) enqueued, all before the answer; timed to the end of
+   (20 jobs of 500 runs, by default) enqueued, all before the answer; timed to the end of
    the 201 answer (which lists every run). Baseline, by hand on the driver and
    the broker: the same sweep and run rows written by one COPY in one
-   transaction, and the same 100 messages (the jobs' run ids) sent with one
+   transaction, and the same messages (the jobs' run ids) sent with one
    producer, as `enqueue_jobs` sends them, to a queue of their own that no
    worker reads. No worker runs meanwhile; the messages of the API's sweeps
    stay queued for part 2.
@@ -35,7 +35,6 @@ import redis
 
 from benchmarks.common import (
     REDIS_URL,
-    RUNS_PER_JOB,
     database,
     driver_dsn,
     empty_broker,
@@ -50,12 +49,16 @@ from benchmarks.common import (
     timed,
     use_service_settings,
 )
+from service.settings import get_settings
 from service.storage import Storage
 
 THINK_SECONDS = 0.25
 BARE_QUEUE = "gradsweep.bench.bare"  # no worker reads it
 RUN_COLUMNS = ("sweep_id", "learning_rate", "seed", "optimizer", "epochs", "n_samples", "n_features", "data_seed",
                "mode", "batch", "batch_slot", "batch_size", "status", "created_at", "queued_at")
+
+# The runs per job of the API's sweeps (100 x 100 runs split by GRADSWEEP_MAX_RUNS_PER_JOB), as the API reads it.
+JOB_SIZE = get_settings().max_runs_per_job
 
 
 def latencies(api_url: str, sweep_id: int, requests: int) -> list[float]:
@@ -90,13 +93,13 @@ def by_hand(dsn: str, body: dict) -> list[list[int]]:
                                       (body["name"], now)).fetchone()[0]
         with connection.cursor() as cursor, cursor.copy(f"COPY runs ({', '.join(RUN_COLUMNS)}) FROM STDIN") as copy:
             for i, (rate, seed) in enumerate((rate, seed) for rate in rates for seed in body["seeds"]):
-                copy.write_row((sweep_id, rate, seed, "sgd", body["epochs"], 100, 50, 0, "tensor", i // RUNS_PER_JOB,
-                                i % RUNS_PER_JOB, RUNS_PER_JOB, "queued", now, now))
+                copy.write_row((sweep_id, rate, seed, "sgd", body["epochs"], 100, 50, 0, "tensor", i // JOB_SIZE,
+                                i % JOB_SIZE, JOB_SIZE, "queued", now, now))
         run_ids = [row[0] for row in connection.execute("SELECT id FROM runs WHERE sweep_id = %s ORDER BY id",
                                                         (sweep_id,))]
         # No worker will train these: cancelled, so that no worker's reaper enqueues them either.
         connection.execute("UPDATE runs SET status = 'cancelled' WHERE sweep_id = %s", (sweep_id,))
-    return [run_ids[i:i + RUNS_PER_JOB] for i in range(0, len(run_ids), RUNS_PER_JOB)]
+    return [run_ids[i:i + JOB_SIZE] for i in range(0, len(run_ids), JOB_SIZE)]
 
 
 def main() -> None:

@@ -43,7 +43,7 @@ REDIS_URL = os.environ.get("GRADSWEEP_BENCH_REDIS_URL", "redis://127.0.0.1:6379/
 # the plain processes of the baselines get it too.
 WORKER_ENVIRONMENT = worker_environment({})
 REPO = Path(__file__).resolve().parent.parent
-# The most runs a job trains (GRADSWEEP_MAX_RUNS_PER_JOB's default): the batches of the batched limit.
+# The batched limit's batches (train_batch calls of 100 runs), and the job size of the storage benchmarks.
 RUNS_PER_JOB = 100
 # 20 learning rates, all below the seed task's stability limit (0.074): no run diverges.
 LEARNING_RATES = {"logspace": [1e-3, 5e-2, 20]}

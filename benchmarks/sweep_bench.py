@@ -5,7 +5,7 @@
 Ours: `gradsweep api` and one `gradsweep worker --concurrency 2` on Redis and
 PostgreSQL; POST /sweeps of 20 learning rates x N/20 seeds (N runs of the seed's
 task, 1,000 epochs each), which the API batches into jobs (200 runs: 2 jobs of
-100; 10,000 runs: 100 jobs of 100), timed from the request to the moment the
+100; 10,000 runs: 20 jobs of 500), timed from the request to the moment the
 last run was stored (its `finished_at`). Baselines: the same runs in a pool of 2
 processes started beforehand, with one BLAS thread each as the workers have,
 storing nothing,

@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     # A sweep's runs that differ only in learning rate and seed train together, as one
     # computation, in jobs of at most this many runs, and of at most job_memory_bytes of
     # arrays; and in at least min_jobs_per_sweep jobs, so that as many worker processes share it.
-    max_runs_per_job: int = Field(100, ge=1)
+    max_runs_per_job: int = Field(500, ge=1)
     min_jobs_per_sweep: int = Field(2, ge=1)
     job_memory_bytes: int = Field(256 * 2**20, ge=2**20)
 

@@ -21,7 +21,7 @@ def test_a_100_run_sweep_keeps_every_worker_process_busy() -> None:
 
 def test_jobs_are_at_most_max_runs_per_job_and_split_evenly() -> None:
     assert batch_sizes(runs(1000), Settings(max_runs_per_job=300)) == [250] * 4
-    assert batch_sizes(runs(10_000), Settings()) == [100] * 100
+    assert batch_sizes(runs(10_000), Settings()) == [500] * 20
     assert batch_sizes(runs(10), Settings(min_jobs_per_sweep=3)) == [4, 3, 3]
     assert batch_sizes(runs(3), Settings(min_jobs_per_sweep=4)) == [1, 1, 1]  # fewer runs than jobs: a run a job
 
