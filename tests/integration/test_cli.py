@@ -15,7 +15,7 @@ def test_submit_wait_status_curves_and_plot(stack, tmp_path):
                           "--optimizer", "sgd,adam", "--name", "from the cli", "--wait",
                           env=stack.env, cwd=tmp_path, timeout=120)
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
-    sweep_id = int(re.search(r"sweep (\d+): 8 runs queued", submitted.stdout).group(1))
+    sweep_id = int(re.search(r"sweep (\d+): 8 runs queued in 2 jobs", submitted.stdout).group(1))
     assert "8 succeeded" in submitted.stdout
 
     status = gradsweep("status", str(sweep_id), env=stack.env, cwd=tmp_path)
@@ -31,6 +31,18 @@ def test_submit_wait_status_curves_and_plot(stack, tmp_path):
         plotted = gradsweep("plot", str(sweep_id), "-o", str(out), "--kind", kind, env=stack.env, cwd=tmp_path)
         assert plotted.returncode == 0, plotted.stdout
         assert png_size(out.read_bytes())[0] >= 600
+
+
+def test_a_sweep_of_one_run_per_job_stores_curves_bit_equal_to_gradsweep_train(stack, tmp_path):
+    from engine.tasks.linear_regression import train
+
+    submitted = gradsweep("submit", "--lr", "1e-2,5e-2", "--seeds", "3", "--epochs", "40", "--one-run-per-job",
+                          "--wait", env=stack.env, cwd=tmp_path, timeout=120)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    assert re.search(r"2 runs queued in 2 jobs", submitted.stdout) and "2 succeeded" in submitted.stdout
+    sweep_id = int(re.search(r"sweep (\d+):", submitted.stdout).group(1))
+    for run in stack.http.get(f"/sweeps/{sweep_id}").json()["runs"]:
+        assert stack.http.get(f"/runs/{run['id']}").json()["losses"] == train(run["learning_rate"], 3, 40).losses
 
 
 def test_bad_input_from_the_cli_names_the_field(stack, tmp_path):

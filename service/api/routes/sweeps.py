@@ -3,11 +3,11 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, status
 from fastapi.responses import Response
 
-from service.batching import batch_sizes
-from service.settings import get_settings
 from service.api.deps import EnqueueDep, Id, StorageDep
 from service.api.exports import losses_csv
 from service.api.schemas import RunCurvePublic, RunPublic, SweepCreate, SweepDetail, SweepLosses, SweepPublic
+from service.batching import batch_sizes
+from service.settings import get_settings
 
 router = APIRouter(tags=["sweeps"])
 
