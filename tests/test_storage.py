@@ -672,3 +672,20 @@ def test_postgresql_keeps_a_losses_view_of_one_row_per_epoch(postgres_schema) ->
     engine.dispose()
     storage.close()
     assert rows == [(run.id, 0, 3.0), (run.id, 1, 2.0), (run.id, 2, 1.0)]
+
+
+def test_a_message_older_than_its_runs_last_queueing_starts_nothing(storage: Storage) -> None:
+    enqueued = Enqueued()
+    _, runs = storage.create_sweep("s", configs(4), enqueued, batch_sizes=[4])
+    (first,) = enqueued
+    storage.start_job(first.run_ids, "dies", queued_at=first.queued_at)
+    time.sleep(0.1)
+    split = Enqueued()
+    storage.requeue_stale_runs(timedelta(seconds=0.05), 1, split)  # split in two halves
+
+    # Celery hands the killed job's message back late: it must not start the halves' runs as one job again.
+    assert storage.start_job(first.run_ids, "late", queued_at=first.queued_at) is None
+    halves = [storage.start_job(job.run_ids, "new", queued_at=job.queued_at) for job in split]
+    assert [sorted(job.started) for job in halves] == [[runs[0].id, runs[1].id], [runs[2].id, runs[3].id]]
+    assert {job.queued_at for job in split} == {storage.get_run(runs[0].id).queued_at}
+    assert split[0].queued_at > first.queued_at

@@ -31,12 +31,13 @@ def time_limit(job: Job) -> float:
 
 
 def enqueue_jobs(jobs: Sequence[Job]) -> None:
-    """One message per job, holding its runs' ids and its time limits, over one connection."""
+    """One message per job, holding its runs' ids, when they were queued and its time limits, over one connection."""
     try:
         with app.producer_or_acquire() as producer:
             for job in jobs:
                 limit = time_limit(job)
-                app.send_task(TRAIN_JOB, args=[list(job.run_ids)], soft_time_limit=limit, time_limit=limit + 30,
+                app.send_task(TRAIN_JOB, args=[list(job.run_ids), job.queued_at.isoformat()],
+                              soft_time_limit=limit, time_limit=limit + 30,
                               producer=producer, retry=True, retry_policy=RETRY_POLICY)
     except (OperationalError, OSError) as error:
         raise BrokerUnavailable(f"the broker is unreachable: {error}") from error

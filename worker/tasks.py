@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import TypeVar
 
@@ -130,15 +130,16 @@ class JobWriter:
 
 
 @app.task(name=TRAIN_JOB, bind=True)
-def train_job(self: Task, run_ids: list[int]) -> str:
-    """Train the runs `run_ids` (of one batch); returns how it ended (for the worker's log)."""
-    return _train(run_ids, worker=f"{self.request.hostname or 'worker'} pid {os.getpid()}")
+def train_job(self: Task, run_ids: list[int], queued_at: str | None = None) -> str:
+    """Train the runs `run_ids` (of one batch) queued at `queued_at`; returns how it ended (for the worker's log)."""
+    queued = None if queued_at is None else datetime.fromisoformat(queued_at)
+    return _train(run_ids, queued, worker=f"{self.request.hostname or 'worker'} pid {os.getpid()}")
 
 
-def _train(run_ids: list[int], worker: str) -> str:
+def _train(run_ids: list[int], queued_at: datetime | None, worker: str) -> str:
     lease = timedelta(seconds=get_settings().run_lease_seconds)
     try:
-        job = patiently(lambda: storage().start_job(run_ids, worker, lease=lease))
+        job = patiently(lambda: storage().start_job(run_ids, worker, lease=lease, queued_at=queued_at))
     except NotFound:
         return "unknown runs"
     if job is None:

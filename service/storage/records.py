@@ -54,6 +54,7 @@ class Run:
     started_at: datetime | None
     finished_at: datetime | None
     heartbeat_at: datetime | None
+    queued_at: datetime | None  # when it was last put on the queue
     epochs_done: int
     final_loss: float | None
     best_loss: float | None
@@ -76,11 +77,14 @@ class Job:
 
     Usually the whole batch; after a worker died on it, part of it (see `Storage.requeue_stale_runs`).
     `config` is the first run's: runs of a batch share all of it but learning rate and seed.
+    `queued_at` is when its runs were put on the queue: a message that arrives after its runs
+    were queued again (Celery may hand back a killed job's message late) starts none of them.
     """
 
     run_ids: tuple[int, ...]
     batch_size: int
     config: RunConfig
+    queued_at: datetime
 
 
 @dataclass(frozen=True)

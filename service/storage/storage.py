@@ -198,11 +198,13 @@ class Storage:
             raise NotFound(f"no run {run_id}")
         return found[0]
 
-    def start_job(self, run_ids: Sequence[int], worker: str, *, lease: timedelta | None = None) -> StartedJob | None:
+    def start_job(self, run_ids: Sequence[int], worker: str, *, lease: timedelta | None = None,
+                  queued_at: datetime | None = None) -> StartedJob | None:
         """Starts a new attempt, from epoch 0, of each of these runs (all of one batch) that has anything to do.
 
         Nothing to do: the run has finished, or (with `lease`) another attempt is
-        running it and has written within the lease, so this message is a duplicate.
+        running it and has written within the lease, so this message is a duplicate,
+        or (with `queued_at`, the job's) it was queued again since, in another job.
         A running run whose worker went quiet is `requeue_stale_runs`'s to take back.
         The losses of earlier attempts are deleted: a redone run writes its curve
         afresh. Returns the whole batch, for the worker to compute it as it always
@@ -214,6 +216,8 @@ class Storage:
         if lease is not None:
             startable &= or_(_RUNS.c.status != RunStatus.RUNNING.value, _RUNS.c.heartbeat_at.is_(None),
                              _RUNS.c.heartbeat_at < now - lease)
+        if queued_at is not None:
+            startable &= or_(_RUNS.c.queued_at.is_(None), _RUNS.c.queued_at <= queued_at)
         start = (
             update(_RUNS)
             .where(_RUNS.c.id.in_(run_ids), startable)
@@ -282,9 +286,10 @@ class Storage:
                            "(killed, or out of memory?); not retried again")))
             requeued = [row.id for job in jobs for row in job]
             if requeued:
-                connection.execute(update(_RUNS).where(_RUNS.c.id.in_(requeued))
-                                   .values(status=RunStatus.QUEUED.value, queued_at=now))
-                enqueue([_job([_run(row) for row in job]) for job in jobs])
+                queued = {row.id: _run(row) for row in connection.execute(
+                    update(_RUNS).where(_RUNS.c.id.in_(requeued))
+                    .values(status=RunStatus.QUEUED.value, queued_at=now).returning(*_RUNS.c))}
+                enqueue([_job([queued[row.id] for row in job]) for job in jobs])
             return sorted(requeued), sorted(row.id for row in failed)
 
     def requeue_unclaimed_runs(self, older_than: timedelta, enqueue: Enqueue, limit: int = 1000) -> list[int]:
@@ -597,7 +602,9 @@ def _jobs(runs: Sequence[Run]) -> list[Job]:
 
 
 def _job(runs: Sequence[Run]) -> Job:
-    return Job(run_ids=tuple(sorted(run.id for run in runs)), batch_size=runs[0].batch_size, config=runs[0].config)
+    """The job of these runs of one batch, just queued together."""
+    return Job(run_ids=tuple(sorted(run.id for run in runs)), batch_size=runs[0].batch_size, config=runs[0].config,
+               queued_at=max(run.queued_at for run in runs))
 
 
 def _enqueued(connection: Connection, run_ids: Sequence[int], enqueue: Enqueue) -> list[int]:
@@ -656,6 +663,7 @@ def _run(row: Any) -> Run:
         started_at=row.started_at,
         finished_at=row.finished_at,
         heartbeat_at=row.heartbeat_at,
+        queued_at=row.queued_at,
         epochs_done=row.epochs_done,
         final_loss=row.final_loss,
         best_loss=row.best_loss,
