@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
@@ -31,10 +32,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI and ReDoc from the installed package, not from a CDN, so
+    # they work with no internet. Like /openapi.json they stay open: they hold no data, and the
+    # token guard is on every data router, not on the app.
+    app = FastAPIOffline(
         title="gradsweep",
         summary="Hyperparameter sweeps of a linear regression trained by our own autodiff engine.",
         lifespan=lifespan,
+        static_url="/static-offline-docs",
     )
     settings = get_settings()
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
