@@ -1,4 +1,4 @@
-"""Storage fixtures: each storage test runs once on SQLite and once on PostgreSQL."""
+"""Storage fixtures: each storage test runs once on SQLite and once on PostgreSQL; the reliability figures."""
 
 import os
 import uuid
@@ -66,3 +66,13 @@ def empty_storage(database: URL) -> Iterator[Storage]:
 def storage(empty_storage: Storage) -> Storage:
     empty_storage.upgrade()
     return empty_storage
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The reliability figures the fault and deployment tests measured, for the README's table."""
+    from tests.integration.faults import FIGURES
+
+    if FIGURES:
+        terminalreporter.section("reliability figures")
+        for figure, value in sorted(FIGURES.items()):
+            terminalreporter.write_line(f"{figure}: {value}")

@@ -57,13 +57,3 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     with running_stack(settings_for(request.param, request, workdir), workdir) as running:
         running.backend = request.param
         yield running
-
-
-def pytest_terminal_summary(terminalreporter) -> None:
-    """The reliability figures the fault tests measured, for the README's table."""
-    from tests.integration.faults import FIGURES
-
-    if FIGURES:
-        terminalreporter.section("reliability figures")
-        for figure, value in sorted(FIGURES.items()):
-            terminalreporter.write_line(f"{figure}: {value}")

@@ -1,0 +1,132 @@
+"""Faults that need separate hosts: containers cut off the network, databases restarted, workers stopped warmly.
+
+Each container is a host with its own address, so a worker can lose the network while
+its processes live on, which no local process can. Each test ends with every run
+complete, each epoch stored once and every curve bit-equal to its batch trained here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.deploy.compose import Project
+from tests.deploy.test_compose import assert_exact, wait_for
+from tests.integration.faults import count
+
+pytestmark = [pytest.mark.deploy, pytest.mark.timeout(900)]
+
+LEASE = 4  # GRADSWEEP_RUN_LEASE_SECONDS: a cut-off worker's runs are taken back within ~5 s
+WORKERS = 3
+STACK = {"redis": 1, "postgres": 1, "api": 1, "worker": WORKERS}
+
+
+@pytest.fixture(scope="module")
+def stack(built_project: Project) -> Iterator[Project]:
+    built_project.settings(GRADSWEEP_API_TOKEN=built_project.token, GRADSWEEP_RUN_LEASE_SECONDS=LEASE,
+                           GRADSWEEP_MIN_JOBS_PER_SWEEP=2 * WORKERS, **built_project.ports)
+    built_project.compose_run("up", "-d", "--build", "--scale", f"worker={WORKERS}", timeout=900)
+    built_project.wait_healthy(STACK)
+    yield built_project
+    built_project.down()
+
+
+def submit(stack: Project, epochs: int, seeds: int = 4) -> int:
+    """Six jobs (one per worker process) of `seeds` runs each."""
+    body = {"name": "container faults", "learning_rates": [1e-3, 3e-3, 1e-2, 2e-2, 3e-2, 5e-2],
+            "seeds": list(range(seeds)), "epochs": epochs}
+    response = stack.http.post("/sweeps", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def runs_of(stack: Project, sweep_id: int) -> list[dict]:
+    return stack.http.get(f"/sweeps/{sweep_id}").json()["runs"]
+
+
+def training(stack: Project, sweep_id: int) -> list[dict]:
+    """Runs that have written losses and are still running."""
+    return wait_for(lambda: [r for r in runs_of(stack, sweep_id) if r["status"] == "running" and r["epochs_done"] > 0])
+
+
+def logs(stack: Project, container: str) -> str:
+    done = stack.run(f"docker logs {container}")
+    return done.stdout + done.stderr
+
+
+def finished_exactly(stack: Project, sweep_id: int, again: bool = False) -> dict:
+    sweep = stack.wait_for_sweep(sweep_id, timeout=300)
+    assert_exact(stack, sweep)
+    if not again:
+        count("deploy: runs checked after faults", sweep["n_runs"])
+    return sweep
+
+
+def test_a_worker_cut_off_the_network_for_longer_than_its_lease_loses_its_runs_and_writes_nothing_late(stack):
+    sweep_id = submit(stack, epochs=60_000)
+    node = training(stack, sweep_id)[0]["worker"].split()[0]
+    container = stack.container_of(node)
+    network = stack.network_of(container)
+    held = {r["id"] for r in runs_of(stack, sweep_id) if r["status"] == "running" and r["worker"].startswith(node)}
+
+    stack.run(f"docker network disconnect {network} {container}")
+    cut = time.monotonic()
+    count("deploy: worker containers cut off the network (docker network disconnect)")
+    # Taken back after the lease by the other workers' reapers, and trained by them.
+    wait_for(lambda: all(not r["worker"].startswith(node) for r in runs_of(stack, sweep_id) if r["id"] in held),
+             timeout=120)
+    count("deploy: seconds until a cut-off worker's runs ran elsewhere", round(time.monotonic() - cut))
+    count("deploy: runs taken back from a cut-off worker", len(held))
+    stack.run(f"docker network connect {network} {container}")
+    reconnected = time.monotonic()
+
+    sweep = finished_exactly(stack, sweep_id)
+    runs = {r["id"]: r for r in sweep["runs"]}
+    assert all(runs[i]["attempts"] >= 2 and not runs[i]["worker"].startswith(node) for i in held)
+    # Back on the network, the old attempt's writes are refused: its job ends having recorded none of its runs.
+    log = wait_for(lambda: "'0 of " in (text := logs(stack, container)) and text, timeout=180)
+    assert "runs recorded'" in log.split("'0 of ", 1)[1].splitlines()[0], log[-3000:]
+    count("deploy: seconds from the reconnect until the late attempt was refused", round(time.monotonic() - reconnected))
+    again = finished_exactly(stack, sweep_id, again=True)  # nothing written since
+    assert [(r["id"], r["attempts"], r["worker"]) for r in again["runs"]] == \
+        [(r["id"], r["attempts"], r["worker"]) for r in sweep["runs"]]
+    count("deploy: late attempts refused after a reconnect")
+
+
+def test_postgresql_restarted_mid_sweep_loses_nothing(stack):
+    sweep_id = submit(stack, epochs=40_000)
+    training(stack, sweep_id)
+    stack.run("docker compose restart postgres")
+    count("deploy: PostgreSQL container restarts mid-sweep")
+    finished_exactly(stack, sweep_id)
+
+
+def test_redis_restarted_with_runs_queued_loses_nothing(stack):
+    stack.run("docker compose stop worker")
+    sweep_id = submit(stack, epochs=5_000)
+    assert {r["status"] for r in runs_of(stack, sweep_id)} == {"queued"}
+    stack.run("docker compose restart redis")
+    count("deploy: Redis container restarts with runs queued")
+    stack.run(f"docker compose up -d --scale worker={WORKERS}")
+    stack.wait_healthy(STACK)
+    finished_exactly(stack, sweep_id)
+
+
+def test_workers_stopped_warmly_mid_run_finish_what_they_run(stack):
+    sweep_id = submit(stack, epochs=20_000)
+    training(stack, sweep_id)
+    running = {r["id"] for r in runs_of(stack, sweep_id) if r["status"] == "running"}
+    started = time.monotonic()
+    stack.run("docker compose stop worker", timeout=120)
+    count("deploy: worker containers stopped warmly mid-run (docker compose stop)", WORKERS)
+    stopped_in = time.monotonic() - started
+    after = {r["id"]: r for r in runs_of(stack, sweep_id)}
+    # A warm shutdown ends the jobs it holds before the container stops: none cut short.
+    assert all(after[i]["status"] == "succeeded" and after[i]["attempts"] == 1 for i in running), (stopped_in, after)
+    assert stopped_in < 30, "a worker was killed at the end of stop_grace_period"
+    count("deploy: runs that finished during a warm shutdown", len(running))
+    stack.run(f"docker compose up -d --scale worker={WORKERS}")
+    stack.wait_healthy(STACK)
+    finished_exactly(stack, sweep_id)
