@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Optional
@@ -12,7 +11,6 @@ from typing import Optional
 import numpy as np
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from engine.tasks import linear_regression
@@ -118,8 +116,7 @@ def submit(
     }
     client = Client()
     sweep = _call(lambda: client.post("/sweeps", json=body).json())
-    n_jobs = len({run["batch"] for run in sweep["runs"]})
-    console.print(f"sweep {sweep['id']}: {sweep['n_runs']} runs queued in {n_jobs} jobs")
+    console.print(f"sweep {sweep['id']}: {sweep['n_runs']} runs queued in {sweep['n_jobs']} jobs")
     if wait:
         sweep = wait_for_sweep(client, sweep["id"])
         console.print(_counts_line(sweep))
@@ -128,14 +125,27 @@ def submit(
 @app.command()
 def status(sweep_id: int) -> None:
     """A sweep's progress and its runs."""
-    sweep = _call(lambda: Client().get(f"/sweeps/{sweep_id}").json())
+    client = Client()
+    sweep = _call(lambda: client.get(f"/sweeps/{sweep_id}").json())
     console.print(f"sweep {sweep['id']} “{sweep['name']}”: {sweep['status']}; {_counts_line(sweep)}")
     table = Table("run", "lr", "seed", "optimizer", "status", "epochs", "final loss", "best loss", "worker")
-    for run in sweep["runs"]:
+    for run in _call(lambda: client.runs(sweep_id)):
         table.add_row(str(run["id"]), f"{run['learning_rate']:.4g}", str(run["seed"]), run["optimizer"],
                       run["status"], f"{run['epochs_done']}/{run['epochs']}", _num(run["final_loss"]),
                       _num(run["best_loss"]), run["worker"] or "")
     console.print(table)
+
+
+@app.command()
+def delete(sweep_id: int, yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation")) -> None:
+    """Delete a sweep with its runs and their losses (refused while runs are running: cancel it first)."""
+    client = Client()
+    sweep = _call(lambda: client.get(f"/sweeps/{sweep_id}").json())
+    if not yes:
+        typer.confirm(f"Delete sweep {sweep['id']} “{sweep['name']}”, its {sweep['n_runs']} runs and their losses?",
+                      abort=True)
+    _call(lambda: client.delete(f"/sweeps/{sweep_id}"))
+    console.print(f"sweep {sweep_id} deleted")
 
 
 @app.command()
@@ -199,20 +209,9 @@ def demo(
 # ---- helpers ----
 
 
-def wait_for_sweep(client: Client, sweep_id: int, poll_seconds: float = 0.5) -> dict:
-    """Poll the sweep until no run is queued or running, drawing a progress bar."""
-    columns = (TextColumn("[bold]sweep {task.fields[sweep]}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("runs"), TimeElapsedColumn())
-    with Progress(*columns, console=console) as progress:
-        bar = None
-        while True:
-            sweep = _call(lambda: client.get(f"/sweeps/{sweep_id}").json())
-            if bar is None:
-                bar = progress.add_task("", total=sweep["n_runs"], sweep=sweep_id)
-            progress.update(bar, completed=sweep["n_finished"])
-            if sweep["status"] == "finished":
-                return sweep
-            time.sleep(poll_seconds)
+def wait_for_sweep(client: Client, sweep_id: int) -> dict:
+    """Poll the sweep's summary until no run is queued or running, drawing a progress bar."""
+    return _call(lambda: client.wait(sweep_id, console=console))
 
 
 def _counts_line(sweep: dict) -> str:

@@ -1,12 +1,36 @@
-"""A small client of the HTTP API, for the CLI: the API's errors become `ApiError` with its message."""
+"""A client of the HTTP API, for notebooks, scripts and the CLI.
+
+    from service.client import Client
+    client = Client()                     # GRADSWEEP_API_URL and GRADSWEEP_API_TOKEN, as the CLI reads them
+    sweep = client.submit(learning_rates=[1e-3, 1e-2, 5e-2], seeds=range(5), optimizers=["sgd", "adam"])
+    client.wait(sweep["id"])              # a progress bar until no run is queued or running
+    runs = client.runs_frame(sweep["id"])  # pandas: one row per run (`runs()` gives plain dicts)
+    curves = client.curves_frame(sweep["id"], points=200)  # one row per (run, epoch)
+
+The API's errors become `ApiError` with its message. The DataFrames need pandas
+(`pip install 'gradsweep[notebook]'`); every other method returns plain lists, dicts and
+numpy arrays.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import httpx
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from service.settings import get_settings
+
+if TYPE_CHECKING:
+    import pandas
+
+RUN_COLUMNS = ["id", "learning_rate", "seed", "optimizer", "status", "epochs", "epochs_done", "final_loss",
+               "best_loss", "diverged_at", "attempts", "worker", "batch", "n_samples", "n_features", "data_seed",
+               "mode", "error", "created_at", "started_at", "finished_at"]
 
 
 class ApiError(Exception):
@@ -20,11 +44,109 @@ class Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=base_url or settings.api_url, headers=headers, timeout=timeout)
 
+    # ---- HTTP ----
+
     def get(self, path: str, **params: Any) -> httpx.Response:
         return self._send("GET", path, params=params)
 
     def post(self, path: str, json: Any = None) -> httpx.Response:
         return self._send("POST", path, json=json)
+
+    def delete(self, path: str) -> httpx.Response:
+        return self._send("DELETE", path)
+
+    # ---- sweeps ----
+
+    def submit(self, learning_rates: Iterable[float] | dict, seeds: Iterable[int] = (0,), epochs: int = 300,
+               optimizers: Iterable[str] = ("sgd",), name: str = "sweep", **options: Any) -> dict:
+        """Create a sweep (the body of `POST /sweeps`; `options`: n_samples, n_features, data_seed, mode,
+        batched); returns its summary."""
+        lrs = learning_rates if isinstance(learning_rates, dict) else [float(lr) for lr in learning_rates]
+        body = {"name": name, "learning_rates": lrs, "seeds": [int(seed) for seed in seeds], "epochs": epochs,
+                "optimizers": list(optimizers), **options}
+        return self.post("/sweeps", json=body).json()
+
+    def sweep(self, sweep_id: int) -> dict:
+        """The sweep's summary: counts, best run so far, its data's optimum and stability limit."""
+        return self.get(f"/sweeps/{sweep_id}").json()
+
+    def sweeps(self, limit: int | None = None) -> list[dict]:
+        """Sweeps newest first, every one (or the `limit` newest), following the API's pages."""
+        found: list[dict] = []
+        params: dict[str, Any] = {"limit": min(limit or 1000, 1000)}
+        while True:
+            response = self.get("/sweeps", **params)
+            found += response.json()
+            if "next" not in response.links or (limit is not None and len(found) >= limit):
+                return found[:limit]
+            params["before"] = found[-1]["id"]
+
+    def wait(self, sweep_id: int, poll_seconds: float = 0.5, progress: bool = True,
+             console: Console | None = None) -> dict:
+        """Poll the sweep's summary until no run is queued or running (with a progress bar); returns it."""
+        columns = (TextColumn("[bold]sweep {task.fields[sweep]}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("runs"), TimeElapsedColumn())
+        with Progress(*columns, console=console, disable=not progress) as bar:
+            task = None
+            while True:
+                sweep = self.sweep(sweep_id)
+                if task is None:
+                    task = bar.add_task("", total=sweep["n_runs"], sweep=sweep_id)
+                bar.update(task, completed=sweep["n_finished"])
+                if sweep["status"] == "finished":
+                    return sweep
+                time.sleep(poll_seconds)
+
+    def delete_sweep(self, sweep_id: int) -> None:
+        """Delete the sweep, its runs and their losses (the API refuses while a run is running)."""
+        self.delete(f"/sweeps/{sweep_id}")
+
+    # ---- runs and curves ----
+
+    def runs(self, sweep_id: int, page_size: int = 1000, **filters: Any) -> list[dict]:
+        """Every run of the sweep that matches `filters` (the query of `GET /sweeps/{id}/runs`: status,
+        optimizer, min_learning_rate, max_learning_rate, sort, order), page by page."""
+        runs: list[dict] = []
+        while True:
+            page = self.get(f"/sweeps/{sweep_id}/runs", limit=page_size, offset=len(runs), **filters).json()
+            runs += page["runs"]
+            if not page["runs"] or len(runs) >= page["total"]:
+                return runs
+
+    def curves(self, sweep_id: int, points: int | None = None) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """Each run's (epochs, losses) as float64 arrays, by run id; `points` down-samples each curve
+        (each bucket of epochs keeps its min and max)."""
+        params = {} if points is None else {"points": points}
+        body = self.get(f"/sweeps/{sweep_id}/losses", **params).json()
+        curves = {}
+        for run in body["runs"]:
+            losses = np.array(run["losses"], dtype=np.float64)
+            epochs = np.arange(len(losses)) if run["sampled_epochs"] is None else np.array(run["sampled_epochs"])
+            curves[run["run_id"]] = (epochs, losses)
+        return curves
+
+    def runs_frame(self, sweep_id: int, **filters: Any) -> pandas.DataFrame:
+        """The sweep's runs as a DataFrame, one row per run, indexed by run id (as `study.trials_dataframe()`)."""
+        pd = _pandas()
+        frame = pd.DataFrame(self.runs(sweep_id, **filters), columns=RUN_COLUMNS)
+        for column in ("created_at", "started_at", "finished_at"):
+            frame[column] = pd.to_datetime(frame[column], format="ISO8601")
+        return frame.set_index("id")
+
+    def curves_frame(self, sweep_id: int, points: int | None = None) -> pandas.DataFrame:
+        """Every loss of the sweep (or the down-sampled ones): one row per (run, epoch), with the run's
+        learning rate, seed and optimizer, ready for groupby and plotting."""
+        pd = _pandas()
+        runs = {run["id"]: run for run in self.runs(sweep_id)}
+        parts = []
+        for run_id, (epochs, losses) in self.curves(sweep_id, points).items():
+            run = runs[run_id]
+            parts.append(pd.DataFrame({"run_id": run_id, "learning_rate": run["learning_rate"], "seed": run["seed"],
+                                       "optimizer": run["optimizer"], "epoch": epochs, "loss": losses}))
+        columns = ["run_id", "learning_rate", "seed", "optimizer", "epoch", "loss"]
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
+
+    # ----
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
@@ -34,6 +156,14 @@ class Client:
         if response.is_error:
             raise ApiError(f"{method} {path}: HTTP {response.status_code}: {_detail(response)}")
         return response
+
+
+def _pandas():
+    try:
+        import pandas
+    except ImportError:
+        raise ImportError("DataFrames need pandas: pip install 'gradsweep[notebook]'") from None
+    return pandas
 
 
 def _detail(response: httpx.Response) -> str:

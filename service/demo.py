@@ -58,7 +58,8 @@ def run_demo(workers: int, epochs: int, output_dir: Path, console: Console) -> N
             path = output_dir / f"demo-{kind}.png"
             path.write_bytes(client.get(f"/sweeps/{sweep['id']}/plot.png", kind=kind).content)
             console.print(f"wrote {path}")
-    console.print(_best_learning_rates(sweep["runs"]))
+        runs = client.runs(sweep["id"])
+    console.print(_best_learning_rates(runs))
     console.print(f"{sweep['n_runs']} runs trained and stored in {trained:.1f} s; "
                   f"demo took {time.perf_counter() - started:.1f} s in all")
 

@@ -14,6 +14,7 @@ from service.api.deps import get_enqueue, get_storage
 from service.api.main import create_app
 from service.settings import get_settings
 from service.storage import Storage
+from tests.pages import with_runs
 
 VALID = {"name": "ok", "learning_rates": [0.01], "seeds": [0], "epochs": 10}
 
@@ -121,7 +122,7 @@ def test_a_good_sweep_is_stored_and_every_run_queued(api, queued):
     body = {**VALID, "learning_rates": {"logspace": [1e-3, 1e-1, 3]}, "seeds": [0, 1], "optimizers": ["sgd", "adam"]}
     response = api.post("/sweeps", json=body)
     assert response.status_code == 201
-    sweep = response.json()
+    sweep = with_runs(api, response.json())
     assert sweep["n_runs"] == 12 and sweep["counts"]["queued"] == 12
     assert sorted(run_id for job in queued for run_id in job.run_ids) == sorted(run["id"] for run in sweep["runs"])
     assert sorted({run["learning_rate"] for run in sweep["runs"]}) == pytest.approx([1e-3, 1e-2, 1e-1])
@@ -132,7 +133,7 @@ def test_a_good_sweep_is_stored_and_every_run_queued(api, queued):
 
 
 def test_a_sweep_may_ask_for_one_run_per_job(api, queued):
-    sweep = api.post("/sweeps", json={**VALID, "seeds": [0, 1, 2], "batched": False}).json()
+    sweep = with_runs(api, api.post("/sweeps", json={**VALID, "seeds": [0, 1, 2], "batched": False}).json())
     assert [job.run_ids for job in queued] == [(run["id"],) for run in sweep["runs"]]
     assert {run["batch_size"] for run in sweep["runs"]} == {1}
     assert names_field(api.post("/sweeps", json={**VALID, "batched": "no"}), "batched")

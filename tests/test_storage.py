@@ -18,9 +18,11 @@ from service.storage import (
     Outcome,
     Run,
     RunConfig,
+    RunFilter,
     RunStatus,
     SchemaOutOfDate,
     Storage,
+    SweepActive,
 )
 from service.storage.engine import make_engine
 
@@ -133,6 +135,60 @@ def test_list_sweeps_puts_the_newest_first_with_counts_per_status(storage: Stora
 
     assert (newest, oldest.name) == (newer, "older")
     assert (oldest.counts["queued"], oldest.counts["running"]) == (1, 1)
+
+
+def test_list_sweeps_pages_by_a_cursor_of_ids(storage: Storage) -> None:
+    ids = [storage.create_sweep(f"s{i}", configs(1), ignore)[0].id for i in range(5)]
+    assert [sweep.id for sweep in storage.list_sweeps(limit=2)] == [ids[4], ids[3]]
+    assert [sweep.id for sweep in storage.list_sweeps(limit=2, before=ids[3])] == [ids[2], ids[1]]
+    assert [sweep.id for sweep in storage.list_sweeps(before=ids[1])] == [ids[0]]
+
+
+def test_runs_page_filters_sorts_with_missing_losses_last_and_counts_the_matches(storage: Storage) -> None:
+    sweep, runs = storage.create_sweep("s", configs(6), ignore)  # learning rates 0.01 ... 0.06
+    for run, loss in zip(runs[:3], [0.3, 0.1, 0.2], strict=True):
+        attempt = storage.start_run(run.id, "worker-1").attempts
+        storage.finish_run(run.id, RunStatus.SUCCEEDED, final_loss=loss, attempt=attempt)
+
+    page = storage.runs_page(sweep.id, limit=4, sort="final_loss")
+    assert page.total == 6
+    assert [run.final_loss for run in page.runs] == [0.1, 0.2, 0.3, None]
+    down = storage.runs_page(sweep.id, limit=6, sort="final_loss", descending=True)
+    assert [run.final_loss for run in down.runs] == [0.3, 0.2, 0.1, None, None, None]
+    assert [run.id for run in down.runs[3:]] == [run.id for run in runs[3:]]  # ties: by id
+    assert [run.id for run in storage.runs_page(sweep.id, limit=2, offset=4).runs] == [runs[4].id, runs[5].id]
+
+    where = RunFilter(statuses=(RunStatus.QUEUED,), min_learning_rate=0.035, max_learning_rate=0.05)
+    queued = storage.runs_page(sweep.id, limit=10, sort="learning_rate", descending=True, where=where)
+    assert [run.id for run in queued.runs] == [runs[4].id, runs[3].id] and queued.total == 2
+    assert storage.runs_page(sweep.id, limit=10, where=RunFilter(optimizers=("adam",))).total == 0
+    with pytest.raises(NotFound):
+        storage.runs_page(UNKNOWN, limit=10)
+
+
+def test_delete_sweep_removes_its_runs_and_losses_and_refuses_while_one_runs(storage: Storage) -> None:
+    sweep, (first, second) = storage.create_sweep("doomed", configs(2), ignore)
+    kept, (other,) = storage.create_sweep("kept", configs(1), ignore)
+    for run in (first, other):
+        attempt = storage.start_run(run.id, "worker-1").attempts
+        storage.write_losses(run.id, 0, [3.0, 2.0], attempt=attempt)
+
+    with pytest.raises(SweepActive, match="1 running"):
+        storage.delete_sweep(sweep.id)
+    assert len(storage.run_losses(first.id)) == 2  # nothing deleted
+    storage.cancel_sweep(sweep.id)
+
+    assert storage.delete_sweep(sweep.id) == 2
+    with pytest.raises(NotFound):
+        storage.get_sweep(sweep.id)
+    with pytest.raises(NotFound):
+        storage.get_run(second.id)
+    with make_engine(storage.url).connect() as connection:
+        left = connection.execute(text("SELECT count(*) FROM loss_chunks WHERE run_id = :run"), {"run": first.id})
+        assert left.scalar() == 0
+    assert [s.id for s in storage.list_sweeps()] == [kept.id] and len(storage.run_losses(other.id)) == 2
+    with pytest.raises(NotFound):
+        storage.delete_sweep(sweep.id)
 
 
 def test_a_sweep_is_created_in_one_piece_even_with_10_000_runs(storage: Storage) -> None:

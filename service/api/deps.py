@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException, Path, status
+from fastapi import Depends, Header, HTTPException, Path, Query, status
 
 from service.settings import get_settings
 from service.storage import Job, Storage
@@ -30,6 +30,9 @@ def get_enqueue() -> Callable[[Sequence[Job]], None]:
 StorageDep = Annotated[Storage, Depends(get_storage)]
 # A sweep's or a run's id in a path: ids are positive 64-bit integers, and anything else is a 422, not a 500.
 Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
+# `?points=N`: curves down-sampled to at most N points each (see service/downsampling.py); none: every epoch.
+Points = Annotated[int | None, Query(ge=2, le=100_000, description="at most this many points per curve, "
+                                     "each bucket of epochs keeping its min and max; every epoch when absent")]
 EnqueueDep = Annotated[Callable[[Sequence[Job]], None], Depends(get_enqueue)]
 
 

@@ -20,7 +20,7 @@ from service.api.limits import BodySizeLimit
 from service.api.schemas import ERROR_RESPONSES
 from service.api.routes import dashboard, health, plots, runs, sweeps
 from service.settings import get_settings
-from service.storage import DatabaseUnavailable, NotFound, SchemaOutOfDate
+from service.storage import DatabaseUnavailable, NotFound, SchemaOutOfDate, SweepActive
 from worker.queue import BrokerUnavailable
 
 
@@ -74,6 +74,10 @@ def create_app() -> FastAPI:
     @app.exception_handler(NotFound)
     async def not_found(request: Request, error: NotFound) -> JSONResponse:
         return JSONResponse({"detail": str(error)}, status_code=404)
+
+    @app.exception_handler(SweepActive)
+    async def sweep_active(request: Request, error: SweepActive) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=409)
 
     @app.exception_handler(DatabaseUnavailable)
     async def database_down(request: Request, error: DatabaseUnavailable) -> JSONResponse:

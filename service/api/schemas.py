@@ -150,6 +150,7 @@ class RunPublic(BaseModel):
 
 class RunDetail(RunPublic):
     losses: list[float]
+    sampled_epochs: list[int] | None = None  # the epoch of each of `losses` when down-sampled (`?points=`)
 
 
 class SweepPublic(BaseModel):
@@ -175,7 +176,22 @@ def sweep_status(sweep: Sweep) -> Literal["queued", "running", "finished"]:
     return "queued" if sweep.counts["queued"] == sweep.n_runs else "running"
 
 
-class SweepDetail(SweepPublic):
+class SweepSummary(SweepPublic):
+    """A sweep without its runs: what a client polls, whatever the sweep's size."""
+
+    n_jobs: int
+    best_run: RunPublic | None  # the lowest loss so far, of runs that neither diverged nor failed
+    n_samples: int
+    n_features: int
+    data_seed: int
+    least_squares_loss: float | None  # the lowest loss any run can reach (None where too costly to know)
+    stability_limit: float | None  # 2/λmax: plain gradient descent diverges above this learning rate
+
+
+class RunPagePublic(BaseModel):
+    total: int  # runs that match the filter
+    offset: int
+    limit: int
     runs: list[RunPublic]
 
 
@@ -186,6 +202,7 @@ class RunCurvePublic(BaseModel):
     optimizer: str
     status: str
     losses: list[float]
+    sampled_epochs: list[int] | None = None  # the epoch of each of `losses` when down-sampled (`?points=`)
 
 
 class SweepLosses(BaseModel):

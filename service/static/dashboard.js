@@ -121,6 +121,11 @@ async function refreshSweep(section) {
   const response = await api(`/sweeps/${section.dataset.sweepId}`);
   if (!response.ok) return false;
   const sweep = await response.json();
+  // Every run when the counts have changed (a run started or ended), else only the running ones.
+  const counts = JSON.stringify(sweep.counts);
+  const runs = await sweepRuns(section.dataset.sweepId, counts === section.dataset.counts ? "&status=running" : "");
+  if (runs === null) return false;
+  section.dataset.counts = counts;
   $("[data-sweep-status]", section).textContent = sweep.status;
   for (const [status, count] of Object.entries(sweep.counts)) {
     const counter = $(`[data-count="${status}"]`, section);
@@ -130,13 +135,14 @@ async function refreshSweep(section) {
   for (const button of $$("button[data-action]", section)) {
     button.disabled = !button.dataset.when.split(" ").some((status) => sweep.counts[status] > 0);
   }
+  for (const button of $$("button[data-delete]", section)) button.disabled = sweep.counts.running > 0;
   const rows = new Map($$("tr[data-run-id]", section).map((row) => [Number(row.dataset.runId), row]));
-  for (const run of sweep.runs) if (rows.has(run.id)) updateRow(rows.get(run.id), run);
+  for (const run of runs) if (rows.has(run.id)) updateRow(rows.get(run.id), run);
   resort($("table[data-sortable]", section));
 
   // Ask for the plots again only when a curve has grown or a run has ended, and once more at the end.
   const active = sweep.status !== "finished";
-  const signature = sweep.runs.map((run) => `${run.status}:${run.epochs_done}`).join();
+  const signature = counts + runs.map((run) => `${run.id}:${run.epochs_done}`).join();
   const due = !active || Date.now() - Number(section.dataset.plottedAt ?? 0) >= PLOT_MS;
   if (signature !== section.dataset.signature && due) {
     section.dataset.signature = signature;
@@ -144,6 +150,19 @@ async function refreshSweep(section) {
     $$("img[data-plot]", section).forEach((img) => loadPlot(img, true));
   }
   return active;
+}
+
+// The sweep's runs (that match `filter`, a query string), from GET /sweeps/{id}/runs a page at a time;
+// null if a page failed.
+async function sweepRuns(sweepId, filter = "") {
+  const runs = [];
+  for (;;) {
+    const response = await api(`/sweeps/${sweepId}/runs?limit=1000&offset=${runs.length}${filter}`);
+    if (!response.ok) return null;
+    const page = await response.json();
+    runs.push(...page.runs);
+    if (page.runs.length === 0 || runs.length >= page.total) return runs;
+  }
 }
 
 function setProgress(progress, counts, total) {
@@ -248,6 +267,17 @@ document.addEventListener("click", async (event) => {
     } catch (error) {
       action.disabled = false;
     }
+    return;
+  }
+
+  const remove = event.target.closest("button[data-delete]");
+  if (remove) {
+    if (!window.confirm(remove.dataset.confirm)) return;
+    remove.disabled = true;
+    const response = await api(remove.dataset.delete, { method: "DELETE" }).catch(() => null);
+    if (response?.ok) return location.assign("/");
+    if (response) showProblem(await response.json().then((body) => body.detail, () => response.statusText));
+    remove.disabled = false;
     return;
   }
 

@@ -4,14 +4,17 @@ Callers get frozen records (`Sweep`, `Run`) and our exceptions (`StorageError`
 and its subclasses), never SQLAlchemy's rows or errors.
 """
 
-from service.storage.errors import DatabaseUnavailable, NotFound, SchemaOutOfDate, StorageError
+from service.storage.errors import DatabaseUnavailable, NotFound, SchemaOutOfDate, StorageError, SweepActive
 from service.storage.records import (
     FINISHED_STATUSES,
     Job,
     LossWrite,
+    RUN_SORT_KEYS,
     Outcome,
     Run,
     RunConfig,
+    RunFilter,
+    RunPage,
     RunStatus,
     StartedJob,
     Sweep,
@@ -26,11 +29,15 @@ __all__ = [
     "NotFound",
     "Outcome",
     "Run",
+    "RUN_SORT_KEYS",
     "RunConfig",
+    "RunFilter",
+    "RunPage",
     "RunStatus",
     "SchemaOutOfDate",
     "StartedJob",
     "Storage",
     "StorageError",
     "Sweep",
+    "SweepActive",
 ]

@@ -3,7 +3,8 @@
 StorageError
 ├── NotFound              no sweep or run with that id
 ├── DatabaseUnavailable   the database could not be reached or was locked; worth retrying
-└── SchemaOutOfDate       the database needs `gradsweep db upgrade`
+├── SchemaOutOfDate       the database needs `gradsweep db upgrade`
+└── SweepActive           the sweep has running runs, which a delete would pull from under their workers
 """
 
 
@@ -20,4 +21,8 @@ class DatabaseUnavailable(StorageError):
 
 
 class SchemaOutOfDate(StorageError):
+    pass
+
+
+class SweepActive(StorageError):
     pass

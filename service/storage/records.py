@@ -72,6 +72,26 @@ class Sweep:
 
 
 @dataclass(frozen=True)
+class RunFilter:
+    """Which of a sweep's runs a page holds: every field left None matches every run."""
+
+    statuses: tuple[RunStatus, ...] | None = None
+    optimizers: tuple[str, ...] | None = None
+    min_learning_rate: float | None = None
+    max_learning_rate: float | None = None
+
+
+# What a page of runs may be sorted by; ties are broken by id, and runs without a loss come last.
+RUN_SORT_KEYS = ("id", "learning_rate", "final_loss", "best_loss")
+
+
+@dataclass(frozen=True)
+class RunPage:
+    runs: list[Run]
+    total: int  # runs that match the filter, on every page
+
+
+@dataclass(frozen=True)
 class Job:
     """Runs of one batch to train as one computation: one message on the queue, holding their ids.
 

@@ -18,9 +18,11 @@ from sqlalchemy import URL, Connection, Table, bindparam, delete, func, insert, 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from service.storage.engine import BEGIN_IMMEDIATE, database_url, make_engine
-from service.storage.errors import DatabaseUnavailable, NotFound, SchemaOutOfDate, StorageError
+from service.storage.errors import DatabaseUnavailable, NotFound, SchemaOutOfDate, StorageError, SweepActive
 from service.storage.models import LossChunkRow, RunRow, SweepRow
-from service.storage.records import Job, LossWrite, Outcome, Run, RunConfig, RunStatus, StartedJob, Sweep
+from service.storage.records import (
+    Job, LossWrite, Outcome, Run, RunConfig, RunFilter, RunPage, RunStatus, StartedJob, Sweep,
+)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -132,10 +134,22 @@ class Storage:
             enqueue(_jobs(runs))
             return _sweeps(connection, _SWEEPS.c.id == sweep_id)[0], runs
 
-    def list_sweeps(self) -> list[Sweep]:
-        """All sweeps, newest first."""
+    def list_sweeps(self, limit: int | None = None, before: int | None = None) -> list[Sweep]:
+        """Sweeps newest first (by id), at most `limit` of them, only those older than sweep `before`.
+
+        A cursor, not an offset: sweeps created while a client pages do not shift its next page.
+        """
+        ids = select(_SWEEPS.c.id).order_by(_SWEEPS.c.id.desc()).limit(limit)
+        if before is not None:
+            ids = ids.where(_SWEEPS.c.id < before)
         with self._transaction() as connection:
-            return _sweeps(connection)
+            return _sweeps(connection, _SWEEPS.c.id.in_(ids.scalar_subquery()))
+
+    def sweep_jobs(self, sweep_id: int) -> int:
+        """How many batches the sweep's runs were grouped into."""
+        with self._transaction() as connection:
+            return connection.scalar(select(func.count(func.distinct(_RUNS.c.batch)))
+                                     .where(_RUNS.c.sweep_id == sweep_id)) or 0
 
     def get_sweep(self, sweep_id: int) -> Sweep:
         with self._transaction() as connection:
@@ -168,12 +182,57 @@ class Storage:
             ).all()
             return _enqueued(connection, run_ids, enqueue)
 
+    def delete_sweep(self, sweep_id: int) -> int:
+        """Deletes the sweep, its runs and their losses; returns how many runs. Refused while a run is running.
+
+        The runs are locked first, so that no worker starts one between the check and the
+        delete (SQLite's write transaction locks the whole database). A queued run's message
+        then names a run that is gone, which a worker drops.
+        """
+        with self._transaction(write=True) as connection:
+            _require(connection, _SWEEPS, sweep_id)
+            statuses = connection.scalars(
+                select(_RUNS.c.status).where(_RUNS.c.sweep_id == sweep_id).with_for_update()).all()
+            running = sum(status == RunStatus.RUNNING for status in statuses)
+            if running:
+                raise SweepActive(f"sweep {sweep_id} has {running} running runs: cancel it first")
+            run_ids = select(_RUNS.c.id).where(_RUNS.c.sweep_id == sweep_id).scalar_subquery()
+            connection.execute(delete(_CHUNKS).where(_CHUNKS.c.run_id.in_(run_ids)))
+            connection.execute(delete(_RUNS).where(_RUNS.c.sweep_id == sweep_id))
+            connection.execute(delete(_SWEEPS).where(_SWEEPS.c.id == sweep_id))
+            return len(statuses)
+
     # Runs
 
     def list_runs(self, sweep_id: int) -> list[Run]:
         with self._transaction() as connection:
             _require(connection, _SWEEPS, sweep_id)
             return _runs(connection, _RUNS.c.sweep_id == sweep_id)
+
+    def runs_page(self, sweep_id: int, *, limit: int, offset: int = 0, sort: str = "id",
+                  descending: bool = False, where: RunFilter = RunFilter()) -> RunPage:
+        """A page of the sweep's runs that match `where`, sorted by `sort` (one of RUN_SORT_KEYS), and their total.
+
+        An offset, not a cursor: a sweep's runs are all created with it, so the set never
+        grows, and a table can jump to any page; sorted by a loss, the order may change while
+        runs finish, which a client sees as a refreshed page.
+        """
+        conditions = [_RUNS.c.sweep_id == sweep_id]
+        if where.statuses is not None:
+            conditions.append(_RUNS.c.status.in_([status.value for status in where.statuses]))
+        if where.optimizers is not None:
+            conditions.append(_RUNS.c.optimizer.in_(where.optimizers))
+        if where.min_learning_rate is not None:
+            conditions.append(_RUNS.c.learning_rate >= where.min_learning_rate)
+        if where.max_learning_rate is not None:
+            conditions.append(_RUNS.c.learning_rate <= where.max_learning_rate)
+        key = _RUNS.c[sort]
+        order = [key.desc().nulls_last() if descending else key.asc().nulls_last(), _RUNS.c.id]
+        with self._transaction() as connection:
+            _require(connection, _SWEEPS, sweep_id)
+            total = connection.scalar(select(func.count()).select_from(_RUNS).where(*conditions))
+            rows = connection.execute(select(_RUNS).where(*conditions).order_by(*order).limit(limit).offset(offset))
+            return RunPage(runs=[_run(row) for row in rows], total=total or 0)
 
     def best_runs(self, sweep_ids: Sequence[int]) -> dict[int, Run]:
         """Each sweep's run with the lowest loss so far, of those that neither diverged nor failed, by sweep id.
@@ -615,13 +674,13 @@ def _enqueued(connection: Connection, run_ids: Sequence[int], enqueue: Enqueue) 
 
 
 def _sweeps(connection: Connection, *where: Any) -> list[Sweep]:
-    """Sweeps with their run counts per status, newest first, from one grouped query."""
+    """Sweeps with their run counts per status, newest (highest id) first, from one grouped query."""
     rows = connection.execute(
         select(_SWEEPS.c.id, _SWEEPS.c.name, _SWEEPS.c.created_at, _RUNS.c.status, func.count(_RUNS.c.id))
         .outerjoin(_RUNS, _RUNS.c.sweep_id == _SWEEPS.c.id)
         .where(*where)
         .group_by(_SWEEPS.c.id, _SWEEPS.c.name, _SWEEPS.c.created_at, _RUNS.c.status)
-        .order_by(_SWEEPS.c.created_at.desc(), _SWEEPS.c.id.desc())
+        .order_by(_SWEEPS.c.id.desc())
     )
     heads: dict[int, tuple[str, datetime]] = {}
     counts: dict[int, dict[str, int]] = {}

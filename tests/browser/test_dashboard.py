@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from pathlib import Path
 
 import httpx
@@ -16,6 +17,7 @@ import pytest
 from service.api.routes.dashboard import format_learning_rate
 from tests.browser.conftest import embedded_settings
 from tests.integration.stack import Stack
+from tests.pages import all_runs
 from tests.services import in_ci
 
 if in_ci():  # there, a missing Playwright must fail the run, not skip it
@@ -60,7 +62,7 @@ def test_the_sweeps_page_follows_a_new_sweep_to_the_end_without_reloading(page, 
     assert page.evaluate("window.notReloaded"), "the page reloaded"
 
     expect(row.get_by_role("link")).to_have_text("first <sweep> & co")  # shown as text, never as markup
-    runs = stack.http.get(f"/sweeps/{sweep_id}").json()["runs"]
+    runs = all_runs(stack.http, sweep_id)
     best = min(runs, key=lambda run: run["best_loss"])
     expect(row.locator("td").nth(3)).to_contain_text(format_learning_rate(best["learning_rate"]))
     expect(row.locator("td").nth(4)).to_have_text(f"{best['best_loss']:.3e}")
@@ -102,12 +104,13 @@ def test_the_cancel_and_retry_buttons_act_on_the_runs_and_the_page_follows(page,
     page.goto(f"/ui/sweeps/{sweep_id}")
     statuses = page.locator('td[data-col="status"]')
     expect(statuses.filter(has_text="running").first).to_be_visible(timeout=60_000)  # the page updates itself
+    expect(page.get_by_role("button", name="Delete…")).to_be_disabled()  # while runs are running
 
     page.get_by_role("button", name="Cancel active runs").click()
     expect(statuses).to_have_text(["cancelled"] * 6)
     expect(page.locator('[data-count="cancelled"]')).to_have_text("6")
     expect(page.get_by_role("button", name="Cancel active runs")).to_be_disabled()
-    assert {run["status"] for run in stack.http.get(f"/sweeps/{sweep_id}").json()["runs"]} == {"cancelled"}
+    assert {run["status"] for run in all_runs(stack.http, sweep_id)} == {"cancelled"}
     page.wait_for_function(PLOTS_LOADED)  # redrawn as the sweep finished
     screenshot(page, "3-sweep-cancelled")
 
@@ -116,6 +119,17 @@ def test_the_cancel_and_retry_buttons_act_on_the_runs_and_the_page_follows(page,
     expect(page.locator("[data-sweep-status]")).not_to_have_text("finished")
     page.get_by_role("button", name="Cancel active runs").click()  # and leave the workers free
     expect(statuses).to_have_text(["cancelled"] * 6)
+
+    # Deleted, after a confirmation, once no run is running.
+    delete = page.get_by_role("button", name="Delete…")
+    expect(delete).to_be_enabled()
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    delete.click()
+    assert stack.http.get(f"/sweeps/{sweep_id}").status_code == 200
+    page.once("dialog", lambda dialog: dialog.accept())
+    delete.click()
+    expect(page).to_have_url(re.compile(r"/$"))
+    assert stack.http.get(f"/sweeps/{sweep_id}").status_code == 404
 
 
 def test_a_run_page_shows_its_config_its_curve_and_a_csv(page, stack, grid, screenshot, tmp_path):

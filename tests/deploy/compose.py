@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 
 from tests.integration.stack import free_port
+from tests.pages import with_runs
 from tests.services import unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -150,7 +151,7 @@ class Project:
         while True:
             sweep = self.http.get(f"/sweeps/{sweep_id}").json()
             if sweep["status"] == "finished":
-                return sweep
+                return with_runs(self.http, sweep)
             assert time.monotonic() < deadline, f"sweep {sweep_id} unfinished: {sweep['counts']}"
             time.sleep(0.5)
 

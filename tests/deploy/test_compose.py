@@ -17,6 +17,7 @@ from tests.curves import assert_each_epoch_stored_once, expected_curves
 from tests.deploy.compose import Project, readme_compose_commands
 from tests.integration.faults import count
 from tests.integration.stack import gradsweep
+from tests.pages import all_runs
 
 pytestmark = [pytest.mark.deploy, pytest.mark.timeout(1500)]
 
@@ -25,7 +26,7 @@ STACK = {"redis": 1, "postgres": 1, "api": 1, "worker": 1}
 
 def assert_exact(project: Project, sweep: dict) -> None:
     """Every run succeeded, each epoch stored once, its curve bit-equal to its batch trained here."""
-    runs = [run for page in [project.http.get(f"/sweeps/{sweep['id']}").json()] for run in page["runs"]]
+    runs = all_runs(project.http, sweep["id"])
     assert [run["status"] for run in runs] == ["succeeded"] * len(runs), [(r["id"], r["status"]) for r in runs]
     assert_each_epoch_stored_once(project.database_url, sweep["id"], runs)
     expected = expected_curves(runs)
@@ -78,17 +79,17 @@ def test_the_readme_compose_section_runs_as_written(project: Project):
     response = project.http.post("/sweeps", json=body)
     assert response.status_code == 201, response.text
     sweep = response.json()
-    running = wait_for(lambda: [r for r in project.http.get(f"/sweeps/{sweep['id']}").json()["runs"]
+    running = wait_for(lambda: [r for r in all_runs(project.http, sweep['id'])
                                 if r["status"] == "running" and r["epochs_done"] > 0])
     node = running[0]["worker"].split()[0]
     project.run(f"docker kill {project.container_of(node)}")
-    cut_short = {r["id"] for r in project.http.get(f"/sweeps/{sweep['id']}").json()["runs"]
+    cut_short = {r["id"] for r in all_runs(project.http, sweep['id'])
                  if r["status"] == "running" and r["worker"].startswith(node)}
     count("deploy: worker containers killed mid-sweep (docker kill)")
     finished = project.wait_for_sweep(sweep["id"])
     assert finished["counts"]["succeeded"] == 32, finished["counts"]
     assert_exact(project, finished)
-    runs = {r["id"]: r for r in project.http.get(f"/sweeps/{sweep['id']}").json()["runs"]}
+    runs = {r["id"]: r for r in all_runs(project.http, sweep['id'])}
     assert cut_short and all(runs[i]["attempts"] >= 2 and not runs[i]["worker"].startswith(node) for i in cut_short)
     count("deploy: runs checked after faults", 32)
 

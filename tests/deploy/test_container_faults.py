@@ -15,6 +15,7 @@ import pytest
 from tests.deploy.compose import Project
 from tests.deploy.test_compose import assert_exact, wait_for
 from tests.integration.faults import count
+from tests.pages import all_runs
 
 pytestmark = [pytest.mark.deploy, pytest.mark.timeout(900)]
 
@@ -43,7 +44,7 @@ def submit(stack: Project, epochs: int, seeds: int = 4) -> int:
 
 
 def runs_of(stack: Project, sweep_id: int) -> list[dict]:
-    return stack.http.get(f"/sweeps/{sweep_id}").json()["runs"]
+    return all_runs(stack.http, sweep_id)
 
 
 def training(stack: Project, sweep_id: int) -> list[dict]:

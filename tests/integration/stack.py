@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.pages import with_runs
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -21,10 +23,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def gradsweep(*args: str, env: dict[str, str], cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess:
-    """Run a `gradsweep` command to completion."""
+def gradsweep(*args: str, env: dict[str, str], cwd: Path, timeout: float = 60,
+              input: str | None = None) -> subprocess.CompletedProcess:
+    """Run a `gradsweep` command to completion, `input` typed at its prompts."""
     return subprocess.run([sys.executable, "-m", "service", *args], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, input=input)
 
 
 class Stack:
@@ -82,11 +85,12 @@ class Stack:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def wait_for_sweep(self, sweep_id: int, timeout: float = 120) -> dict:
+        """The sweep's summary once it has finished, with every run under "runs"."""
         deadline = time.monotonic() + timeout
         while True:
             sweep = self.http.get(f"/sweeps/{sweep_id}").json()
             if sweep["status"] == "finished":
-                return sweep
+                return with_runs(self.http, sweep)
             assert time.monotonic() < deadline, f"sweep {sweep_id} unfinished: {sweep['counts']}\n{self.log('worker')}"
             time.sleep(0.2)
 

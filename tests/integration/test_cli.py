@@ -8,6 +8,7 @@ import re
 
 from tests.integration.stack import gradsweep
 from tests.integration.test_end_to_end import png_size
+from tests.pages import all_runs
 
 
 def test_submit_wait_status_curves_and_plot(stack, tmp_path):
@@ -32,6 +33,13 @@ def test_submit_wait_status_curves_and_plot(stack, tmp_path):
         assert plotted.returncode == 0, plotted.stdout
         assert png_size(out.read_bytes())[0] >= 600
 
+    kept = gradsweep("delete", str(sweep_id), env=stack.env, cwd=tmp_path, input="n\n")
+    assert kept.returncode == 1 and "Aborted" in kept.stdout + kept.stderr
+    assert stack.http.get(f"/sweeps/{sweep_id}").status_code == 200
+    deleted = gradsweep("delete", str(sweep_id), env=stack.env, cwd=tmp_path, input="y\n")
+    assert deleted.returncode == 0 and f"sweep {sweep_id} deleted" in deleted.stdout, deleted.stdout + deleted.stderr
+    assert stack.http.get(f"/sweeps/{sweep_id}").status_code == 404
+
 
 def test_a_sweep_of_one_run_per_job_stores_curves_bit_equal_to_gradsweep_train(stack, tmp_path):
     from engine.tasks.linear_regression import train
@@ -41,7 +49,7 @@ def test_a_sweep_of_one_run_per_job_stores_curves_bit_equal_to_gradsweep_train(s
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     assert re.search(r"2 runs queued in 2 jobs", submitted.stdout) and "2 succeeded" in submitted.stdout
     sweep_id = int(re.search(r"sweep (\d+):", submitted.stdout).group(1))
-    for run in stack.http.get(f"/sweeps/{sweep_id}").json()["runs"]:
+    for run in all_runs(stack.http, sweep_id):
         assert stack.http.get(f"/runs/{run['id']}").json()["losses"] == train(run["learning_rate"], 3, 40).losses
 
 

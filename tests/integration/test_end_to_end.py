@@ -16,6 +16,7 @@ import pytest
 
 from engine.tasks.linear_regression import stability_limit, train
 from tests.curves import assert_each_epoch_stored_once, expected_curves
+from tests.pages import all_runs
 
 SWEEP = {"name": "e2e", "learning_rates": [0.01, 0.05], "seeds": [0, 1], "epochs": 50}
 
@@ -104,14 +105,14 @@ def test_cancel_stops_queued_and_running_runs_and_retry_redoes_them(stack):
 
     # The running runs notice at their next batch of losses, well before their 100,000 epochs.
     time.sleep(2)
-    runs = stack.http.get(f"/sweeps/{sweep_id}").json()["runs"]
+    runs = all_runs(stack.http, sweep_id)
     assert {run["status"] for run in runs} == {"cancelled"}
     assert all(run["epochs_done"] < 100_000 for run in runs)
     started = [run for run in runs if run["attempts"] == 1]
     assert started, "no run had started before the cancel"
     done_after_cancel = {run["id"]: run["epochs_done"] for run in runs}
     time.sleep(1)
-    assert {r["id"]: r["epochs_done"] for r in stack.http.get(f"/sweeps/{sweep_id}").json()["runs"]} \
+    assert {r["id"]: r["epochs_done"] for r in all_runs(stack.http, sweep_id)} \
         == done_after_cancel, "a cancelled run kept training"
 
     retried = stack.http.post(f"/sweeps/{sweep_id}/retry").json()

@@ -21,6 +21,7 @@ from tests.curves import assert_each_epoch_stored_once, expected_curves
 from tests.integration.conftest import settings_for
 from tests.integration.faults import PostgresServer, RedisServer, TcpProxy, count, kill, pid_of
 from tests.integration.stack import Stack, free_port
+from tests.pages import all_runs
 from worker.app import TRAIN_JOB
 
 LEASE = 3.0  # GRADSWEEP_RUN_LEASE_SECONDS for these tests: a vanished worker's run is taken back within ~4 s
@@ -52,7 +53,7 @@ def submit(stack: Stack, **sweep) -> int:
 
 
 def runs_of(stack: Stack, sweep_id: int) -> list[dict]:
-    return stack.http.get(f"/sweeps/{sweep_id}").json()["runs"]
+    return all_runs(stack.http, sweep_id)
 
 
 def wait_for(predicate, timeout: float = 60.0, message: str = "timed out"):

@@ -1,12 +1,11 @@
-from functools import lru_cache
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 
-from engine.tasks.linear_regression import least_squares_loss, stability_limit
 from service.api.deps import Id, StorageDep
 from service.plots import RunCurve, plot_compare, plot_curves, plot_final
+from service.reference_lines import reference_lines
 from service.storage import Run, RunStatus, Storage
 
 router = APIRouter(tags=["plots"])
@@ -26,7 +25,7 @@ def sweep_plot(
     if kind == "curves":
         image = plot_curves(curves, title=f"{title}: loss curves", optimum=_optimum(runs), fmt=fmt)
     else:
-        limit = _reference_lines(*_task(runs[0]))[1] if runs else None
+        limit = reference_lines(*_task(runs[0]))[1] if runs else None
         image = plot_final(curves, title=f"{title}: final loss against learning rate", stability_limit=limit, fmt=fmt)
     return Response(image, media_type=MEDIA_TYPES[fmt])
 
@@ -83,18 +82,5 @@ def _task(run: Run) -> tuple[int, int, int]:
 
 
 def _optimum(runs: list[Run]) -> float | None:
-    return _reference_lines(*_task(runs[0]))[0] if runs else None
+    return reference_lines(*_task(runs[0]))[0] if runs else None
 
-
-# Above this, the optimum (a least-squares solve) and the limit (an eigenvalue problem in
-# n_features + 1 dimensions) would cost a plot request seconds to minutes: they are left out.
-REFERENCE_LINES_MAX_FEATURES = 1_000
-REFERENCE_LINES_MAX_SIZE = 1_000_000  # n_samples × n_features
-
-
-@lru_cache(maxsize=64)
-def _reference_lines(n_samples: int, n_features: int, data_seed: int) -> tuple[float | None, float | None]:
-    """The task's least-squares optimum and its gradient-descent stability limit, when they are cheap to know."""
-    if n_features > REFERENCE_LINES_MAX_FEATURES or n_samples * n_features > REFERENCE_LINES_MAX_SIZE:
-        return None, None
-    return least_squares_loss(n_samples, n_features, data_seed), stability_limit(n_samples, n_features, data_seed)

@@ -1,54 +1,111 @@
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, status
+import numpy as np
+from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import Response
 
-from service.api.deps import EnqueueDep, Id, StorageDep
+from service.api.deps import EnqueueDep, Id, Points, StorageDep
 from service.api.exports import losses_csv
-from service.api.schemas import RunCurvePublic, RunPublic, SweepCreate, SweepDetail, SweepLosses, SweepPublic
+from service.api.schemas import (
+    ErrorMessage,
+    Optimizer,
+    RunCurvePublic,
+    RunPagePublic,
+    RunPublic,
+    SweepCreate,
+    SweepLosses,
+    SweepPublic,
+    SweepSummary,
+)
 from service.batching import batch_sizes
+from service.downsampling import min_max
+from service.reference_lines import reference_lines
 from service.settings import get_settings
+from service.storage import RUN_SORT_KEYS, Run, RunFilter, RunStatus, Storage, Sweep
 
 router = APIRouter(tags=["sweeps"])
+MAX_PAGE = 1_000
+Status = Literal[tuple(status.value for status in RunStatus)]  # type: ignore[valid-type]
 
 
-@router.post("/sweeps", response_model=SweepDetail, status_code=status.HTTP_201_CREATED)
-def create_sweep(body: SweepCreate, storage: StorageDep, enqueue: EnqueueDep) -> SweepDetail:
-    """Store the grid's runs and queue them: all of them, or (on any error) none."""
+@router.post("/sweeps", response_model=SweepSummary, status_code=status.HTTP_201_CREATED)
+def create_sweep(body: SweepCreate, storage: StorageDep, enqueue: EnqueueDep) -> SweepSummary:
+    """Store the grid's runs and queue them: all of them, or (on any error) none. Its runs: `GET /sweeps/{id}/runs`."""
     configs = body.run_configs()
     sizes = batch_sizes(configs, get_settings(), batched=body.batched)
-    sweep, runs = storage.create_sweep(body.name, configs, enqueue, batch_sizes=sizes)
-    return SweepDetail(**SweepPublic.of(sweep).model_dump(), runs=[RunPublic.of(run) for run in runs])
+    sweep, _ = storage.create_sweep(body.name, configs, enqueue, batch_sizes=sizes)
+    return _summary(storage, sweep)
 
 
 @router.get("/sweeps", response_model=list[SweepPublic])
-def list_sweeps(storage: StorageDep) -> list[SweepPublic]:
-    """Every sweep, newest first, with its progress."""
-    return [SweepPublic.of(sweep) for sweep in storage.list_sweeps()]
+def list_sweeps(
+    request: Request, response: Response, storage: StorageDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+    before: Annotated[int | None, Query(ge=1, le=2**63 - 1, description="only sweeps older than this id")] = None,
+) -> list[SweepPublic]:
+    """Sweeps newest first, with their progress, `limit` a page.
+
+    The next page is `?before=<the last id>`, also given in a `Link: <...>; rel="next"` header
+    while there is one: a cursor, so that sweeps created meanwhile shift nothing.
+    """
+    sweeps = storage.list_sweeps(limit=limit + 1, before=before)
+    if len(sweeps) > limit:
+        sweeps = sweeps[:limit]
+        next_page = request.url.include_query_params(limit=limit, before=sweeps[-1].id)
+        response.headers["Link"] = f'<{next_page}>; rel="next"'
+    return [SweepPublic.of(sweep) for sweep in sweeps]
 
 
-@router.get("/sweeps/{sweep_id}", response_model=SweepDetail)
-def get_sweep(sweep_id: Id, storage: StorageDep) -> SweepDetail:
-    sweep = storage.get_sweep(sweep_id)
-    runs = storage.list_runs(sweep_id)
-    return SweepDetail(**SweepPublic.of(sweep).model_dump(), runs=[RunPublic.of(run) for run in runs])
+@router.get("/sweeps/{sweep_id}", response_model=SweepSummary)
+def get_sweep(sweep_id: Id, storage: StorageDep) -> SweepSummary:
+    """The sweep's progress, its best run so far and its data's reference lines, without its runs."""
+    return _summary(storage, storage.get_sweep(sweep_id))
+
+
+@router.get("/sweeps/{sweep_id}/runs", response_model=RunPagePublic)
+def sweep_runs(
+    sweep_id: Id, storage: StorageDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+    offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
+    sort: Annotated[Literal[RUN_SORT_KEYS], Query()] = "id",  # type: ignore[valid-type]
+    order: Annotated[Literal["asc", "desc"], Query()] = "asc",
+    status: Annotated[list[Status] | None, Query(description="repeat for several")] = None,
+    optimizer: Annotated[list[Optimizer] | None, Query(description="repeat for several")] = None,
+    min_learning_rate: Annotated[float | None, Query(gt=0, allow_inf_nan=False)] = None,
+    max_learning_rate: Annotated[float | None, Query(gt=0, allow_inf_nan=False)] = None,
+) -> RunPagePublic:
+    """A page of the sweep's runs, filtered and sorted; runs without a loss yet come last.
+
+    Paged by offset: a sweep's runs are all created with it, so pages never shift under
+    new runs, and a table can jump to any page.
+    """
+    where = RunFilter(statuses=None if status is None else tuple(RunStatus(s) for s in status),
+                      optimizers=None if optimizer is None else tuple(optimizer),
+                      min_learning_rate=min_learning_rate, max_learning_rate=max_learning_rate)
+    page = storage.runs_page(sweep_id, limit=limit, offset=offset, sort=sort, descending=order == "desc", where=where)
+    return RunPagePublic(total=page.total, offset=offset, limit=limit, runs=[RunPublic.of(run) for run in page.runs])
 
 
 @router.get("/sweeps/{sweep_id}/losses", response_model=SweepLosses,
             responses={200: {"content": {"text/csv": {}}}})
 def sweep_losses(
-    sweep_id: Id, storage: StorageDep, format: Annotated[Literal["json", "csv"], Query()] = "json"
+    sweep_id: Id, storage: StorageDep, format: Annotated[Literal["json", "csv"], Query()] = "json",
+    points: Points = None,
 ) -> SweepLosses | Response:
-    """Every run's loss curve; `?format=csv` gives one row per (run, epoch)."""
+    """Every run's loss curve; `?format=csv` gives one row per (run, epoch); `?points=200` down-samples each."""
     runs = storage.list_runs(sweep_id)
     curves = storage.sweep_losses(sweep_id)
     if format == "csv":
-        return Response(losses_csv((run, curves[run.id]) for run in runs), media_type="text/csv")
-    return SweepLosses(sweep_id=sweep_id, runs=[
-        RunCurvePublic(run_id=run.id, learning_rate=run.config.learning_rate, seed=run.config.seed,
-                       optimizer=run.config.optimizer, status=run.status, losses=curves[run.id].tolist())
-        for run in runs
-    ])
+        return Response(losses_csv(((run, curves[run.id]) for run in runs), points), media_type="text/csv")
+    return SweepLosses(sweep_id=sweep_id, runs=[_curve(run, curves[run.id], points) for run in runs])
+
+
+@router.delete("/sweeps/{sweep_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
+               responses={409: {"model": ErrorMessage, "description": "the sweep has running runs: cancel it first"}})
+def delete_sweep(sweep_id: Id, storage: StorageDep) -> Response:
+    """Delete the sweep with its runs and their losses; refused (409) while any run is running."""
+    storage.delete_sweep(sweep_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/sweeps/{sweep_id}/cancel", response_model=SweepPublic)
@@ -63,3 +120,26 @@ def retry_sweep(sweep_id: Id, storage: StorageDep, enqueue: EnqueueDep) -> Sweep
     """Queue the failed and cancelled runs again."""
     storage.retry_sweep(sweep_id, enqueue)
     return SweepPublic.of(storage.get_sweep(sweep_id))
+
+
+def _curve(run: Run, losses: np.ndarray, points: int | None) -> RunCurvePublic:
+    config = run.config
+    sampled = None
+    if points is not None:
+        epochs, losses = min_max(losses, points)
+        sampled = epochs.tolist()
+    return RunCurvePublic(run_id=run.id, learning_rate=config.learning_rate, seed=config.seed,
+                          optimizer=config.optimizer, status=run.status, losses=losses.tolist(),
+                          sampled_epochs=sampled)
+
+
+def _summary(storage: Storage, sweep: Sweep) -> SweepSummary:
+    first = storage.runs_page(sweep.id, limit=1).runs[0]  # a sweep is created with at least one run
+    config = first.config
+    best = storage.best_runs([sweep.id]).get(sweep.id)
+    optimum, limit = reference_lines(config.n_samples, config.n_features, config.data_seed)
+    return SweepSummary(
+        **SweepPublic.of(sweep).model_dump(), n_jobs=storage.sweep_jobs(sweep.id),
+        best_run=None if best is None else RunPublic.of(best), n_samples=config.n_samples,
+        n_features=config.n_features, data_seed=config.data_seed, least_squares_loss=optimum, stability_limit=limit,
+    )

@@ -1,0 +1,19 @@
+"""A task's reference lines: the least-squares optimum (the lowest loss any run can reach) and the
+learning rate above which plain gradient descent diverges (2/λmax), drawn in plots and shown in summaries."""
+
+from functools import lru_cache
+
+from engine.tasks.linear_regression import least_squares_loss, stability_limit
+
+# Above this, the optimum (a least-squares solve) and the limit (an eigenvalue problem in
+# n_features + 1 dimensions) would cost a request seconds to minutes: they are left out.
+REFERENCE_LINES_MAX_FEATURES = 1_000
+REFERENCE_LINES_MAX_SIZE = 1_000_000  # n_samples × n_features
+
+
+@lru_cache(maxsize=64)
+def reference_lines(n_samples: int, n_features: int, data_seed: int) -> tuple[float | None, float | None]:
+    """(least-squares loss, stability limit) of the task's data, or (None, None) where they are not cheap to know."""
+    if n_features > REFERENCE_LINES_MAX_FEATURES or n_samples * n_features > REFERENCE_LINES_MAX_SIZE:
+        return None, None
+    return least_squares_loss(n_samples, n_features, data_seed), stability_limit(n_samples, n_features, data_seed)

@@ -1,0 +1,70 @@
+"""The Python client against the real API and workers, as a notebook uses it: submit, wait, DataFrames, delete."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from service.client import ApiError, Client
+from service.settings import get_settings
+from tests.curves import expected_curves
+
+SWEEP = dict(learning_rates=[1e-3, 1e-2, 5e-2], seeds=range(3), optimizers=["sgd", "adam"], epochs=120,
+             name="from a notebook")
+
+
+@pytest.fixture
+def client(stack) -> Client:
+    return Client(base_url=stack.url, token=stack.env.get("GRADSWEEP_API_TOKEN", ""))
+
+
+def test_submit_wait_and_read_a_sweep_as_dataframes_and_arrays(client):
+    submitted = client.submit(**SWEEP)
+    assert submitted["n_runs"] == 18 and "runs" not in submitted
+    sweep = client.wait(submitted["id"], poll_seconds=0.1, progress=False)
+    assert sweep["status"] == "finished" and sweep["counts"]["succeeded"] == 18
+    assert submitted["id"] in [s["id"] for s in client.sweeps()]
+    assert [s["id"] for s in client.sweeps(limit=1)] == [max(s["id"] for s in client.sweeps())]
+
+    runs = client.runs(submitted["id"])
+    frame = client.runs_frame(submitted["id"])
+    assert list(frame.index) == [run["id"] for run in runs] and frame.index.name == "id"
+    assert frame["final_loss"].tolist() == [run["final_loss"] for run in runs]
+    assert set(frame.groupby("optimizer")["final_loss"].count()) == {9}
+    assert str(frame["finished_at"].dtype).startswith("datetime64")
+    assert len(client.runs_frame(submitted["id"], optimizer="adam")) == 9
+    best = client.runs_frame(submitted["id"], sort="final_loss").iloc[0]
+    assert best.name == sweep["best_run"]["id"]
+
+    expected = expected_curves(runs)
+    curves = client.curves(submitted["id"])
+    assert set(curves) == set(expected)
+    for run_id, (epochs, losses) in curves.items():
+        assert losses.dtype == np.float64 and losses.tolist() == expected[run_id]
+        assert epochs.tolist() == list(range(120))
+    long = client.curves_frame(submitted["id"])
+    assert len(long) == 18 * 120 and list(long.columns) == ["run_id", "learning_rate", "seed", "optimizer", "epoch",
+                                                              "loss"]
+    mean = long.groupby(["optimizer", "learning_rate", "epoch"])["loss"].mean()
+    assert len(mean) == 2 * 3 * 120
+    sampled = client.curves_frame(submitted["id"], points=20)
+    assert sampled.groupby("run_id").size().max() <= 20
+    assert set(sampled["loss"]) <= set(long["loss"])
+
+    client.delete_sweep(submitted["id"])
+    with pytest.raises(ApiError, match="404"):
+        client.sweep(submitted["id"])
+
+
+def test_the_client_reads_the_url_and_the_token_from_the_settings_as_the_cli_does(monkeypatch):
+    monkeypatch.setenv("GRADSWEEP_API_URL", "http://127.0.0.1:1")
+    monkeypatch.setenv("GRADSWEEP_API_TOKEN", "secret")
+    get_settings.cache_clear()
+    try:
+        client = Client()
+        assert str(client.http.base_url).rstrip("/") == "http://127.0.0.1:1"
+        assert client.http.headers["Authorization"] == "Bearer secret"
+        with pytest.raises(ApiError, match="cannot reach the API"):
+            client.sweeps()
+    finally:
+        get_settings.cache_clear()

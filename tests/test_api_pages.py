@@ -1,0 +1,170 @@
+"""Sweeps and runs page through the API: summaries without runs, cursors and offsets, filters and sorts;
+and a sweep is deleted whole.
+
+The API runs in process on a SQLite file (as in test_api_validation.py), with runs
+given losses through the storage as a worker would write them.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+from fastapi.testclient import TestClient
+
+from engine.tasks.linear_regression import least_squares_loss, stability_limit
+from service.api.deps import get_enqueue, get_storage
+from service.api.main import create_app
+from service.storage import RunStatus, Storage
+
+GRID = {"name": "grid", "learning_rates": [1e-3, 1e-2, 3e-2, 1e-1], "seeds": [0, 1, 2],
+        "optimizers": ["sgd", "adam"], "epochs": 10}
+
+
+@pytest.fixture
+def storage(tmp_path):
+    storage = Storage(f"sqlite:///{tmp_path}/api.sqlite")
+    storage.upgrade()
+    yield storage
+    storage.close()
+
+
+@pytest.fixture
+def api(storage):
+    app = create_app()
+    app.dependency_overrides[get_storage] = lambda: storage
+    app.dependency_overrides[get_enqueue] = lambda: lambda jobs: None
+    with TestClient(app) as client:
+        yield client
+
+
+def finish(storage: Storage, run: dict, final_loss: float, status: RunStatus = RunStatus.SUCCEEDED) -> None:
+    """As a worker would: start the run, write its losses, end it."""
+    started = storage.start_run(run["id"], "test-worker")
+    storage.write_losses(run["id"], 0, [final_loss * 2, final_loss], attempt=started.attempts)
+    storage.finish_run(run["id"], status, final_loss=final_loss, attempt=started.attempts)
+
+
+def all_runs(api: TestClient, sweep_id: int, **params) -> list[dict]:
+    page = api.get(f"/sweeps/{sweep_id}/runs", params={"limit": 1000, **params})
+    assert page.status_code == 200, page.text
+    return page.json()["runs"]
+
+
+def test_a_sweep_is_answered_as_a_summary_and_its_runs_page_by_offset(api):
+    created = api.post("/sweeps", json=GRID)
+    assert created.status_code == 201
+    summary = created.json()
+    assert "runs" not in summary and summary["n_runs"] == 24 and summary["best_run"] is None
+    assert summary["n_jobs"] == 2  # one batch per optimizer
+    assert (summary["n_samples"], summary["n_features"], summary["data_seed"]) == (100, 50, 0)
+    assert summary["least_squares_loss"] == least_squares_loss(100, 50, 0)
+    assert summary["stability_limit"] == stability_limit(100, 50, 0)
+    assert api.get(f"/sweeps/{summary['id']}").json() == summary
+
+    pages = [api.get(f"/sweeps/{summary['id']}/runs", params={"limit": 10, "offset": offset}).json()
+             for offset in (0, 10, 20)]
+    assert [page["total"] for page in pages] == [24, 24, 24]
+    assert [len(page["runs"]) for page in pages] == [10, 10, 4]
+    ids = [run["id"] for page in pages for run in page["runs"]]
+    assert ids == sorted(ids) and len(set(ids)) == 24
+
+
+def test_runs_filter_by_status_optimizer_and_learning_rate_and_sort_by_loss(api, storage):
+    sweep = api.post("/sweeps", json=GRID).json()
+    runs = all_runs(api, sweep["id"])
+    losses = {}
+    for i, run in enumerate(runs[:12]):
+        losses[run["id"]] = 1.0 / (i + 1)
+        finish(storage, run, losses[run["id"]])
+
+    by_loss = all_runs(api, sweep["id"], sort="final_loss")
+    assert [run["id"] for run in by_loss[:12]] == sorted(losses, key=losses.get)
+    assert all(run["final_loss"] is None for run in by_loss[12:])  # no loss yet: last, in both orders
+    descending = all_runs(api, sweep["id"], sort="final_loss", order="desc")
+    assert [run["id"] for run in descending[:12]] == sorted(losses, key=losses.get, reverse=True)
+    assert all(run["final_loss"] is None for run in descending[12:])
+
+    queued = all_runs(api, sweep["id"], status="queued")
+    assert len(queued) == 12 and {run["status"] for run in queued} == {"queued"}
+    both = api.get(f"/sweeps/{sweep['id']}/runs", params=[("status", "queued"), ("status", "succeeded")]).json()
+    assert both["total"] == 24
+    adam = all_runs(api, sweep["id"], optimizer="adam")
+    assert len(adam) == 12 and {run["optimizer"] for run in adam} == {"adam"}
+    middle = all_runs(api, sweep["id"], min_learning_rate=1e-2, max_learning_rate=3e-2)
+    assert {run["learning_rate"] for run in middle} == {1e-2, 3e-2} and len(middle) == 12
+    by_lr = all_runs(api, sweep["id"], sort="learning_rate", order="desc")
+    assert [run["learning_rate"] for run in by_lr] == sorted((run["learning_rate"] for run in runs), reverse=True)
+
+    best = api.get(f"/sweeps/{sweep['id']}").json()["best_run"]
+    assert best["id"] == min(losses, key=losses.get) and math.isclose(best["final_loss"], min(losses.values()))
+
+
+def test_sweeps_page_newest_first_by_a_cursor_that_new_sweeps_do_not_shift(api):
+    ids = [api.post("/sweeps", json=GRID | {"name": f"s{i}"}).json()["id"] for i in range(5)]
+    first = api.get("/sweeps", params={"limit": 2})
+    assert [sweep["id"] for sweep in first.json()] == ids[:-3:-1]
+    next_url = re.match(r'<([^>]+)>; rel="next"', first.headers["link"]).group(1)
+    api.post("/sweeps", json=GRID | {"name": "meanwhile"})
+    second = api.get(next_url)
+    assert [sweep["id"] for sweep in second.json()] == [ids[2], ids[1]]
+    last = api.get("/sweeps", params={"limit": 2, "before": ids[1]})
+    assert [sweep["id"] for sweep in last.json()] == [ids[0]] and "link" not in last.headers
+    assert len(api.get("/sweeps").json()) == 6
+
+
+@pytest.mark.parametrize("params, field", [
+    ({"limit": 0}, "limit"), ({"limit": 1001}, "limit"), ({"offset": -1}, "offset"),
+    ({"sort": "loss"}, "sort"), ({"order": "up"}, "order"), ({"status": "done"}, "status"),
+    ({"optimizer": "lbfgs"}, "optimizer"), ({"min_learning_rate": 0}, "min_learning_rate"),
+    ({"max_learning_rate": "nan"}, "max_learning_rate"),
+])
+def test_bad_page_parameters_are_a_422_naming_the_parameter(api, params, field):
+    sweep = api.post("/sweeps", json=GRID).json()
+    response = api.get(f"/sweeps/{sweep['id']}/runs", params=params)
+    assert response.status_code == 422
+    assert any(field in [str(part) for part in error["loc"]] for error in response.json()["detail"])
+
+
+def test_the_runs_of_a_missing_sweep_are_a_404(api):
+    assert api.get("/sweeps/12345/runs").status_code == 404
+
+
+def test_a_sweep_is_deleted_whole_but_not_while_a_run_is_running(api, storage):
+    sweep = api.post("/sweeps", json=GRID).json()
+    run = all_runs(api, sweep["id"])[0]
+    storage.start_run(run["id"], "test-worker")
+    refused = api.delete(f"/sweeps/{sweep['id']}")
+    assert refused.status_code == 409 and "cancel it first" in refused.json()["detail"]
+    assert api.get(f"/sweeps/{sweep['id']}").status_code == 200
+
+    assert api.post(f"/sweeps/{sweep['id']}/cancel").status_code == 200
+    assert api.delete(f"/sweeps/{sweep['id']}").status_code == 204
+    assert api.get(f"/sweeps/{sweep['id']}").status_code == 404
+    assert api.get(f"/runs/{run['id']}").status_code == 404
+    assert api.delete(f"/sweeps/{sweep['id']}").status_code == 404
+
+
+def test_curves_down_sample_to_the_points_asked_for_keeping_each_buckets_extremes(api, storage):
+    sweep = api.post("/sweeps", json=GRID | {"learning_rates": [1e-2], "seeds": [0], "optimizers": ["sgd"],
+                                             "epochs": 1_000}).json()
+    (run,) = all_runs(api, sweep["id"])
+    losses = [1.0 / (epoch + 1) for epoch in range(1_000)]
+    losses[500] = 50.0  # a spike that averaging would hide
+    attempt = storage.start_run(run["id"], "test-worker").attempts
+    storage.write_losses(run["id"], 0, losses, attempt=attempt)
+
+    full = api.get(f"/runs/{run['id']}").json()
+    assert full["losses"] == losses and full["sampled_epochs"] is None
+    sampled = api.get(f"/runs/{run['id']}", params={"points": 100}).json()
+    assert len(sampled["sampled_epochs"]) <= 100 and 500 in sampled["sampled_epochs"] and 50.0 in sampled["losses"]
+    assert sampled["losses"] == [losses[epoch] for epoch in sampled["sampled_epochs"]]
+    (curve,) = api.get(f"/sweeps/{sweep['id']}/losses", params={"points": 100}).json()["runs"]
+    assert (curve["sampled_epochs"], curve["losses"]) == (sampled["sampled_epochs"], sampled["losses"])
+    rows = api.get(f"/sweeps/{sweep['id']}/losses", params={"points": 100, "format": "csv"}).text.splitlines()[1:]
+    assert [int(row.split(",")[4]) for row in rows] == sampled["sampled_epochs"]
+    assert api.get(f"/runs/{run['id']}/losses.csv", params={"points": 100}).text.splitlines()[1:] == rows
+    for bad in (1, 100_001, "x"):
+        response = api.get(f"/runs/{run['id']}", params={"points": bad})
+        assert response.status_code == 422 and "points" in response.text
