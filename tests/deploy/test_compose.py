@@ -24,14 +24,16 @@ pytestmark = [pytest.mark.deploy, pytest.mark.timeout(1500)]
 STACK = {"redis": 1, "postgres": 1, "api": 1, "worker": 1}
 
 
-def assert_exact(project: Project, sweep: dict) -> None:
-    """Every run succeeded, each epoch stored once, its curve bit-equal to its batch trained here."""
+def assert_exact(project: Project, sweep: dict, expected: dict[int, list[float]] | None = None) -> dict:
+    """Every run succeeded, each epoch stored once, its curve bit-equal to its batch trained here (or to
+    `expected`, curves checked so before); returns the curves by run id."""
     runs = all_runs(project.http, sweep["id"])
     assert [run["status"] for run in runs] == ["succeeded"] * len(runs), [(r["id"], r["status"]) for r in runs]
     assert_each_epoch_stored_once(project.database_url, sweep["id"], runs)
-    expected = expected_curves(runs)
+    expected = expected_curves(runs) if expected is None else expected
     for run in runs:
         assert project.http.get(f"/runs/{run['id']}").json()["losses"] == expected[run["id"]], run["id"]
+    return expected
 
 
 def sweep_id_of(output: str) -> int:
@@ -88,7 +90,7 @@ def test_the_readme_compose_section_runs_as_written(project: Project):
     count("deploy: worker containers killed mid-sweep (docker kill)")
     finished = project.wait_for_sweep(sweep["id"])
     assert finished["counts"]["succeeded"] == 32, finished["counts"]
-    assert_exact(project, finished)
+    curves = assert_exact(project, finished)
     runs = {r["id"]: r for r in all_runs(project.http, sweep['id'])}
     assert cut_short and all(runs[i]["attempts"] >= 2 and not runs[i]["worker"].startswith(node) for i in cut_short)
     count("deploy: runs checked after faults", 32)
@@ -115,7 +117,7 @@ def test_the_readme_compose_section_runs_as_written(project: Project):
     project.run("docker compose up -d")
     project.wait_healthy(STACK)
     assert project.http.get("/sweeps").json() == before
-    assert_exact(project, finished)
+    assert_exact(project, finished, curves)
 
     project.run("docker compose --profile monitoring down --volumes")
     volumes = project.run(f"docker volume ls -q --filter label=com.docker.compose.project={project.name}").stdout

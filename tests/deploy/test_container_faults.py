@@ -57,10 +57,11 @@ def logs(stack: Project, container: str) -> str:
     return done.stdout + done.stderr
 
 
-def finished_exactly(stack: Project, sweep_id: int, again: bool = False) -> dict:
+def finished_exactly(stack: Project, sweep_id: int, expected: dict[int, list[float]] | None = None) -> dict:
+    """The finished sweep, every run checked by `assert_exact` (against `expected`, when checked before)."""
     sweep = stack.wait_for_sweep(sweep_id, timeout=300)
-    assert_exact(stack, sweep)
-    if not again:
+    sweep["curves"] = assert_exact(stack, sweep, expected)
+    if expected is None:
         count("deploy: runs checked after faults", sweep["n_runs"])
     return sweep
 
@@ -90,7 +91,7 @@ def test_a_worker_cut_off_the_network_for_longer_than_its_lease_loses_its_runs_a
     log = wait_for(lambda: "'0 of " in (text := logs(stack, container)) and text, timeout=180)
     assert "runs recorded'" in log.split("'0 of ", 1)[1].splitlines()[0], log[-3000:]
     count("deploy: seconds from the reconnect until the late attempt was refused", round(time.monotonic() - reconnected))
-    again = finished_exactly(stack, sweep_id, again=True)  # nothing written since
+    again = finished_exactly(stack, sweep_id, sweep["curves"])  # nothing written since
     assert [(r["id"], r["attempts"], r["worker"]) for r in again["runs"]] == \
         [(r["id"], r["attempts"], r["worker"]) for r in sweep["runs"]]
     count("deploy: late attempts refused after a reconnect")
