@@ -1,6 +1,9 @@
-"""Reading a whole sweep back through the paged API, for tests that check every run."""
+"""Reading a whole sweep back through the paged API, for tests that check every run; waiting for its end."""
 
 from __future__ import annotations
+
+import time
+from collections.abc import Callable
 
 import httpx
 
@@ -20,3 +23,16 @@ def all_runs(http: httpx.Client, sweep_id: int) -> list[dict]:
 def with_runs(http: httpx.Client, sweep: dict) -> dict:
     """The sweep's summary and, under "runs", every run of it."""
     return sweep | {"runs": all_runs(http, sweep["id"])}
+
+
+def wait_until_finished(http: httpx.Client, sweep_id: int, timeout: float, poll: float = 0.2,
+                        explain: Callable[[], str] = str) -> dict:
+    """The sweep's summary once no run is queued or running, with every run under "runs";
+    fails after `timeout` seconds, with the counts and `explain()`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        sweep = http.get(f"/sweeps/{sweep_id}").json()
+        if sweep["status"] == "finished":
+            return with_runs(http, sweep)
+        assert time.monotonic() < deadline, f"sweep {sweep_id} unfinished: {sweep['counts']}\n{explain()}"
+        time.sleep(poll)

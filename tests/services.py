@@ -1,6 +1,7 @@
-"""What tests that need a real service share: failing loudly in CI when it is missing, and fresh databases."""
+"""What tests that need a real service share: failing loudly in CI when it is missing, fresh databases, waiting."""
 
 import os
+import time
 import uuid
 
 import pytest
@@ -29,3 +30,12 @@ def unavailable(message: str) -> None:
     if in_ci():
         pytest.fail(message)
     pytest.skip(message)
+
+
+def wait_for(predicate, timeout: float = 60.0, message: str = "timed out"):
+    """The first truthy value of `predicate()`, polled every 50 ms; fails after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, message
+        time.sleep(0.05)
+    return value

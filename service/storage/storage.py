@@ -145,11 +145,16 @@ class Storage:
         with self._transaction() as connection:
             return _sweeps(connection, _SWEEPS.c.id.in_(ids.scalar_subquery()))
 
-    def sweep_jobs(self, sweep_id: int) -> int:
-        """How many batches the sweep's runs were grouped into."""
+    def sweep_shape(self, sweep_id: int) -> tuple[RunConfig, int]:
+        """The config of the sweep's first run (its task is every run's) and how many batches its runs make."""
         with self._transaction() as connection:
-            return connection.scalar(select(func.count(func.distinct(_RUNS.c.batch)))
-                                     .where(_RUNS.c.sweep_id == sweep_id)) or 0
+            first = connection.execute(select(_RUNS).where(_RUNS.c.sweep_id == sweep_id)
+                                       .order_by(_RUNS.c.id).limit(1)).one_or_none()
+            if first is None:
+                raise NotFound(f"no sweep {sweep_id}")
+            n_jobs = connection.scalar(select(func.count(func.distinct(_RUNS.c.batch)))
+                                       .where(_RUNS.c.sweep_id == sweep_id))
+            return _run(first).config, n_jobs
 
     def get_sweep(self, sweep_id: int) -> Sweep:
         with self._transaction() as connection:

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from tests.integration.stack import free_port
-from tests.pages import with_runs
+from tests.pages import wait_until_finished
 from tests.services import unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -147,13 +147,7 @@ class Project:
         return next(iter(self.inspect(container)["NetworkSettings"]["Networks"]))
 
     def wait_for_sweep(self, sweep_id: int, timeout: float = 240) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            sweep = self.http.get(f"/sweeps/{sweep_id}").json()
-            if sweep["status"] == "finished":
-                return with_runs(self.http, sweep)
-            assert time.monotonic() < deadline, f"sweep {sweep_id} unfinished: {sweep['counts']}"
-            time.sleep(0.5)
+        return wait_until_finished(self.http, sweep_id, timeout, poll=0.5)
 
     def down(self) -> None:
         self.compose_run("--profile", "monitoring", "down", "--volumes", "--remove-orphans", timeout=180, check=False)

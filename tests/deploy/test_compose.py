@@ -18,6 +18,7 @@ from tests.deploy.compose import Project, readme_compose_commands
 from tests.integration.faults import count
 from tests.integration.stack import gradsweep
 from tests.pages import all_runs
+from tests.services import wait_for
 
 pytestmark = [pytest.mark.deploy, pytest.mark.timeout(1500)]
 
@@ -82,7 +83,7 @@ def test_the_readme_compose_section_runs_as_written(project: Project):
     assert response.status_code == 201, response.text
     sweep = response.json()
     running = wait_for(lambda: [r for r in all_runs(project.http, sweep['id'])
-                                if r["status"] == "running" and r["epochs_done"] > 0])
+                                if r["status"] == "running" and r["epochs_done"] > 0], timeout=120)
     node = running[0]["worker"].split()[0]
     project.run(f"docker kill {project.container_of(node)}")
     cut_short = {r["id"] for r in all_runs(project.http, sweep['id'])
@@ -99,7 +100,7 @@ def test_the_readme_compose_section_runs_as_written(project: Project):
     project.run("docker compose --profile monitoring up -d --scale worker=4")
     project.wait_healthy(STACK | {"worker": 4, "flower": 1})
     flower = f"http://127.0.0.1:{project.ports['FLOWER_PORT']}"
-    wait_for(lambda: answers(f"{flower}/healthcheck"))
+    wait_for(lambda: answers(f"{flower}/healthcheck"), timeout=120)
     assert httpx.get(f"{flower}/", timeout=10).status_code == 401
     assert httpx.get(f"{flower}/api/workers", timeout=10).status_code == 401
     login = ("gradsweep", project.flower_password)
@@ -132,10 +133,3 @@ def answers(url: str) -> bool:
     except httpx.HTTPError:
         return False
 
-
-def wait_for(predicate, timeout: float = 120):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
-    return value

@@ -13,9 +13,10 @@ from collections.abc import Iterator
 import pytest
 
 from tests.deploy.compose import Project
-from tests.deploy.test_compose import assert_exact, wait_for
+from tests.deploy.test_compose import assert_exact
 from tests.integration.faults import count
 from tests.pages import all_runs
+from tests.services import wait_for
 
 pytestmark = [pytest.mark.deploy, pytest.mark.timeout(900)]
 
@@ -49,7 +50,8 @@ def runs_of(stack: Project, sweep_id: int) -> list[dict]:
 
 def training(stack: Project, sweep_id: int) -> list[dict]:
     """Runs that have written losses and are still running."""
-    return wait_for(lambda: [r for r in runs_of(stack, sweep_id) if r["status"] == "running" and r["epochs_done"] > 0])
+    return wait_for(lambda: [r for r in runs_of(stack, sweep_id) if r["status"] == "running" and r["epochs_done"] > 0],
+                    timeout=120)
 
 
 def logs(stack: Project, container: str) -> str:

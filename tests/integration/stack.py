@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.pages import with_runs
+from tests.pages import wait_until_finished
 
 
 def free_port() -> int:
@@ -86,13 +86,7 @@ class Stack:
 
     def wait_for_sweep(self, sweep_id: int, timeout: float = 120) -> dict:
         """The sweep's summary once it has finished, with every run under "runs"."""
-        deadline = time.monotonic() + timeout
-        while True:
-            sweep = self.http.get(f"/sweeps/{sweep_id}").json()
-            if sweep["status"] == "finished":
-                return with_runs(self.http, sweep)
-            assert time.monotonic() < deadline, f"sweep {sweep_id} unfinished: {sweep['counts']}\n{self.log('worker')}"
-            time.sleep(0.2)
+        return wait_until_finished(self.http, sweep_id, timeout, explain=lambda: self.log("worker"))
 
     def stop(self) -> None:
         for process in self.processes:

@@ -17,6 +17,7 @@ import pytest
 from engine.tasks.linear_regression import stability_limit, train
 from tests.curves import assert_each_epoch_stored_once, expected_curves
 from tests.pages import all_runs
+from tests.services import wait_for
 
 SWEEP = {"name": "e2e", "learning_rates": [0.01, 0.05], "seeds": [0, 1], "epochs": 50}
 
@@ -86,19 +87,11 @@ def test_a_learning_rate_above_the_stability_limit_ends_diverged_with_finite_los
     assert run["diverged_at"] == train(too_fast, run["seed"], 2000).diverged_at
 
 
-def _wait_until(predicate, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
-    return value
-
-
 def test_cancel_stops_queued_and_running_runs_and_retry_redoes_them(stack):
     # Six long runs on two worker processes: two run while four wait.
     long_sweep = {**SWEEP, "learning_rates": [0.01, 0.02, 0.03], "epochs": 100_000}
     sweep_id = stack.http.post("/sweeps", json=long_sweep).json()["id"]
-    _wait_until(lambda: stack.http.get(f"/sweeps/{sweep_id}").json()["counts"]["running"] >= 1)
+    wait_for(lambda: stack.http.get(f"/sweeps/{sweep_id}").json()["counts"]["running"] >= 1)
 
     cancelled = stack.http.post(f"/sweeps/{sweep_id}/cancel").json()
     assert cancelled["status"] == "finished"

@@ -22,6 +22,7 @@ from tests.integration.conftest import settings_for
 from tests.integration.faults import PostgresServer, RedisServer, TcpProxy, count, kill, pid_of
 from tests.integration.stack import Stack, free_port
 from tests.pages import all_runs
+from tests.services import wait_for
 from worker.app import TRAIN_JOB
 
 LEASE = 3.0  # GRADSWEEP_RUN_LEASE_SECONDS for these tests: a vanished worker's run is taken back within ~4 s
@@ -54,14 +55,6 @@ def submit(stack: Stack, **sweep) -> int:
 
 def runs_of(stack: Stack, sweep_id: int) -> list[dict]:
     return all_runs(stack.http, sweep_id)
-
-
-def wait_for(predicate, timeout: float = 60.0, message: str = "timed out"):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, message
-        time.sleep(0.05)
-    return value
 
 
 def assert_every_run_complete_and_exact(stack: Stack, sweep_id: int, failed: tuple[int, ...] = ()) -> dict:

@@ -134,12 +134,11 @@ def _curve(run: Run, losses: np.ndarray, points: int | None) -> RunCurvePublic:
 
 
 def _summary(storage: Storage, sweep: Sweep) -> SweepSummary:
-    first = storage.runs_page(sweep.id, limit=1).runs[0]  # a sweep is created with at least one run
-    config = first.config
+    config, n_jobs = storage.sweep_shape(sweep.id)
     best = storage.best_runs([sweep.id]).get(sweep.id)
     optimum, limit = reference_lines(config.n_samples, config.n_features, config.data_seed)
     return SweepSummary(
-        **SweepPublic.of(sweep).model_dump(), n_jobs=storage.sweep_jobs(sweep.id),
+        **SweepPublic.of(sweep).model_dump(), n_jobs=n_jobs,
         best_run=None if best is None else RunPublic.of(best), n_samples=config.n_samples,
         n_features=config.n_features, data_seed=config.data_seed, least_squares_loss=optimum, stability_limit=limit,
     )
