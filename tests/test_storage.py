@@ -745,3 +745,39 @@ def test_a_message_older_than_its_runs_last_queueing_starts_nothing(storage: Sto
     assert [sorted(job.started) for job in halves] == [[runs[0].id, runs[1].id], [runs[2].id, runs[3].id]]
     assert {job.queued_at for job in split} == {storage.get_run(runs[0].id).queued_at}
     assert split[0].queued_at > first.queued_at
+
+
+def test_a_sweeps_version_changes_with_every_change_to_its_runs_and_only_then(storage: Storage) -> None:
+    sweep, (first, second) = storage.create_sweep("s", configs(2), ignore)
+    other, (elsewhere,) = storage.create_sweep("other", configs(1), ignore)
+    seen = [storage.sweep_version(sweep.id)]
+
+    def changed() -> bool:
+        seen.append(storage.sweep_version(sweep.id))
+        return seen[-1] != seen[-2]
+
+    storage.start_run(first.id, "w")
+    assert changed()
+    storage.write_losses(first.id, 0, [3.0, 2.0])
+    assert changed()
+    storage.finish_run(first.id, RunStatus.FAILED, error="boom")
+    assert changed()
+    storage.list_runs(sweep.id), storage.sweep_losses(sweep.id), storage.get_sweep(sweep.id)
+    storage.start_run(elsewhere.id, "w")  # another sweep's run
+    assert not changed()
+    storage.cancel_sweep(sweep.id)  # cancels the second run
+    assert changed()
+    storage.retry_sweep(sweep.id, ignore)
+    assert changed()
+    storage.start_run(second.id, "w")
+    storage.finish_run(second.id, RunStatus.SUCCEEDED, final_loss=0.5, losses=[0.5])
+    assert changed()
+    assert len(set(seen)) == len(seen) - 1  # never back to an earlier state's number
+    with pytest.raises(NotFound):
+        storage.sweep_version(10**9)
+
+
+def test_sweep_shape_counts_the_batches(storage: Storage) -> None:
+    sweep, _ = storage.create_sweep("s", configs(7), ignore, batch_sizes=[3, 3, 1])
+    config, n_jobs = storage.sweep_shape(sweep.id)
+    assert (config, n_jobs) == (configs(7)[0], 3)

@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    text,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -71,6 +72,8 @@ class RunRow(Base):
         Index(None, "status", "heartbeat_at"),  # finds running runs whose worker went quiet
         Index(None, "status", "queued_at"),  # finds queued runs whose message was lost
         Index(None, "sweep_id", "batch"),  # a job reads its whole batch
+        Index(None, "sweep_id", "best_loss"),  # a sweep's best run, without ranking them all
+        Index(None, "sweep_id", "final_loss"),  # a page of runs by final loss, without sorting them all
         CheckConstraint(f"status IN ({', '.join(repr(s.value) for s in RunStatus)})", name="status"),
     )
 
@@ -103,6 +106,9 @@ class RunRow(Base):
     best_loss: Mapped[float | None] = mapped_column(Double)
     diverged_at: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
+    # Raised by every UPDATE of the row: a sweep's sum of versions names one state of its runs
+    # and losses, whatever the workers' clocks say (migration 0005).
+    version: Mapped[int] = mapped_column(BigInteger, server_default="0", onupdate=text("version + 1"))
 
 
 # float64 values: an array on PostgreSQL (a view unnests it, see migration 0004), little-endian bytes on SQLite.

@@ -15,6 +15,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import URL, Connection, Table, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy.orm import aliased
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from service.storage.engine import BEGIN_IMMEDIATE, database_url, make_engine
@@ -152,9 +153,11 @@ class Storage:
                                        .order_by(_RUNS.c.id).limit(1)).one_or_none()
             if first is None:
                 raise NotFound(f"no sweep {sweep_id}")
-            n_jobs = connection.scalar(select(func.count(func.distinct(_RUNS.c.batch)))
-                                       .where(_RUNS.c.sweep_id == sweep_id))
-            return _run(first).config, n_jobs
+            # A sweep's batches are numbered 0, 1, ... (a run migrated by 0004 is a batch numbered by its
+            # id: those count their id span), so the (sweep_id, batch) index counts them at its two ends.
+            low, high = connection.execute(select(func.min(_RUNS.c.batch), func.max(_RUNS.c.batch))
+                                           .where(_RUNS.c.sweep_id == sweep_id)).one()
+            return _run(first).config, high - low + 1
 
     def get_sweep(self, sweep_id: int) -> Sweep:
         with self._transaction() as connection:
@@ -242,18 +245,29 @@ class Storage:
     def best_runs(self, sweep_ids: Sequence[int]) -> dict[int, Run]:
         """Each sweep's run with the lowest loss so far, of those that neither diverged nor failed, by sweep id.
 
-        One query for a whole page of sweeps. A sweep with no such run is left
-        out; of runs with the same loss, the first one wins.
+        One query for a whole page of sweeps, each sweep's best run found by the
+        (sweep_id, best_loss) index rather than by ranking all its runs. A sweep with no
+        such run is left out; of runs with the same loss, the first one wins.
         """
-        ranked = (
-            select(_RUNS, func.row_number().over(partition_by=_RUNS.c.sweep_id,
-                                                 order_by=(_RUNS.c.best_loss, _RUNS.c.id)).label("rank"))
-            .where(_RUNS.c.sweep_id.in_(sweep_ids), _RUNS.c.best_loss.is_not(None),
-                   _RUNS.c.status.not_in([RunStatus.DIVERGED.value, RunStatus.FAILED.value]))
-            .subquery()
-        )
+        best = aliased(_RUNS)
+        best_id = (select(best.c.id)
+                   .where(best.c.sweep_id == _SWEEPS.c.id, best.c.best_loss.is_not(None),
+                          best.c.status.not_in([RunStatus.DIVERGED.value, RunStatus.FAILED.value]))
+                   .order_by(best.c.best_loss, best.c.id).limit(1).scalar_subquery())
+        ids = select(best_id).where(_SWEEPS.c.id.in_(sweep_ids)).scalar_subquery()
         with self._transaction() as connection:
-            return {row.sweep_id: _run(row) for row in connection.execute(select(ranked).where(ranked.c.rank == 1))}
+            return {run.sweep_id: run for run in _runs(connection, _RUNS.c.id.in_(ids))}
+
+    def sweep_version(self, sweep_id: int) -> int:
+        """A number that changes whenever anything about the sweep's runs or losses does: the sum of its run versions.
+
+        Every UPDATE of a run raises its version (models.RunRow.version), and every change
+        of losses comes with one, so two equal numbers mean the same runs and curves.
+        """
+        with self._transaction() as connection:
+            _require(connection, _SWEEPS, sweep_id)
+            return connection.scalar(select(func.coalesce(func.sum(_RUNS.c.version), 0))
+                                     .where(_RUNS.c.sweep_id == sweep_id))
 
     def get_run(self, run_id: int) -> Run:
         with self._transaction() as connection:
