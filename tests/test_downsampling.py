@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from service.downsampling import min_max
+from service.downsampling import min_max, min_max_each
 
 
 def test_a_short_curve_is_kept_whole():
@@ -31,3 +31,14 @@ def test_a_one_epoch_spike_is_never_hidden():
     losses[77_777] = 1e6
     epochs, kept = min_max(losses, 100)
     assert 77_777 in epochs.tolist() and kept.max() == 1e6
+
+
+def test_many_curves_at_once_are_each_what_min_max_gives_alone():
+    rng = np.random.default_rng(3)
+    curves = [rng.random(n) for n in (1_000, 1_000, 50, 0, 1_000, 2_345, 2_345)]
+    curves[1][:] = 0.25  # a flat curve: min and max coincide in every bucket
+    together = min_max_each(curves, 64)
+    for curve, (epochs, kept) in zip(curves, together, strict=True):
+        alone_epochs, alone_kept = min_max(curve, 64)
+        assert epochs.tolist() == alone_epochs.tolist() and kept.tolist() == alone_kept.tolist()
+    assert together[1][0].size == 32  # one point a bucket

@@ -12,6 +12,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Path, Query, status
 
+from service.api.curve_cache import CurveCache
 from service.settings import get_settings
 from service.storage import Job, Storage
 
@@ -21,6 +22,11 @@ def get_storage() -> Storage:
     return Storage(get_settings().database_url)
 
 
+@lru_cache
+def get_curve_cache() -> CurveCache:
+    return CurveCache(get_settings().curve_cache_bytes)
+
+
 def get_enqueue() -> Callable[[Sequence[Job]], None]:
     from worker.queue import enqueue_jobs  # imported late: building the Celery app reads the settings
 
@@ -28,6 +34,7 @@ def get_enqueue() -> Callable[[Sequence[Job]], None]:
 
 
 StorageDep = Annotated[Storage, Depends(get_storage)]
+CurveCacheDep = Annotated[CurveCache, Depends(get_curve_cache)]
 # A sweep's or a run's id in a path: ids are positive 64-bit integers, and anything else is a 422, not a 500.
 Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
 # `?points=N`: curves down-sampled to at most N points each (see service/downsampling.py); none: every epoch.

@@ -1,0 +1,98 @@
+"""A sweep's loss curves as JSON, encoded once for each state of the sweep and kept in memory.
+
+Reading and encoding the curves of 10,000 runs costs about a second, far more than
+sending them, and a finished sweep's curves never change; while a sweep runs, the
+dashboard asks for them again every few seconds. So the encoded answer is kept under
+(sweep, points, the sweep's version): `Storage.sweep_version` changes with every change
+to the sweep's runs, from any worker, so a kept answer is never stale and nothing has
+to be told to forget it. The version is read before the curves, so a write landing in
+between leaves newer curves under an older version, never older ones under a newer.
+The entries are bounded by bytes (`GRADSWEEP_CURVE_CACHE_BYTES`), least recently used
+out first; each API process keeps its own. Requests for the same missing entry wait for
+the one that computes it, rather than all computing it at once.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+
+import orjson
+
+from service.downsampling import min_max_each
+from service.storage import Storage
+
+__all__ = ["CurveCache", "sweep_curves_json"]
+
+Key = tuple[int, int | None, int]  # sweep id, points (None: every epoch), version
+
+
+class CurveCache:
+    """Bytes by key, at most `capacity` bytes of them; safe to share between the API's threads."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[Key, bytes] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+        self._computing: dict[Key, threading.Lock] = {}
+
+    def get_or_compute(self, key: Key, compute: Callable[[], bytes]) -> bytes:
+        """The kept value, or `compute()`'s, computed once however many threads ask at the same time."""
+        found = self.get(key)
+        if found is not None:
+            return found
+        with self._lock:
+            computing = self._computing.setdefault(key, threading.Lock())
+        try:
+            with computing:
+                found = self.get(key)
+                if found is None:
+                    found = compute()
+                    self.put(key, found)
+                return found
+        finally:
+            with self._lock:
+                self._computing.pop(key, None)
+
+    def get(self, key: Key) -> bytes | None:
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+            return found
+
+    def put(self, key: Key, value: bytes) -> None:
+        if len(value) > self.capacity:
+            return
+        with self._lock:
+            old = self._entries.pop(key, None)
+            self._size += len(value) - (len(old) if old is not None else 0)
+            self._entries[key] = value
+            # The sweep's older versions are of no more use.
+            for stale in [k for k in self._entries if k[0] == key[0] and k != key and k[2] != key[2]]:
+                self._size -= len(self._entries.pop(stale))
+            while self._size > self.capacity:
+                _, dropped = self._entries.popitem(last=False)
+                self._size -= len(dropped)
+
+
+def sweep_curves_json(storage: Storage, cache: CurveCache, sweep_id: int, points: int | None) -> bytes:
+    """`GET /sweeps/{id}/losses` as JSON (schemas.SweepLosses), from the cache when the sweep has not changed."""
+    key = (sweep_id, points, storage.sweep_version(sweep_id))
+    return cache.get_or_compute(key, lambda: _encoded(storage, sweep_id, points))
+
+
+def _encoded(storage: Storage, sweep_id: int, points: int | None) -> bytes:
+    runs = storage.list_runs(sweep_id)
+    curves = storage.sweep_losses(sweep_id)
+    losses = [curves[run.id] for run in runs]
+    sampled = min_max_each(losses, points) if points is not None else [(None, curve) for curve in losses]
+    return orjson.dumps({"sweep_id": sweep_id, "runs": [
+        {"run_id": run.id, "learning_rate": run.config.learning_rate, "seed": run.config.seed,
+         "optimizer": run.config.optimizer, "status": run.status.value, "losses": values,
+         "sampled_epochs": epochs}
+        for run, (epochs, values) in zip(runs, sampled, strict=True)
+    ]}, option=orjson.OPT_SERIALIZE_NUMPY)
+
