@@ -45,7 +45,9 @@ def api(host: str = "127.0.0.1", port: int = 8000) -> None:
     import uvicorn
 
     _require_migrated_database()
-    uvicorn.run("service.api.main:create_app", factory=True, host=host, port=port, log_level="info")
+    processes = get_settings().api_processes
+    uvicorn.run("service.api.main:create_app", factory=True, host=host, port=port, log_level="info",
+                workers=processes if processes > 1 else None)
 
 
 @app.command()

@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     max_epochs: int = Field(100_000, ge=1)
 
     worker_concurrency: int | None = Field(None, ge=1)
+    # Training processes run at this niceness, so that an API on the same machine answers first.
+    worker_nice: int = Field(10, ge=0, le=19)
 
     # A sweep's runs that differ only in learning rate and seed train together, as one
     # computation, in jobs of at most this many runs, and of at most job_memory_bytes of
@@ -38,6 +40,10 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1)
 
     max_request_bytes: int = Field(1_048_576, ge=1024)
+    # Processes serving the API (uvicorn's workers): one per core for many dashboard users.
+    api_processes: int = Field(1, ge=1)
+    # Each API process keeps sweeps' encoded curves, up to this many bytes (service/api/curve_cache.py).
+    curve_cache_bytes: int = Field(512 * 2**20, ge=0)
     # Origins allowed to call the API from a browser page of their own; none by default.
     cors_origins: list[str] = []
 

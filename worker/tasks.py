@@ -22,6 +22,7 @@ from typing import TypeVar
 import numpy as np
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import worker_process_init
 
 from engine.tasks import linear_regression
 from engine.tasks.linear_regression import TrainResult
@@ -37,6 +38,12 @@ FLUSH_SECONDS = 0.5
 DATABASE_PATIENCE_SECONDS = 60.0
 
 T = TypeVar("T")
+
+
+@worker_process_init.connect
+def _yield_to_the_api(**_: object) -> None:
+    """Training is batch work: where it shares a machine with the API, requests are answered first."""
+    os.nice(get_settings().worker_nice)
 
 
 @lru_cache
