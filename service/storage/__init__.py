@@ -18,6 +18,7 @@ from service.storage.records import (
     RunStatus,
     StartedJob,
     Sweep,
+    SweepOverview,
 )
 from service.storage.storage import Storage
 
@@ -40,4 +41,5 @@ __all__ = [
     "StorageError",
     "Sweep",
     "SweepActive",
+    "SweepOverview",
 ]

@@ -72,8 +72,8 @@ class RunRow(Base):
         Index(None, "status", "heartbeat_at"),  # finds running runs whose worker went quiet
         Index(None, "status", "queued_at"),  # finds queued runs whose message was lost
         Index(None, "sweep_id", "batch"),  # a job reads its whole batch
-        Index(None, "sweep_id", "best_loss"),  # a sweep's best run, without ranking them all
-        Index(None, "sweep_id", "final_loss"),  # a page of runs by final loss, without sorting them all
+        Index(None, "sweep_id", "best_loss", "id"),  # a sweep's best run, without ranking them all
+        Index(None, "sweep_id", "final_loss", "id"),  # a page of runs by final loss, without sorting them all
         CheckConstraint(f"status IN ({', '.join(repr(s.value) for s in RunStatus)})", name="status"),
     )
 

@@ -86,6 +86,16 @@ RUN_SORT_KEYS = ("id", "learning_rate", "final_loss", "best_loss")
 
 
 @dataclass(frozen=True)
+class SweepOverview:
+    """What a sweep's summary shows: the sweep and its counts, its task (every run's), its jobs, its best run."""
+
+    sweep: Sweep
+    task: RunConfig
+    n_jobs: int
+    best_run: Run | None
+
+
+@dataclass(frozen=True)
 class RunPage:
     runs: list[Run]
     total: int  # runs that match the filter, on every page

@@ -22,7 +22,7 @@ from service.storage.engine import BEGIN_IMMEDIATE, database_url, make_engine
 from service.storage.errors import DatabaseUnavailable, NotFound, SchemaOutOfDate, StorageError, SweepActive
 from service.storage.models import LossChunkRow, RunRow, SweepRow
 from service.storage.records import (
-    Job, LossWrite, Outcome, Run, RunConfig, RunFilter, RunPage, RunStatus, StartedJob, Sweep,
+    Job, LossWrite, Outcome, Run, RunConfig, RunFilter, RunPage, RunStatus, StartedJob, Sweep, SweepOverview,
 )
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -149,15 +149,17 @@ class Storage:
     def sweep_shape(self, sweep_id: int) -> tuple[RunConfig, int]:
         """The config of the sweep's first run (its task is every run's) and how many batches its runs make."""
         with self._transaction() as connection:
-            first = connection.execute(select(_RUNS).where(_RUNS.c.sweep_id == sweep_id)
-                                       .order_by(_RUNS.c.id).limit(1)).one_or_none()
-            if first is None:
+            return _shape(connection, sweep_id)
+
+    def sweep_overview(self, sweep_id: int) -> SweepOverview:
+        """The sweep with its counts, its task, its number of jobs and its best run: a summary, in one transaction."""
+        with self._transaction() as connection:
+            found = _sweeps(connection, _SWEEPS.c.id == sweep_id)
+            if not found:
                 raise NotFound(f"no sweep {sweep_id}")
-            # A sweep's batches are numbered 0, 1, ... (a run migrated by 0004 is a batch numbered by its
-            # id: those count their id span), so the (sweep_id, batch) index counts them at its two ends.
-            low, high = connection.execute(select(func.min(_RUNS.c.batch), func.max(_RUNS.c.batch))
-                                           .where(_RUNS.c.sweep_id == sweep_id)).one()
-            return _run(first).config, high - low + 1
+            task, n_jobs = _shape(connection, sweep_id)
+            return SweepOverview(sweep=found[0], task=task, n_jobs=n_jobs,
+                                 best_run=_best_runs(connection, [sweep_id]).get(sweep_id))
 
     def get_sweep(self, sweep_id: int) -> Sweep:
         with self._transaction() as connection:
@@ -246,17 +248,11 @@ class Storage:
         """Each sweep's run with the lowest loss so far, of those that neither diverged nor failed, by sweep id.
 
         One query for a whole page of sweeps, each sweep's best run found by the
-        (sweep_id, best_loss) index rather than by ranking all its runs. A sweep with no
-        such run is left out; of runs with the same loss, the first one wins.
+        (sweep_id, best_loss, id) index rather than by ranking all its runs. A sweep with
+        no such run is left out; of runs with the same loss, the first one wins.
         """
-        best = aliased(_RUNS)
-        best_id = (select(best.c.id)
-                   .where(best.c.sweep_id == _SWEEPS.c.id, best.c.best_loss.is_not(None),
-                          best.c.status.not_in([RunStatus.DIVERGED.value, RunStatus.FAILED.value]))
-                   .order_by(best.c.best_loss, best.c.id).limit(1).scalar_subquery())
-        ids = select(best_id).where(_SWEEPS.c.id.in_(sweep_ids)).scalar_subquery()
         with self._transaction() as connection:
-            return {run.sweep_id: run for run in _runs(connection, _RUNS.c.id.in_(ids))}
+            return _best_runs(connection, sweep_ids)
 
     def sweep_version(self, sweep_id: int) -> int:
         """A number that changes whenever anything about the sweep's runs or losses does: the sum of its run versions.
@@ -712,6 +708,30 @@ def _sweeps(connection: Connection, *where: Any) -> list[Sweep]:
         Sweep(id=id_, name=name, created_at=created_at, n_runs=sum(counts[id_].values()), counts=counts[id_])
         for id_, (name, created_at) in heads.items()
     ]
+
+
+def _shape(connection: Connection, sweep_id: int) -> tuple[RunConfig, int]:
+    """See `Storage.sweep_shape`."""
+    first = connection.execute(select(_RUNS).where(_RUNS.c.sweep_id == sweep_id).order_by(_RUNS.c.id).limit(1)
+                               ).one_or_none()
+    if first is None:
+        raise NotFound(f"no sweep {sweep_id}")
+    # A sweep's batches are numbered 0, 1, ... (a run migrated by 0004 is a batch numbered by its
+    # id: those count their id span), so the (sweep_id, batch) index counts them at its two ends.
+    low, high = connection.execute(select(func.min(_RUNS.c.batch), func.max(_RUNS.c.batch))
+                                   .where(_RUNS.c.sweep_id == sweep_id)).one()
+    return _run(first).config, high - low + 1
+
+
+def _best_runs(connection: Connection, sweep_ids: Sequence[int]) -> dict[int, Run]:
+    """See `Storage.best_runs`."""
+    best = aliased(_RUNS)
+    best_id = (select(best.c.id)
+               .where(best.c.sweep_id == _SWEEPS.c.id, best.c.best_loss.is_not(None),
+                      best.c.status.not_in([RunStatus.DIVERGED.value, RunStatus.FAILED.value]))
+               .order_by(best.c.best_loss, best.c.id).limit(1).scalar_subquery())
+    ids = select(best_id).where(_SWEEPS.c.id.in_(sweep_ids)).scalar_subquery()
+    return {run.sweep_id: run for run in _runs(connection, _RUNS.c.id.in_(ids))}
 
 
 def _runs(connection: Connection, *where: Any) -> list[Run]:

@@ -19,7 +19,7 @@ from service.api.schemas import (
 from service.batching import batch_sizes
 from service.reference_lines import reference_lines
 from service.settings import get_settings
-from service.storage import RUN_SORT_KEYS, RunFilter, RunStatus, Storage, Sweep
+from service.storage import RUN_SORT_KEYS, RunFilter, RunStatus, SweepOverview
 
 router = APIRouter(tags=["sweeps"])
 MAX_PAGE = 1_000
@@ -32,7 +32,7 @@ def create_sweep(body: SweepCreate, storage: StorageDep, enqueue: EnqueueDep) ->
     configs = body.run_configs()
     sizes = batch_sizes(configs, get_settings(), batched=body.batched)
     sweep, _ = storage.create_sweep(body.name, configs, enqueue, batch_sizes=sizes)
-    return _summary(storage, sweep)
+    return _summary(storage.sweep_overview(sweep.id))
 
 
 @router.get("/sweeps", response_model=list[SweepPublic])
@@ -57,7 +57,7 @@ def list_sweeps(
 @router.get("/sweeps/{sweep_id}", response_model=SweepSummary)
 def get_sweep(sweep_id: Id, storage: StorageDep) -> SweepSummary:
     """The sweep's progress, its best run so far and its data's reference lines, without its runs."""
-    return _summary(storage, storage.get_sweep(sweep_id))
+    return _summary(storage.sweep_overview(sweep_id))
 
 
 @router.get("/sweeps/{sweep_id}/runs", response_model=RunPagePublic)
@@ -121,12 +121,11 @@ def retry_sweep(sweep_id: Id, storage: StorageDep, enqueue: EnqueueDep) -> Sweep
     return SweepPublic.of(storage.get_sweep(sweep_id))
 
 
-def _summary(storage: Storage, sweep: Sweep) -> SweepSummary:
-    config, n_jobs = storage.sweep_shape(sweep.id)
-    best = storage.best_runs([sweep.id]).get(sweep.id)
-    optimum, limit = reference_lines(config.n_samples, config.n_features, config.data_seed)
+def _summary(overview: SweepOverview) -> SweepSummary:
+    task, best = overview.task, overview.best_run
+    optimum, limit = reference_lines(task.n_samples, task.n_features, task.data_seed)
     return SweepSummary(
-        **SweepPublic.of(sweep).model_dump(), n_jobs=n_jobs,
-        best_run=None if best is None else RunPublic.of(best), n_samples=config.n_samples,
-        n_features=config.n_features, data_seed=config.data_seed, least_squares_loss=optimum, stability_limit=limit,
+        **SweepPublic.of(overview.sweep).model_dump(), n_jobs=overview.n_jobs,
+        best_run=None if best is None else RunPublic.of(best), n_samples=task.n_samples,
+        n_features=task.n_features, data_seed=task.data_seed, least_squares_loss=optimum, stability_limit=limit,
     )

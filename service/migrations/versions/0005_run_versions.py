@@ -1,4 +1,4 @@
-"""A version per run, raised by every change to its row, and an index for a sweep's best run.
+"""A version per run, raised by every change to its row, and indexes for a sweep's best run and runs by final loss.
 
 The sum of a sweep's run versions changes whenever anything about its runs does (a
 loss written, a run started, finished, cancelled or queued again), and only then, so
@@ -26,12 +26,12 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("runs") as runs:
         runs.add_column(sa.Column("version", sa.BigInteger(), server_default="0", nullable=False))
-    op.create_index("ix_runs_sweep_id_best_loss", "runs", ["sweep_id", "best_loss"])
-    op.create_index("ix_runs_sweep_id_final_loss", "runs", ["sweep_id", "final_loss"])
+    op.create_index("ix_runs_sweep_id_best_loss_id", "runs", ["sweep_id", "best_loss", "id"])
+    op.create_index("ix_runs_sweep_id_final_loss_id", "runs", ["sweep_id", "final_loss", "id"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_runs_sweep_id_final_loss", table_name="runs")
-    op.drop_index("ix_runs_sweep_id_best_loss", table_name="runs")
+    op.drop_index("ix_runs_sweep_id_final_loss_id", table_name="runs")
+    op.drop_index("ix_runs_sweep_id_best_loss_id", table_name="runs")
     with op.batch_alter_table("runs") as runs:
         runs.drop_column("version")
