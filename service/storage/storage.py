@@ -717,21 +717,33 @@ def _shape(connection: Connection, sweep_id: int) -> tuple[RunConfig, int]:
     if first is None:
         raise NotFound(f"no sweep {sweep_id}")
     # A sweep's batches are numbered 0, 1, ... (a run migrated by 0004 is a batch numbered by its
-    # id: those count their id span), so the (sweep_id, batch) index counts them at its two ends.
-    low, high = connection.execute(select(func.min(_RUNS.c.batch), func.max(_RUNS.c.batch))
-                                   .where(_RUNS.c.sweep_id == sweep_id)).one()
+    # id: those count their id span), so the (sweep_id, batch) index counts them at its two ends:
+    # one query each, as SQLite reads only a lone min() or max() off an index.
+    in_sweep = _RUNS.c.sweep_id == sweep_id
+    low = connection.scalar(select(func.min(_RUNS.c.batch)).where(in_sweep))
+    high = connection.scalar(select(func.max(_RUNS.c.batch)).where(in_sweep))
     return _run(first).config, high - low + 1
 
 
-def _best_runs(connection: Connection, sweep_ids: Sequence[int]) -> dict[int, Run]:
-    """See `Storage.best_runs`."""
+def _best_run_ids() -> Any:
+    """The id of each sweep's best run (see `Storage.best_runs`) of sweeps `:sweep_ids`, built once."""
     best = aliased(_RUNS)
     best_id = (select(best.c.id)
                .where(best.c.sweep_id == _SWEEPS.c.id, best.c.best_loss.is_not(None),
                       best.c.status.not_in([RunStatus.DIVERGED.value, RunStatus.FAILED.value]))
                .order_by(best.c.best_loss, best.c.id).limit(1).scalar_subquery())
-    ids = select(best_id).where(_SWEEPS.c.id.in_(sweep_ids)).scalar_subquery()
-    return {run.sweep_id: run for run in _runs(connection, _RUNS.c.id.in_(ids))}
+    ids = select(best_id).where(_SWEEPS.c.id.in_(bindparam("sweep_ids", expanding=True))).scalar_subquery()
+    return select(_RUNS).where(_RUNS.c.id.in_(ids))
+
+
+_BEST_RUNS = _best_run_ids()
+
+
+def _best_runs(connection: Connection, sweep_ids: Sequence[int]) -> dict[int, Run]:
+    """See `Storage.best_runs`."""
+    if not sweep_ids:
+        return {}
+    return {run.sweep_id: run for run in map(_run, connection.execute(_BEST_RUNS, {"sweep_ids": list(sweep_ids)}))}
 
 
 def _runs(connection: Connection, *where: Any) -> list[Run]:
