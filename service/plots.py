@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import matplotlib
 import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import ListedColormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -44,6 +46,10 @@ Group = tuple[float, str]
 KNOWN_LINESTYLES: dict[str, LineStyle] = {"sgd": "-", "momentum": "--", "adam": ":"}
 SPARE_LINESTYLES: list[LineStyle] = ["-.", (0, (5, 1, 1, 1, 1, 1)), (0, (8, 3)), (0, (1, 4))]
 TAB10 = matplotlib.colormaps["tab10"].colors
+
+# More learning rates than this get a colour bar rather than a legend entry each, which
+# would not fit beside the axes.
+MAX_LEGEND_RATES = 12
 
 EPOCH_LABEL = "epoch"
 CURVE_LOSS_LABEL = "training loss (MSE, log scale)"
@@ -91,10 +97,12 @@ def plot_curves(
         _draw_group(ax, members, colors[learning_rate], styles[optimizer], ceiling, band=True)
     _limit_loss_axis(ax, ceiling)
 
-    handles: list[Line2D | Patch] = [
-        Line2D([], [], color=color, linewidth=2, label=f"lr = {_format_lr(lr)}")
-        for lr, color in colors.items()
-    ]
+    handles: list[Line2D | Patch] = []
+    if len(colors) <= MAX_LEGEND_RATES:
+        handles += [Line2D([], [], color=color, linewidth=2, label=f"lr = {_format_lr(lr)}")
+                    for lr, color in colors.items()]
+    else:
+        _learning_rate_colorbar(fig, ax, colors)
     handles += _optimizer_handles(styles)
     if any(len(members) > 1 for members in groups.values()):
         handles.append(Patch(color="0.5", alpha=0.3, label="min–max over seeds"))
@@ -356,6 +364,17 @@ def _learning_rate_colors(learning_rates: Iterable[float]) -> dict[float, tuple[
     positions = np.linspace(0.0, 0.85, len(rates)) if len(rates) > 1 else [0.45]
     cmap = matplotlib.colormaps["viridis"]
     return {rate: cmap(position) for rate, position in zip(rates, positions)}
+
+
+def _learning_rate_colorbar(fig: Figure, ax: Axes, colors: dict[float, tuple[float, ...]]) -> None:
+    """A bar of the learning rates' colours, in their order, with a few of them named."""
+    rates = sorted(colors)
+    bar = fig.colorbar(ScalarMappable(Normalize(0, len(rates)), ListedColormap([colors[rate] for rate in rates])),
+                       ax=ax, location="bottom", aspect=60, shrink=0.7)
+    ticks = np.unique(np.linspace(0, len(rates) - 1, 6).round().astype(int))
+    bar.set_ticks(ticks + 0.5, labels=[f"{rates[i]:.3g}" for i in ticks])
+    bar.set_label(f"learning rate ({len(rates)} of them)", fontsize="small")
+    bar.ax.tick_params(labelsize="small")
 
 
 def _mean_final(runs: Sequence[RunCurve]) -> float:

@@ -6,6 +6,7 @@ decay is what a real run looks like, and a factor above one is divergence.
 """
 
 import functools
+import warnings
 import struct
 import xml.etree.ElementTree as ElementTree
 from concurrent.futures import ThreadPoolExecutor
@@ -122,3 +123,11 @@ def test_rendering_from_threads_gives_the_same_image() -> None:
     with ThreadPoolExecutor(max_workers=2) as pool:
         images = list(pool.map(lambda kind: render(kind, sweep), ["curves", "final"]))
     assert images == [sweep_image("curves", "png"), sweep_image("final", "png")]
+
+
+def test_a_hundred_learning_rates_get_a_colour_bar_and_leave_room_for_the_axes():
+    runs = [converged_run(float(lr), seed, "sgd") for lr in np.logspace(-3, -1, 100) for seed in range(3)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warns when the legend squeezes the axes to nothing
+        svg = plot_curves(runs, title="many rates", fmt="svg").decode()
+    assert "learning rate (100 of them)" in svg and "lr = " not in svg

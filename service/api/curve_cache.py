@@ -1,4 +1,4 @@
-"""A sweep's loss curves as JSON, encoded once for each state of the sweep and kept in memory.
+"""A sweep's loss curves as JSON (and its plots), encoded once for each state of the sweep and kept in memory.
 
 Reading and encoding the curves of 10,000 runs costs about a second, far more than
 sending them, and a finished sweep's curves never change; while a sweep runs, the
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 import orjson
 
@@ -25,7 +25,7 @@ from service.storage import Storage
 
 __all__ = ["CurveCache", "sweep_curves_json"]
 
-Key = tuple[int, int | None, int]  # sweep id, points (None: every epoch), version
+Key = tuple[int, Hashable, int]  # sweep id, what (the points of curves, a plot), version
 
 
 class CurveCache:

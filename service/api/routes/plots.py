@@ -1,9 +1,10 @@
 from typing import Annotated, Literal
 
+import numpy as np
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 
-from service.api.deps import Id, StorageDep
+from service.api.deps import CurveCacheDep, Id, StorageDep
 from service.plots import RunCurve, plot_compare, plot_curves, plot_final
 from service.reference_lines import reference_lines
 from service.storage import Run, RunStatus, Storage
@@ -16,18 +17,31 @@ MEDIA_TYPES = {"png": "image/png", "svg": "image/svg+xml"}
 @router.get("/sweeps/{sweep_id}/plot.{fmt}", response_class=Response,
             responses={200: {"content": {"image/png": {}, "image/svg+xml": {}}}})
 def sweep_plot(
-    sweep_id: Id, fmt: Format, storage: StorageDep, kind: Annotated[Literal["curves", "final"], Query()] = "curves"
+    sweep_id: Id, fmt: Format, storage: StorageDep, cache: CurveCacheDep, kind: Annotated[Literal["curves", "final"], Query()] = "curves"
 ) -> Response:
-    """`curves`: loss against epoch per learning rate; `final`: final and best loss against learning rate."""
+    """`curves`: loss against epoch per learning rate; `final`: final and best loss against learning rate.
+
+    Drawn once for each state of the sweep (see service/api/curve_cache.py): a 10,000-run
+    sweep's curves take seconds to read and draw, and a dashboard asks again while it runs.
+    """
+    key = (sweep_id, ("plot", kind, fmt), storage.sweep_version(sweep_id))
+    image = cache.get_or_compute(key, lambda: _sweep_plot(storage, sweep_id, kind, fmt))
+    return Response(image, media_type=MEDIA_TYPES[fmt])
+
+
+def _sweep_plot(storage: Storage, sweep_id: int, kind: str, fmt: str) -> bytes:
     sweep = storage.get_sweep(sweep_id)
-    runs, curves = _curves(storage, sweep_id)
     title = f"Sweep {sweep.id} “{sweep.name}”"
     if kind == "curves":
-        image = plot_curves(curves, title=f"{title}: loss curves", optimum=_optimum(runs), fmt=fmt)
-    else:
-        limit = reference_lines(*_task(runs[0]))[1] if runs else None
-        image = plot_final(curves, title=f"{title}: final loss against learning rate", stability_limit=limit, fmt=fmt)
-    return Response(image, media_type=MEDIA_TYPES[fmt])
+        runs, curves = _curves(storage, sweep_id)
+        return plot_curves(curves, title=f"{title}: loss curves", optimum=_optimum(runs), fmt=fmt)
+    # Each finished run's final loss is its last, so this plot needs no curve.
+    runs = storage.list_runs(sweep_id)
+    finals = [RunCurve(run.config.learning_rate, run.config.seed, run.config.optimizer, np.array([run.final_loss]),
+                       diverged=run.status == RunStatus.DIVERGED, best_loss=run.best_loss)
+              for run in runs if run.final_loss is not None]
+    limit = reference_lines(*_task(runs[0]))[1] if runs else None
+    return plot_final(finals, title=f"{title}: final loss against learning rate", stability_limit=limit, fmt=fmt)
 
 
 @router.get("/runs/{run_id}/plot.{fmt}", response_class=Response,
