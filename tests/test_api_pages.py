@@ -168,3 +168,23 @@ def test_curves_down_sample_to_the_points_asked_for_keeping_each_buckets_extreme
     for bad in (1, 100_001, "x"):
         response = api.get(f"/runs/{run['id']}", params={"points": bad})
         assert response.status_code == 422 and "points" in response.text
+
+
+def test_curves_asked_for_again_answer_304_until_a_worker_writes(api, storage):
+    sweep = api.post("/sweeps", json=GRID | {"learning_rates": [1e-2], "seeds": [0], "optimizers": ["sgd"],
+                                             "epochs": 1_000}).json()
+    (run,) = all_runs(api, sweep["id"])
+    attempt = storage.start_run(run["id"], "test-worker").attempts
+    storage.write_losses(run["id"], 0, [1.0, 0.5], attempt=attempt)
+    url = f"/sweeps/{sweep['id']}/losses?points=100"
+
+    first = api.get(url)
+    tag = first.headers["etag"]
+    assert first.status_code == 200 and first.headers["cache-control"] == "no-cache"
+    unchanged = api.get(url, headers={"If-None-Match": tag})
+    assert (unchanged.status_code, unchanged.content, unchanged.headers["etag"]) == (304, b"", tag)
+    assert api.get(f"/sweeps/{sweep['id']}/losses", headers={"If-None-Match": tag}).status_code == 200  # all points
+    storage.write_losses(run["id"], 2, [0.25], attempt=attempt)
+    changed = api.get(url, headers={"If-None-Match": tag})
+    assert changed.status_code == 200 and changed.headers["etag"] != tag
+    assert changed.json()["runs"][0]["losses"] == [1.0, 0.5, 0.25]

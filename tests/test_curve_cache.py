@@ -24,15 +24,15 @@ def test_a_sweeps_curves_are_encoded_once_until_a_worker_writes(storage: Storage
     storage.start_run(first.id, "w")
     storage.write_losses(first.id, 0, np.linspace(1.0, 0.5, 300))
 
-    once = sweep_curves_json(storage, cache, sweep.id, 50)
-    assert sweep_curves_json(storage, cache, sweep.id, 50) is once  # kept
+    once = sweep_curves_json(storage, cache, sweep.id, 50, storage.sweep_version(sweep.id))
+    assert sweep_curves_json(storage, cache, sweep.id, 50, storage.sweep_version(sweep.id)) is once  # kept
     assert len(curves(once)[first.id]) <= 50 and curves(once)[second.id] == []
 
     storage.write_losses(first.id, 300, [0.1])  # a spike down at the end: the new curve must show it
-    again = sweep_curves_json(storage, cache, sweep.id, 50)
+    again = sweep_curves_json(storage, cache, sweep.id, 50, storage.sweep_version(sweep.id))
     assert again is not once and 0.1 in curves(again)[first.id]
     storage.finish_run(first.id, RunStatus.SUCCEEDED, final_loss=0.1)
-    whole = sweep_curves_json(storage, cache, sweep.id, None)
+    whole = sweep_curves_json(storage, cache, sweep.id, None, storage.sweep_version(sweep.id))
     assert curves(whole)[first.id] == storage.run_losses(first.id).tolist()
     assert json.loads(whole)["runs"][0]["status"] == "succeeded"
 

@@ -78,9 +78,12 @@ class CurveCache:
                 self._size -= len(dropped)
 
 
-def sweep_curves_json(storage: Storage, cache: CurveCache, sweep_id: int, points: int | None) -> bytes:
-    """`GET /sweeps/{id}/losses` as JSON (schemas.SweepLosses), from the cache when the sweep has not changed."""
-    key = (sweep_id, points, storage.sweep_version(sweep_id))
+def sweep_curves_json(storage: Storage, cache: CurveCache, sweep_id: int, points: int | None, version: int) -> bytes:
+    """`GET /sweeps/{id}/losses` as JSON (schemas.SweepLosses), from the cache when the sweep has not changed.
+
+    `version` is `storage.sweep_version(sweep_id)`, read before this call (see above).
+    """
+    key = (sweep_id, points, version)
     return cache.get_or_compute(key, lambda: _encoded(storage, sweep_id, points))
 
 

@@ -1,6 +1,6 @@
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Header, Query, Request, status
 from fastapi.responses import Response
 
 from service.api.curve_cache import sweep_curves_json
@@ -85,18 +85,28 @@ def sweep_runs(
 
 
 @router.get("/sweeps/{sweep_id}/losses", response_model=SweepLosses,
-            responses={200: {"content": {"text/csv": {}}}})
+            responses={200: {"content": {"text/csv": {}}}, 304: {"description": "unchanged since the ETag given"}})
 def sweep_losses(
     sweep_id: Id, storage: StorageDep, cache: CurveCacheDep,
     format: Annotated[Literal["json", "csv"], Query()] = "json", points: Points = None,
+    if_none_match: Annotated[str | None, Header(description="an ETag of an earlier answer")] = None,
 ) -> Response:
-    """Every run's loss curve; `?format=csv` gives one row per (run, epoch); `?points=200` down-samples each."""
+    """Every run's loss curve; `?format=csv` gives one row per (run, epoch); `?points=200` down-samples each.
+
+    The ETag names the sweep's state: asked again with `If-None-Match`, an unchanged
+    sweep answers 304 and no curve, which is what a browser does by itself with `no-cache`.
+    """
     if format == "csv":
         runs = storage.list_runs(sweep_id)
         curves = storage.sweep_losses(sweep_id)
         return Response(losses_csv(((run, curves[run.id]) for run in runs), points), media_type="text/csv")
+    version = storage.sweep_version(sweep_id)
+    headers = {"ETag": f'"{sweep_id}-{points or "all"}-{version}"', "Cache-Control": "no-cache"}
+    if if_none_match is not None and headers["ETag"] in {tag.strip() for tag in if_none_match.split(",")}:
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
     # Encoded by orjson, not by the response model: 10,000 curves through pydantic take seconds.
-    return Response(sweep_curves_json(storage, cache, sweep_id, points), media_type="application/json")
+    body = sweep_curves_json(storage, cache, sweep_id, points, version)
+    return Response(body, media_type="application/json", headers=headers)
 
 
 @router.delete("/sweeps/{sweep_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
