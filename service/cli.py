@@ -125,17 +125,32 @@ def submit(
 
 
 @app.command()
-def status(sweep_id: int) -> None:
-    """A sweep's progress and its runs."""
+def status(
+    sweep_id: int,
+    sort: str = typer.Option("id", help="id, learning_rate, final_loss or best_loss"),
+    descending: bool = typer.Option(False, "--descending", help="largest first"),
+    limit: int = typer.Option(100, min=0, help="runs to show (0: all)"),
+    only: Optional[list[str]] = typer.Option(None, "--status", help="only runs of this status (repeat for several)"),
+) -> None:
+    """A sweep's progress and its runs, a page of them: `--sort final_loss --limit 10` shows the ten best."""
     client = Client()
     sweep = _call(lambda: client.get(f"/sweeps/{sweep_id}").json())
     console.print(f"sweep {sweep['id']} “{sweep['name']}”: {sweep['status']}; {_counts_line(sweep)}")
+    query = {"sort": sort, "order": "desc" if descending else "asc"} | ({"status": only} if only else {})
+    if limit:
+        page = _call(lambda: client.get(f"/sweeps/{sweep_id}/runs", limit=min(limit, 1000), **query).json())
+        runs, total = page["runs"][:limit], page["total"]
+    else:
+        runs = _call(lambda: client.runs(sweep_id, **query))
+        total = len(runs)
     table = Table("run", "lr", "seed", "optimizer", "status", "epochs", "final loss", "best loss", "worker")
-    for run in _call(lambda: client.runs(sweep_id)):
+    for run in runs:
         table.add_row(str(run["id"]), f"{run['learning_rate']:.4g}", str(run["seed"]), run["optimizer"],
                       run["status"], f"{run['epochs_done']}/{run['epochs']}", _num(run["final_loss"]),
                       _num(run["best_loss"]), run["worker"] or "")
     console.print(table)
+    if total > len(runs):
+        console.print(f"{len(runs)} of {total} runs shown: --limit 0 shows them all")
 
 
 @app.command()
@@ -151,9 +166,13 @@ def delete(sweep_id: int, yes: bool = typer.Option(False, "--yes", "-y", help="d
 
 
 @app.command()
-def curves(sweep_id: int, csv: bool = typer.Option(False, "--csv", help="CSV instead of JSON")) -> None:
+def curves(
+    sweep_id: int, csv: bool = typer.Option(False, "--csv", help="CSV instead of JSON"),
+    points: Optional[int] = typer.Option(None, min=2, help="down-sample each curve to at most this many points"),
+) -> None:
     """Print every loss curve of a sweep."""
-    response = _call(lambda: Client().get(f"/sweeps/{sweep_id}/losses", format="csv" if csv else "json"))
+    params = {"format": "csv" if csv else "json"} | ({} if points is None else {"points": points})
+    response = _call(lambda: Client().get(f"/sweeps/{sweep_id}/losses", **params))
     sys.stdout.write(response.text if csv else response.text + "\n")
 
 

@@ -22,10 +22,17 @@ def test_submit_wait_status_curves_and_plot(stack, tmp_path):
     status = gradsweep("status", str(sweep_id), env=stack.env, cwd=tmp_path)
     assert status.returncode == 0 and "from the cli" in status.stdout
     assert status.stdout.count("succeeded") >= 8
+    best = stack.http.get(f"/sweeps/{sweep_id}/runs", params={"sort": "final_loss", "limit": 1}).json()["runs"][0]
+    top = gradsweep("status", str(sweep_id), "--sort", "final_loss", "--limit", "3", env=stack.env, cwd=tmp_path)
+    table_rows = [line for line in top.stdout.splitlines() if line.startswith("│")]
+    assert len(table_rows) == 3 and table_rows[0].split("│")[1].strip() == str(best["id"]), top.stdout
+    assert "3 of 8 runs shown" in top.stdout
 
     curves = gradsweep("curves", str(sweep_id), "--csv", env=stack.env, cwd=tmp_path)
     rows = list(csv.DictReader(io.StringIO(curves.stdout)))
     assert len(rows) == 8 * 50 and {r["optimizer"] for r in rows} == {"sgd", "adam"}
+    sampled = gradsweep("curves", str(sweep_id), "--csv", "--points", "10", env=stack.env, cwd=tmp_path)
+    assert len(list(csv.DictReader(io.StringIO(sampled.stdout)))) <= 8 * 10
 
     for kind in ("curves", "final"):
         out = tmp_path / f"{kind}.png"
