@@ -1,11 +1,12 @@
-// The dashboard's only script. The server renders every page; this file asks for the API
-// token when the API needs one, keeps pages up to date, sorts tables, and runs the buttons.
+// The dashboard's script. The server renders every page; this file asks for the API token when
+// the API needs one, keeps pages up to date, pages and sorts the runs table (the server does the
+// sorting), and runs the buttons. charts.js draws the sweep page's charts.
 "use strict";
 
 const TOKEN_KEY = "gradsweep.token";
 const FRAGMENT_HEADER = "X-Gradsweep-Fragment";
 const POLL_MS = 2500;
-const PLOT_MS = 10_000; // a sweep's plots are redrawn at most this often while it runs: each is a matplotlib render
+const PLOT_MS = 10_000; // a running sweep's charts are redrawn at most this often: each fetches every curve
 
 class Unauthorized extends Error {}
 
@@ -77,6 +78,13 @@ async function loadContent() {
 }
 
 document.addEventListener("submit", (event) => {
+  const jump = event.target.closest("form[data-runs-form]");
+  if (jump) {
+    event.preventDefault();
+    const search = `?${new URLSearchParams(new FormData(jump))}`;
+    showRuns(jump.closest("[data-sweep-id]"), search).catch(() => {});
+    return;
+  }
   const form = event.target.closest("[data-token-form]");
   if (!form) return;
   event.preventDefault();
@@ -116,16 +124,11 @@ async function refreshLiveParts() {
   return $("[data-refresh]", page) !== null;
 }
 
-// The sweep page: from the JSON API, so that the table keeps its rows and its order.
+// The sweep page: counts from the sweep's summary, the runs table's current page again, the charts now and then.
 async function refreshSweep(section) {
   const response = await api(`/sweeps/${section.dataset.sweepId}`);
   if (!response.ok) return false;
   const sweep = await response.json();
-  // Every run when the counts have changed (a run started or ended), else only the running ones.
-  const counts = JSON.stringify(sweep.counts);
-  const runs = await sweepRuns(section.dataset.sweepId, counts === section.dataset.counts ? "&status=running" : "");
-  if (runs === null) return false;
-  section.dataset.counts = counts;
   $("[data-sweep-status]", section).textContent = sweep.status;
   for (const [status, count] of Object.entries(sweep.counts)) {
     const counter = $(`[data-count="${status}"]`, section);
@@ -136,33 +139,17 @@ async function refreshSweep(section) {
     button.disabled = !button.dataset.when.split(" ").some((status) => sweep.counts[status] > 0);
   }
   for (const button of $$("button[data-delete]", section)) button.disabled = sweep.counts.running > 0;
-  const rows = new Map($$("tr[data-run-id]", section).map((row) => [Number(row.dataset.runId), row]));
-  for (const run of runs) if (rows.has(run.id)) updateRow(rows.get(run.id), run);
-  resort($("table[data-sortable]", section));
+  await showRuns(section, location.search, { rowsOnly: true });
 
-  // Ask for the plots again only when a curve has grown or a run has ended, and once more at the end.
+  // Redrawn at most every PLOT_MS while runs go on, and once more when the last one has ended; a big
+  // sweep's charts take seconds to draw, and the page spends at most a fifth of its time on them.
   const active = sweep.status !== "finished";
-  const signature = counts + runs.map((run) => `${run.id}:${run.epochs_done}`).join();
-  const due = !active || Date.now() - Number(section.dataset.plottedAt ?? 0) >= PLOT_MS;
-  if (signature !== section.dataset.signature && due) {
-    section.dataset.signature = signature;
-    section.dataset.plottedAt = Date.now();
-    $$("img[data-plot]", section).forEach((img) => loadPlot(img, true));
+  const every = Math.max(PLOT_MS, 5 * drawingMs);
+  if (!active || Date.now() - Number(section.dataset.drawnAt ?? 0) >= every) {
+    section.dataset.drawnAt = Date.now();
+    drawCharts(section);
   }
   return active;
-}
-
-// The sweep's runs (that match `filter`, a query string), from GET /sweeps/{id}/runs a page at a time;
-// null if a page failed.
-async function sweepRuns(sweepId, filter = "") {
-  const runs = [];
-  for (;;) {
-    const response = await api(`/sweeps/${sweepId}/runs?limit=1000&offset=${runs.length}${filter}`);
-    if (!response.ok) return null;
-    const page = await response.json();
-    runs.push(...page.runs);
-    if (page.runs.length === 0 || runs.length >= page.total) return runs;
-  }
 }
 
 function setProgress(progress, counts, total) {
@@ -172,29 +159,6 @@ function setProgress(progress, counts, total) {
   }
   $("[role=progressbar]", progress).setAttribute("aria-valuenow", done);
   $("[data-progress-label]", progress).textContent = `${Math.floor((100 * done) / total)}% · ${done}/${total}`;
-}
-
-function updateRow(row, run) {
-  const set = (column, text, value = text) => {
-    const cell = $(`[data-col="${column}"]`, row);
-    cell.textContent = text;
-    if (cell.hasAttribute("data-value")) cell.dataset.value = value ?? "";
-    return cell;
-  };
-  const badge = document.createElement("span");
-  badge.className = `badge status-${run.status}`;
-  badge.textContent = run.status;
-  set("status", "", run.status).append(badge);
-  set("epochs_done", String(run.epochs_done));
-  set("final_loss", formatLoss(run.final_loss), run.final_loss);
-  set("best_loss", formatLoss(run.best_loss), run.best_loss);
-  set("worker", run.worker ?? "—", run.worker);
-}
-
-// As the server's format_loss: 1.234e-05.
-function formatLoss(value) {
-  if (value === null || value === undefined) return "—";
-  return value.toExponential(3).replace(/e([+-])(\d)$/, "e$10$2");
 }
 
 // ---- plot images ----
@@ -219,41 +183,31 @@ async function loadPlot(img, fresh = false) {
   }
 }
 
-// ---- sortable tables ----
+// ---- the runs table: a page at a time, in the server's order ----
 
-function sortTable(table, column, direction) {
-  const header = table.tHead.rows[0].cells[column];
-  const numeric = header.dataset.type === "number";
-  const key = (row) => {
-    const cell = row.cells[column];
-    const text = cell.dataset.value ?? cell.textContent.trim();
-    return numeric ? (text === "" ? NaN : Number(text)) : text;
-  };
-  const sign = direction === "ascending" ? 1 : -1;
-  const rows = [...table.tBodies[0].rows].sort((a, b) => {
-    const [x, y] = [key(a), key(b)];
-    if (!numeric) return sign * x.localeCompare(y, undefined, { numeric: true });
-    if (Number.isNaN(x) || Number.isNaN(y)) return Number.isNaN(x) - Number.isNaN(y); // blanks last, either way
-    return sign * (x - y);
-  });
-  table.tBodies[0].append(...rows);
-  for (const cell of table.tHead.rows[0].cells) cell.removeAttribute("aria-sort");
-  header.setAttribute("aria-sort", direction);
+let runsShown = 0; // the newest request wins: a poll must not put back the page a click has just left
+
+// Puts in the table for `search` (the sweep page's own query: page, sort, order), and shows it in the URL.
+// `rowsOnly`: the same page again, as a poll asks for it, leaving the pager (and a page number being typed) be.
+async function showRuns(section, search, { rowsOnly = false } = {}) {
+  const request = ++runsShown;
+  const response = await api(`/ui/sweeps/${section.dataset.sweepId}/runs${search}`,
+    { headers: { [FRAGMENT_HEADER]: "1" } });
+  if (!response.ok || request !== runsShown) return;
+  const fresh = $("[data-runs-table]", new DOMParser().parseFromString(await response.text(), "text/html"));
+  if (!fresh || request !== runsShown) return;
+  const part = rowsOnly ? "tbody" : "[data-runs-table]";
+  $(part, section).replaceWith(rowsOnly ? $("tbody", fresh) : fresh);
+  if (search !== location.search) history.replaceState(history.state, "", location.pathname + search);
 }
 
-function resort(table) {
-  const header = table && $("th[aria-sort]", table);
-  if (header) sortTable(table, header.cellIndex, header.getAttribute("aria-sort"));
-}
-
-// ---- clicks: sorting, the sweep's buttons, downloads that need the token ----
+// ---- clicks: the runs table's pages and sorts, the sweep's buttons, downloads that need the token ----
 
 document.addEventListener("click", async (event) => {
-  const sorter = event.target.closest("table[data-sortable] th button");
-  if (sorter) {
-    const header = sorter.closest("th");
-    const direction = header.getAttribute("aria-sort") === "ascending" ? "descending" : "ascending";
-    sortTable(header.closest("table"), header.cellIndex, direction);
+  const runsLink = event.target.closest("a[data-runs-link]");
+  if (runsLink) {
+    event.preventDefault();
+    showRuns(runsLink.closest("[data-sweep-id]"), new URL(runsLink.href).search).catch(() => {});
     return;
   }
 
@@ -308,6 +262,9 @@ function start() {
   $$("img[data-plot]").forEach((img) => loadPlot(img));
   const sweep = $("[data-sweep-id]");
   if (sweep) {
+    performance.mark("gradsweep:table-ready"); // rendered by the server, and its links work from now on
+    sweep.dataset.drawnAt = Date.now();
+    drawCharts(sweep);
     if (sweep.dataset.active === "true") poll(() => refreshSweep(sweep));
   } else if ($("[data-refresh]")) {
     poll(refreshLiveParts);

@@ -7,6 +7,7 @@ Set GRADSWEEP_UPDATE_DOCS=1 to also write the README's screenshot, docs/dashboar
 from __future__ import annotations
 
 import csv
+import math
 import os
 import re
 from pathlib import Path
@@ -31,8 +32,14 @@ GRID = {"name": "learning rate × optimizer", "learning_rates": [0.003, 0.01, 0.
         "optimizers": ["sgd", "adam"], "epochs": 300}  # sgd diverges at 0.1, above the stability limit
 # About a minute a run: none can finish between the page showing it running and the click on Cancel.
 LONG = {"name": "long runs", "learning_rates": [0.01, 0.02, 0.03], "seeds": [0, 1], "epochs": 3_000_000}
+# 10,000 runs (the most a sweep may have) of a few epochs: trained in seconds.
+BIG = {"name": "ten thousand runs", "learning_rates": {"logspace": [1e-3, 5e-2, 100]}, "seeds": list(range(100)),
+       "epochs": 20}
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
+# The run and compare pages' PNG plots, and the sweep page's charts (charts.js marks when both are painted).
 PLOTS_LOADED = "() => [...document.querySelectorAll('img.plot')].every(img => img.complete && img.naturalWidth > 0)"
+CHARTS_DRAWN = "() => performance.getEntriesByName('gradsweep:charts-drawn').length > 0"
+CURVES = '[data-chart="curves"]'
 
 
 @pytest.fixture(scope="module")
@@ -69,34 +76,115 @@ def test_the_sweeps_page_follows_a_new_sweep_to_the_end_without_reloading(page, 
     screenshot(page, "1-sweeps")
 
 
-def test_the_sweep_page_shows_counts_plots_and_a_table_that_sorts(page, stack, grid, screenshot):
+def test_the_sweep_page_shows_counts_charts_and_a_table_the_server_sorts(page, stack, grid, screenshot):
     page.goto(f"/ui/sweeps/{grid['id']}")
     for status, count in grid["counts"].items():
         expect(page.locator(f'[data-count="{status}"]')).to_have_text(str(count))
     assert grid["counts"]["diverged"] == 3
-    page.wait_for_function(PLOTS_LOADED)
-    assert page.locator("img.plot").count() == 2
+    page.wait_for_function(CHARTS_DRAWN)
+    # A trace per optimizer and learning rate, and one for the diverged runs' ×; a run per null gap.
+    names = page.locator(CURVES).evaluate("chart => chart.data.map(trace => trace.name)")
+    assert names[:5] == ["sgd, lr 0.003", "sgd, lr 0.01", "sgd, lr 0.03", "sgd, lr 0.1", "adam, lr 0.003"]
+    assert len(names) == 9 and names[-1].startswith("diverged")
+    assert page.locator(CURVES).evaluate("c => c.data.flatMap(t => t.mode === 'lines' ? t.y : []).filter(y => y === null).length") == 24
+    expect(page.get_by_role("link", name="Download PNG")).to_have_count(2)
 
-    page.get_by_role("button", name="Final loss").click()
+    page.get_by_role("link", name="Final loss").click()
+    expect(page).to_have_url(re.compile(r"\?page=1&sort=final_loss&order=asc$"))
     numbers = [float(value) for value in cells(page, "final_loss")]
     assert numbers == sorted(numbers) and len(numbers) == 24
-    page.get_by_role("button", name="Final loss").click()
+    page.get_by_role("link", name="Final loss").click()
+    expect(page).to_have_url(re.compile(r"sort=final_loss&order=desc$"))
     numbers = [float(value) for value in cells(page, "final_loss")]
     assert numbers == sorted(numbers, reverse=True)
     expect(page.locator("th[aria-sort]")).to_have_attribute("aria-sort", "descending")
 
-    page.get_by_role("button", name="Status").click()
-    statuses = cells(page, "status")
-    assert statuses == sorted(statuses) and statuses[0] == "diverged"
-    page.get_by_role("button", name="Final loss").click()  # best first, for the screenshots
+    page.get_by_role("link", name="Learning rate").click()
+    expect(page).to_have_url(re.compile(r"sort=learning_rate&order=asc$"))
+    rates = page.locator("tr[data-run-id] td:nth-child(2)").evaluate_all("cells => cells.map(cell => Number(cell.title))")
+    assert rates == sorted(rates)
+    page.get_by_role("link", name="Final loss").click()  # best first, for the screenshots
+    expect(page).to_have_url(re.compile(r"sort=final_loss&order=asc$"))
+    page.reload()  # the URL says what is shown: the same order again
+    expect(page.locator("th[aria-sort]")).to_have_text("Final loss")
+    page.wait_for_function(CHARTS_DRAWN)
     screenshot(page, "2-sweep")
-    page.set_viewport_size({"width": 1600, "height": 1000})  # wide enough for the plots side by side
+    page.set_viewport_size({"width": 1600, "height": 1000})  # wide enough for the charts side by side
     page.mouse.move(0, 0)
     page.evaluate("window.scrollTo(0, 0)")
+    page.wait_for_timeout(500)  # the charts follow the new width
     wide = screenshot(page, "2-sweep-wide", full_page=False)
     if os.environ.get("GRADSWEEP_UPDATE_DOCS") == "1":
         DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
         DOCS_SCREENSHOT.write_bytes(wide.read_bytes())
+
+
+def point_on_screen(page, selector: str, run_id: int, epoch: int) -> tuple[float, float]:
+    """Where the chart draws run `run_id`'s loss at `epoch`, in page pixels."""
+    return tuple(page.locator(selector).evaluate("""(chart, [runId, epoch]) => {
+        for (const trace of chart.data) {
+            const i = trace.customdata?.findIndex((run, k) => run && run[0] === runId && trace.x[k] === epoch) ?? -1;
+            if (i < 0) continue;
+            const { xaxis, yaxis, _size } = chart._fullLayout;
+            const box = chart.getBoundingClientRect();
+            return [box.left + _size.l + xaxis.c2p(trace.x[i]), box.top + _size.t + yaxis.c2p(trace.y[i])];
+        }
+        throw new Error(`no point of run ${runId} at epoch ${epoch}`);
+    }""", [run_id, epoch]))
+
+
+def test_the_loss_chart_names_a_run_on_hover_zooms_and_hides_a_group(page, stack, grid, screenshot):
+    page.goto(f"/ui/sweeps/{grid['id']}")
+    page.wait_for_function(CHARTS_DRAWN)
+    chart = page.locator(CURVES)
+
+    # Hover the last point of the run whose final loss is farthest from every other run's.
+    curves = stack.http.get(f"/sweeps/{grid['id']}/losses").json()["runs"]
+    finished = [curve for curve in curves if curve["status"] == "succeeded"]
+    final = {curve["run_id"]: math.log10(curve["losses"][-1]) for curve in finished}
+    alone = max(finished, key=lambda curve: min(abs(final[curve["run_id"]] - other)
+                                                for run_id, other in final.items() if run_id != curve["run_id"]))
+    page.mouse.move(*point_on_screen(page, CURVES, alone["run_id"], len(alone["losses"]) - 1))
+    tooltip = chart.locator(".hoverlayer")
+    expect(tooltip).to_contain_text(f"run {alone['run_id']} · {alone['optimizer']}")
+    expect(tooltip).to_contain_text(f"lr {format_learning_rate(alone['learning_rate'])} · seed {alone['seed']}")
+    expect(tooltip).to_contain_text(f"epoch {len(alone['losses']) - 1}")
+    screenshot(page, "2-sweep-hover", full_page=False)
+
+    # Drag across the epochs to zoom in; a double click brings the whole range back.
+    full = chart.evaluate("c => c._fullLayout.xaxis.range")
+    area = chart.locator(".nsewdrag").bounding_box()
+    y = area["y"] + area["height"] / 2
+    page.mouse.move(area["x"] + 0.2 * area["width"], y)
+    page.mouse.down()
+    page.mouse.move(area["x"] + 0.5 * area["width"], y + 2, steps=8)
+    page.mouse.up()
+    page.wait_for_function("([c, full]) => { const r = document.querySelector(c)._fullLayout.xaxis.range;"
+                           " return r[0] > full[0] && r[1] < full[1]; }", arg=[CURVES, full])
+    zoomed = chart.evaluate("c => c._fullLayout.xaxis.range")
+    assert zoomed[1] - zoomed[0] < 0.5 * (full[1] - full[0])
+    page.mouse.dblclick(area["x"] + 0.5 * area["width"], y)
+    page.wait_for_function("([c, full]) => { const r = document.querySelector(c)._fullLayout.xaxis.range;"
+                           " return Math.abs(r[0] - full[0]) < 1e-9 && Math.abs(r[1] - full[1]) < 1e-9; }",
+                           arg=[CURVES, full])
+
+    # A click on a legend entry hides that group, and a redraw keeps it hidden.
+    chart.locator(".legend .traces").first.click()
+    page.wait_for_function("c => document.querySelector(c).data[0].visible === 'legendonly'", arg=CURVES)
+    assert chart.evaluate("c => c.data.slice(1).every(trace => trace.visible !== 'legendonly')")
+    page.evaluate("drawCharts(document.querySelector('[data-sweep-id]'))")
+    page.wait_for_function("c => !drawing && document.querySelector(c).data[0].visible === 'legendonly'", arg=CURVES)
+
+    # The loss axis: log, or linear.
+    assert chart.evaluate("c => c._fullLayout.yaxis.type") == "log"
+    chart.locator(".updatemenu-button").filter(has_text="linear").click()
+    page.wait_for_function("c => document.querySelector(c)._fullLayout.yaxis.type === 'linear'", arg=CURVES)
+
+    # The other chart names the runs too.
+    final_chart = '[data-chart="final"]'
+    page.locator(final_chart).scroll_into_view_if_needed()
+    page.mouse.move(*point_on_screen(page, final_chart, alone["run_id"], alone["learning_rate"]))
+    expect(page.locator(final_chart).locator(".hoverlayer")).to_contain_text(f"run {alone['run_id']} · {alone['optimizer']}")
 
 
 def test_the_cancel_and_retry_buttons_act_on_the_runs_and_the_page_follows(page, stack, screenshot):
@@ -111,7 +199,7 @@ def test_the_cancel_and_retry_buttons_act_on_the_runs_and_the_page_follows(page,
     expect(page.locator('[data-count="cancelled"]')).to_have_text("6")
     expect(page.get_by_role("button", name="Cancel active runs")).to_be_disabled()
     assert {run["status"] for run in all_runs(stack.http, sweep_id)} == {"cancelled"}
-    page.wait_for_function(PLOTS_LOADED)  # redrawn as the sweep finished
+    page.wait_for_function(CHARTS_DRAWN)
     screenshot(page, "3-sweep-cancelled")
 
     page.get_by_role("button", name="Retry failed and cancelled").click()
@@ -163,6 +251,45 @@ def test_the_compare_page_plots_the_sweeps_ticked(page, stack, grid, screenshot)
     screenshot(page, "5-compare")
 
 
+def test_a_10000_run_sweep_has_its_runs_table_paged_and_sorted_by_the_server(page, stack, screenshot):
+    created = stack.http.post("/sweeps", json=BIG)
+    assert created.status_code == 201, created.text
+    sweep_id = created.json()["id"]
+    stack.wait_for_sweep(sweep_id, timeout=180)
+    page.goto(f"/ui/sweeps/{sweep_id}")
+    # Generous: while the page loads, the API also serves the charts their 10,000 curves and runs.
+    patient = {"timeout": 30_000}
+    rows = page.locator("tr[data-run-id]")
+    expect(rows).to_have_count(100)
+    expect(page.get_by_label("page number")).to_have_value("1")
+    expect(page.locator("[data-page-count]")).to_have_text("of 100")
+
+    page.get_by_role("link", name="Last »").click()
+    expect(page).to_have_url(re.compile(r"\?page=100&sort=id&order=asc$"), **patient)
+    last = stack.http.get(f"/sweeps/{sweep_id}/runs", params={"limit": 100, "offset": 9900}).json()["runs"]
+    expect(rows).to_have_count(100)
+    assert rows.evaluate_all("rows => rows.map(row => Number(row.dataset.runId))") == [run["id"] for run in last]
+    expect(page.get_by_role("link", name="Next →")).to_have_count(0)
+
+    page.get_by_role("link", name="Final loss").click()  # the whole sweep's order, from page 1
+    expect(page).to_have_url(re.compile(r"\?page=1&sort=final_loss&order=asc$"), **patient)
+    best = stack.http.get(f"/sweeps/{sweep_id}/runs", params={"sort": "final_loss", "limit": 1}).json()["runs"][0]
+    expect(rows.first).to_have_attribute("data-run-id", str(best["id"]))
+
+    page.get_by_label("page number").fill("50")
+    page.get_by_label("page number").press("Enter")
+    expect(page).to_have_url(re.compile(r"\?sort=final_loss&order=asc&page=50$"), **patient)
+    fiftieth = stack.http.get(f"/sweeps/{sweep_id}/runs",
+                              params={"sort": "final_loss", "limit": 1, "offset": 4900}).json()["runs"][0]
+    expect(rows.first).to_have_attribute("data-run-id", str(fiftieth["id"]))
+
+    # Every run is in the curves chart: a null after each.
+    page.wait_for_function(CHARTS_DRAWN, timeout=60_000)
+    assert page.locator(CURVES).evaluate(
+        "c => c.data.flatMap(t => t.mode === 'lines' ? t.y : []).filter(y => y === null).length") == 10_000
+    screenshot(page, "10-big-sweep")
+
+
 def test_an_unknown_id_gets_a_404_page(page, stack, screenshot):
     for path in ("/ui/sweeps/987654", "/ui/runs/987654"):
         response = page.goto(path)
@@ -191,10 +318,13 @@ def test_with_a_token_the_pages_ask_for_it_once_and_say_when_the_api_is_gone(
         page.get_by_role("button", name="Continue").click()
         page.get_by_role("link", name=GRID["name"]).click()
 
-        # A new page, the token kept: the content and the plots (fetched with the header) come without asking.
+        # A new page, the token kept: the content and the charts' data (fetched with the header) come without asking.
         expect(page.locator('[data-count="succeeded"]')).to_have_text(str(grid["counts"]["succeeded"]))
-        page.wait_for_function(PLOTS_LOADED)
-        assert page.locator("img.plot").first.get_attribute("src").startswith("blob:")
+        page.wait_for_function(CHARTS_DRAWN)
+        assert page.locator(CURVES).evaluate("c => c.data.length") == 9
+        page.get_by_role("link", name="Best loss").click()  # the table's pages come with the header too
+        expect(page.locator("th[aria-sort]")).to_have_text("Best loss")
+        assert httpx.get(f"{guarded.url}/ui/vendor/plotly.min.js").status_code == 200  # open: it holds no data
         screenshot(page, "8-sweep-with-token")
         with page.expect_download() as download:
             page.get_by_role("link", name="Download CSV").click()

@@ -14,8 +14,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import lru_cache
+from importlib import metadata, resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
@@ -23,17 +25,24 @@ from fastapi.templating import Jinja2Templates
 
 from service.api.deps import Id, StorageDep, require_token
 from service.api.schemas import sweep_status
+from service.reference_lines import reference_lines
 from service.settings import get_settings
-from service.storage import NotFound, Storage, StorageError
+from service.storage import RUN_SORT_KEYS, NotFound, Storage, StorageError
 
 __all__ = ["STATIC_DIR", "router"]
 
 SERVICE_DIR = Path(__file__).resolve().parents[2]
 STATIC_DIR = SERVICE_DIR / "static"
 PAGE_SIZE = 50
+RUNS_PAGE_SIZE = 100  # rows of a sweep's runs table; the server sorts and pages, so a 10,000-run sweep is 100 pages
 COMPARE_CHOICES = 200
 COMPARE_LIMIT = 20  # as many sweeps as /compare/plot.png takes
 FRAGMENT_HEADER = "X-Gradsweep-Fragment"
+# plotly.js, as the Python package `plotly` ships it: served by us, so the charts need no internet. Its
+# version is in the URL, so browsers may keep the file for good and an upgrade still reaches them.
+PLOTLY_URL = f"/ui/vendor/plotly.min.js?v={metadata.version('plotly')}"
+RunSort = Literal[RUN_SORT_KEYS]  # type: ignore[valid-type]
+Order = Literal["asc", "desc"]
 
 
 # The pages are open: each one checks the token itself, see `_render`.
@@ -79,8 +88,21 @@ def sweeps_page(request: Request, storage: StorageDep, page: Annotated[int, Quer
 
 
 @router.get("/ui/sweeps/{sweep_id}")
-def sweep_page(request: Request, sweep_id: Id, storage: StorageDep) -> Response:
-    return _render(request, "sweep.html", lambda: _sweep_context(storage, sweep_id))
+def sweep_page(
+    request: Request, sweep_id: Id, storage: StorageDep, page: Annotated[int, Query(ge=1)] = 1,
+    sort: RunSort = "id", order: Order = "asc",
+) -> Response:
+    """The sweep, its charts, and one page of its runs table in the order asked for."""
+    return _render(request, "sweep.html", lambda: _sweep_context(storage, sweep_id, page, sort, order))
+
+
+@router.get("/ui/sweeps/{sweep_id}/runs")
+def runs_table(
+    request: Request, sweep_id: Id, storage: StorageDep, page: Annotated[int, Query(ge=1)] = 1,
+    sort: RunSort = "id", order: Order = "asc",
+) -> Response:
+    """The sweep page's runs table alone: what dashboard.js puts in place to page, sort and follow a sweep."""
+    return _render(request, "runs_table.html", lambda: _runs_table_context(storage, sweep_id, page, sort, order))
 
 
 @router.get("/ui/runs/{run_id}")
@@ -104,11 +126,27 @@ def _sweeps_context(storage: Storage, page: int) -> dict[str, Any]:
     return {"nav": "sweeps", "rows": rows, "total": len(sweeps), "page": page, "page_count": page_count}
 
 
-def _sweep_context(storage: Storage, sweep_id: int) -> dict[str, Any]:
+def _sweep_context(storage: Storage, sweep_id: int, page: int, sort: str, order: str) -> dict[str, Any]:
     sweep = storage.get_sweep(sweep_id)
-    runs = storage.list_runs(sweep_id)
-    return {"nav": "sweeps", "sweep": sweep, "runs": runs, "status": sweep_status(sweep),
-            "epochs": sorted({run.config.epochs for run in runs})}
+    config, _ = storage.sweep_shape(sweep_id)  # every run of a sweep has its first run's task and epochs
+    optimum, limit = reference_lines(config.n_samples, config.n_features, config.data_seed)
+    return {"nav": "sweeps", "sweep": sweep, "status": sweep_status(sweep), "epochs": config.epochs,
+            "optimum": optimum, "stability_limit": limit, "plotly_url": PLOTLY_URL,
+            **_runs_table_context(storage, sweep_id, page, sort, order)}
+
+
+def _runs_table_context(storage: Storage, sweep_id: int, page: int, sort: str, order: str) -> dict[str, Any]:
+    """One page of the runs, sorted by the database; a page past the end shows the last one."""
+    def rows(page: int):
+        return storage.runs_page(sweep_id, limit=RUNS_PAGE_SIZE, offset=(page - 1) * RUNS_PAGE_SIZE,
+                                 sort=sort, descending=order == "desc")
+
+    shown = rows(page)
+    page_count = max(1, math.ceil(shown.total / RUNS_PAGE_SIZE))
+    if page > page_count:
+        page, shown = page_count, rows(page_count)
+    return {"sweep_id": sweep_id, "runs": shown.runs, "total": shown.total, "page": page, "page_count": page_count,
+            "sort": sort, "order": order, "runs_per_page": RUNS_PAGE_SIZE}
 
 
 def _run_context(storage: Storage, run_id: int) -> dict[str, Any]:
@@ -133,6 +171,18 @@ def _compare_context(storage: Storage, ids: list[int]) -> dict[str, Any]:
     plot_url = f"/compare/plot.png?sweeps={','.join(map(str, selected))}" if selected and not problem else None
     return {"nav": "compare", "choices": choices, "selected": set(selected), "problem": problem,
             "plot_url": plot_url, "limit": COMPARE_LIMIT}
+
+
+@router.get("/ui/vendor/plotly.min.js")
+def plotly_js() -> Response:
+    """Open like /ui/static: it holds no data. Cached for a year, as its URL changes with its version."""
+    return Response(_plotly_js(), media_type="text/javascript",
+                    headers={"Cache-Control": "public, max-age=31536000, immutable"})
+
+
+@lru_cache(maxsize=1)
+def _plotly_js() -> bytes:
+    return (resources.files("plotly") / "package_data" / "plotly.min.js").read_bytes()
 
 
 def _render(request: Request, template: str, context: Callable[[], dict[str, Any]]) -> Response:
