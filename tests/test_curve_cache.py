@@ -34,7 +34,8 @@ def test_a_sweeps_curves_are_encoded_once_until_a_worker_writes(storage: Storage
     storage.finish_run(first.id, RunStatus.SUCCEEDED, final_loss=0.1)
     whole = sweep_curves_json(storage, cache, sweep.id, None, storage.sweep_version(sweep.id))
     assert curves(whole)[first.id] == storage.run_losses(first.id).tolist()
-    assert json.loads(whole)["runs"][0]["status"] == "succeeded"
+    finished = json.loads(whole)["runs"][0]
+    assert (finished["status"], finished["final_loss"], finished["best_loss"]) == ("succeeded", 0.1, 0.1)
 
 
 def test_the_cache_keeps_at_most_its_capacity_and_drops_a_sweeps_older_versions() -> None:

@@ -94,7 +94,8 @@ def _encoded(storage: Storage, sweep_id: int, points: int | None) -> bytes:
     sampled = min_max_each(losses, points) if points is not None else [(None, curve) for curve in losses]
     return orjson.dumps({"sweep_id": sweep_id, "runs": [
         {"run_id": run.id, "learning_rate": run.config.learning_rate, "seed": run.config.seed,
-         "optimizer": run.config.optimizer, "status": run.status.value, "losses": values,
+         "optimizer": run.config.optimizer, "status": run.status.value, "final_loss": run.final_loss,
+         "best_loss": run.best_loss, "diverged_at": run.diverged_at, "losses": values,
          "sampled_epochs": epochs}
         for run, (epochs, values) in zip(runs, sampled, strict=True)
     ]}, option=orjson.OPT_SERIALIZE_NUMPY)

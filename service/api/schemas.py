@@ -149,6 +149,9 @@ class RunPublic(BaseModel):
 
 
 class RunDetail(RunPublic):
+    final_loss: float | None = None
+    best_loss: float | None = None
+    diverged_at: int | None = None
     losses: list[float]
     sampled_epochs: list[int] | None = None  # the epoch of each of `losses` when down-sampled (`?points=`)
 
@@ -201,6 +204,9 @@ class RunCurvePublic(BaseModel):
     seed: int
     optimizer: str
     status: str
+    final_loss: float | None = None
+    best_loss: float | None = None
+    diverged_at: int | None = None
     losses: list[float]
     sampled_epochs: list[int] | None = None  # the epoch of each of `losses` when down-sampled (`?points=`)
 

@@ -12,7 +12,6 @@
 // its shape, and above 400 a chart 1,000 pixels wide shows nothing more.
 const POINT_BUDGET = 300_000;
 const CURVE_POINTS = { fewest: 20, most: 400 };
-const RUNS_PER_REQUEST = 1000; // the most GET /sweeps/{id}/runs gives at once
 // Learning rates are grouped into at most this many bands per optimizer: one colour, one legend
 // entry and one trace each, so a 100-rate sweep still has a legend one can read and click.
 const MAX_BANDS = 8;
@@ -63,9 +62,10 @@ async function drawCharts(section) {
   const nRuns = Number(holder.dataset.nRuns);
   const lines = { optimum: numberOrNull(holder.dataset.optimum), limit: numberOrNull(holder.dataset.stabilityLimit) };
   const plotly = loadPlotly(holder.dataset.plotly);
+  // Asked for before plotly.js has started (a second or two), so the API works on it meanwhile. Each
+  // curve comes with its run's final and best loss: the final-loss chart needs nothing else.
   const curves = api(`/sweeps/${sweepId}/losses?points=${pointsPerCurve(nRuns)}`).then(json);
-  // Asked for together: the API works on them while the browser starts plotly.js (a second or two).
-  const runs = sweepRuns(sweepId, nRuns);
+  const runs = curves.then((body) => body.runs.map((run) => ({ ...run, id: run.run_id })));
   const draw = async (name, data, figure) => {
     const [Plotly, answer] = await Promise.all([plotly, data]);
     const chart = $(`[data-chart="${name}"]`, holder);
@@ -102,16 +102,6 @@ function loadPlotly(src) {
     document.head.append(script);
   });
   return plotlyLoaded;
-}
-
-// Every run of the sweep, from GET /sweeps/{id}/runs: all its pages asked for at once, so that the API
-// answers them while the browser is busy starting plotly.js; one after the other, each would wait for that.
-async function sweepRuns(sweepId, nRuns) {
-  const offsets = [];
-  for (let offset = 0; offset === 0 || offset < nRuns; offset += RUNS_PER_REQUEST) offsets.push(offset);
-  const pages = await Promise.all(offsets.map((offset) =>
-    api(`/sweeps/${sweepId}/runs?limit=${RUNS_PER_REQUEST}&offset=${offset}`).then(json)));
-  return pages.flatMap((page) => page.runs);
 }
 
 async function json(response) {
