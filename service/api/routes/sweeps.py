@@ -1,7 +1,8 @@
+from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Request, status
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 
 from service.api.curve_cache import sweep_curves_json
 from service.api.deps import CurveCacheDep, EnqueueDep, Id, Points, StorageDep
@@ -105,8 +106,19 @@ def sweep_losses(
     if if_none_match is not None and headers["ETag"] in {tag.strip() for tag in if_none_match.split(",")}:
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
     # Encoded by orjson, not by the response model: 10,000 curves through pydantic take seconds.
-    body = sweep_curves_json(storage, cache, sweep_id, points, version)
-    return Response(body, media_type="application/json", headers=headers)
+    body = memoryview(sweep_curves_json(storage, cache, sweep_id, points, version))
+    headers["Content-Length"] = str(len(body))
+    return StreamingResponse(_pieces(body), media_type="application/json", headers=headers)
+
+
+async def _pieces(body: memoryview) -> AsyncIterator[memoryview]:
+    """The answer a piece at a time: between two, the server answers other requests, rather than
+    every one of them waiting for 50 MB of curves to be written out."""
+    for start in range(0, len(body), _PIECE_BYTES):
+        yield body[start:start + _PIECE_BYTES]
+
+
+_PIECE_BYTES = 1 << 20
 
 
 @router.delete("/sweeps/{sweep_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
