@@ -157,6 +157,10 @@ def test_runs_page_filters_sorts_with_missing_losses_last_and_counts_the_matches
     assert [run.final_loss for run in down.runs] == [0.3, 0.2, 0.1, None, None, None]
     assert [run.id for run in down.runs[3:]] == [run.id for run in runs[3:]]  # ties: by id
     assert [run.id for run in storage.runs_page(sweep.id, limit=2, offset=4).runs] == [runs[4].id, runs[5].id]
+    straddling = storage.runs_page(sweep.id, limit=2, offset=2, sort="final_loss").runs
+    assert [(run.id, run.final_loss) for run in straddling] == [(runs[0].id, 0.3), (runs[3].id, None)]
+    past = storage.runs_page(sweep.id, limit=3, offset=4, sort="best_loss").runs
+    assert [run.id for run in past] == [runs[4].id, runs[5].id]
 
     where = RunFilter(statuses=(RunStatus.QUEUED,), min_learning_rate=0.035, max_learning_rate=0.05)
     queued = storage.runs_page(sweep.id, limit=10, sort="learning_rate", descending=True, where=where)

@@ -241,7 +241,11 @@ class Storage:
         with self._transaction() as connection:
             _require(connection, _SWEEPS, sweep_id)
             total = connection.scalar(select(func.count()).select_from(_RUNS).where(*conditions))
-            rows = connection.execute(select(_RUNS).where(*conditions).order_by(*order).limit(limit).offset(offset))
+            if self._is_postgresql or descending or not key.nullable:
+                rows = connection.execute(select(_RUNS).where(*conditions).order_by(*order).limit(limit)
+                                          .offset(offset)).all()
+            else:
+                rows = _losses_first(connection, conditions, key, limit, offset)
             return RunPage(runs=[_run(row) for row in rows], total=total or 0)
 
     def best_runs(self, sweep_ids: Sequence[int]) -> dict[int, Run]:
@@ -708,6 +712,23 @@ def _sweeps(connection: Connection, *where: Any) -> list[Sweep]:
         Sweep(id=id_, name=name, created_at=created_at, n_runs=sum(counts[id_].values()), counts=counts[id_])
         for id_, (name, created_at) in heads.items()
     ]
+
+
+def _losses_first(connection: Connection, conditions: list[Any], key: Any, limit: int, offset: int) -> list[Any]:
+    """Rows ordered by `key` then id, those without a `key` last, from the (sweep_id, key, id) index.
+
+    SQLite keeps NULLs first in an index, so `NULLS LAST` would sort all the sweep's runs
+    for every page; instead the runs with a value come off the index, then the others by id.
+    """
+    with_value = connection.scalar(select(func.count()).select_from(_RUNS).where(*conditions, key.is_not(None)))
+    rows: list[Any] = []
+    if offset < with_value:
+        rows = connection.execute(select(_RUNS).where(*conditions, key.is_not(None)).order_by(key, _RUNS.c.id)
+                                  .limit(limit).offset(offset)).all()
+    if len(rows) < limit:
+        rows += connection.execute(select(_RUNS).where(*conditions, key.is_(None)).order_by(_RUNS.c.id)
+                                   .limit(limit - len(rows)).offset(max(0, offset - with_value))).all()
+    return rows
 
 
 def _shape(connection: Connection, sweep_id: int) -> tuple[RunConfig, int]:
