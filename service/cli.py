@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from engine.tasks import linear_regression
-from service.client import ApiError, Client
+from service.client import MAX_PAGE, ApiError, Client
 from service.plots import RunCurve, plot_curves
 from service.settings import get_settings
 
@@ -137,12 +137,12 @@ def status(
     sweep = _call(lambda: client.get(f"/sweeps/{sweep_id}").json())
     console.print(f"sweep {sweep['id']} “{sweep['name']}”: {sweep['status']}; {_counts_line(sweep)}")
     query = {"sort": sort, "order": "desc" if descending else "asc"} | ({"status": only} if only else {})
-    if limit:
-        page = _call(lambda: client.get(f"/sweeps/{sweep_id}/runs", limit=min(limit, 1000), **query).json())
-        runs, total = page["runs"][:limit], page["total"]
-    else:
+    if 0 < limit <= MAX_PAGE:
+        page = _call(lambda: client.get(f"/sweeps/{sweep_id}/runs", limit=limit, **query).json())
+        runs, total = page["runs"], page["total"]
+    else:  # more than a page: every run, page by page
         runs = _call(lambda: client.runs(sweep_id, **query))
-        total = len(runs)
+        total, runs = len(runs), runs[:limit or None]
     table = Table("run", "lr", "seed", "optimizer", "status", "epochs", "final loss", "best loss", "worker")
     for run in runs:
         table.add_row(str(run["id"]), f"{run['learning_rate']:.4g}", str(run["seed"]), run["optimizer"],

@@ -28,6 +28,7 @@ from service.settings import get_settings
 if TYPE_CHECKING:
     import pandas
 
+MAX_PAGE = 1000  # the most runs or sweeps the API gives in one page
 RUN_COLUMNS = ["id", "learning_rate", "seed", "optimizer", "status", "epochs", "epochs_done", "final_loss",
                "best_loss", "diverged_at", "attempts", "worker", "batch", "n_samples", "n_features", "data_seed",
                "mode", "error", "created_at", "started_at", "finished_at"]
@@ -73,7 +74,7 @@ class Client:
     def sweeps(self, limit: int | None = None) -> list[dict]:
         """Sweeps newest first, every one (or the `limit` newest), following the API's pages."""
         found: list[dict] = []
-        params: dict[str, Any] = {"limit": min(limit or 1000, 1000)}
+        params: dict[str, Any] = {"limit": min(limit or MAX_PAGE, MAX_PAGE)}
         while True:
             response = self.get("/sweeps", **params)
             found += response.json()
@@ -103,7 +104,7 @@ class Client:
 
     # ---- runs and curves ----
 
-    def runs(self, sweep_id: int, page_size: int = 1000, **filters: Any) -> list[dict]:
+    def runs(self, sweep_id: int, page_size: int = MAX_PAGE, **filters: Any) -> list[dict]:
         """Every run of the sweep that matches `filters` (the query of `GET /sweeps/{id}/runs`: status,
         optimizer, min_learning_rate, max_learning_rate, sort, order), page by page."""
         runs: list[dict] = []

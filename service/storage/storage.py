@@ -15,8 +15,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import URL, Connection, Table, bindparam, delete, func, insert, or_, select, update
-from sqlalchemy.orm import aliased
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.orm import aliased
 
 from service.storage.engine import BEGIN_IMMEDIATE, database_url, make_engine
 from service.storage.errors import DatabaseUnavailable, NotFound, SchemaOutOfDate, StorageError, SweepActive
@@ -145,11 +145,6 @@ class Storage:
             ids = ids.where(_SWEEPS.c.id < before)
         with self._transaction() as connection:
             return _sweeps(connection, _SWEEPS.c.id.in_(ids.scalar_subquery()))
-
-    def sweep_shape(self, sweep_id: int) -> tuple[RunConfig, int]:
-        """The config of the sweep's first run (its task is every run's) and how many batches its runs make."""
-        with self._transaction() as connection:
-            return _shape(connection, sweep_id)
 
     def sweep_overview(self, sweep_id: int) -> SweepOverview:
         """The sweep with its counts, its task, its number of jobs and its best run: a summary, in one transaction."""
@@ -732,7 +727,7 @@ def _losses_first(connection: Connection, conditions: list[Any], key: Any, limit
 
 
 def _shape(connection: Connection, sweep_id: int) -> tuple[RunConfig, int]:
-    """See `Storage.sweep_shape`."""
+    """The config of the sweep's first run (its task is every run's) and how many batches its runs make."""
     first = connection.execute(select(_RUNS).where(_RUNS.c.sweep_id == sweep_id).order_by(_RUNS.c.id).limit(1)
                                ).one_or_none()
     if first is None:

@@ -127,8 +127,8 @@ def _sweeps_context(storage: Storage, page: int) -> dict[str, Any]:
 
 
 def _sweep_context(storage: Storage, sweep_id: int, page: int, sort: str, order: str) -> dict[str, Any]:
-    sweep = storage.get_sweep(sweep_id)
-    config, _ = storage.sweep_shape(sweep_id)  # every run of a sweep has its first run's task and epochs
+    overview = storage.sweep_overview(sweep_id)  # the sweep and its task (every run's), in one transaction
+    sweep, config = overview.sweep, overview.task
     optimum, limit = reference_lines(config.n_samples, config.n_features, config.data_seed)
     return {"nav": "sweeps", "sweep": sweep, "status": sweep_status(sweep), "epochs": config.epochs,
             "optimum": optimum, "stability_limit": limit, "plotly_url": PLOTLY_URL,

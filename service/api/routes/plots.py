@@ -17,7 +17,8 @@ MEDIA_TYPES = {"png": "image/png", "svg": "image/svg+xml"}
 @router.get("/sweeps/{sweep_id}/plot.{fmt}", response_class=Response,
             responses={200: {"content": {"image/png": {}, "image/svg+xml": {}}}})
 def sweep_plot(
-    sweep_id: Id, fmt: Format, storage: StorageDep, cache: CurveCacheDep, kind: Annotated[Literal["curves", "final"], Query()] = "curves"
+    sweep_id: Id, fmt: Format, storage: StorageDep, cache: CurveCacheDep,
+    kind: Annotated[Literal["curves", "final"], Query()] = "curves",
 ) -> Response:
     """`curves`: loss against epoch per learning rate; `final`: final and best loss against learning rate.
 
