@@ -289,7 +289,10 @@ def test_a_database_crash_forgets_the_workers_last_commits_and_every_run_is_redo
 def test_a_pickled_message_is_refused_and_the_worker_keeps_serving(request, tmp_path):
     from service.storage import RunConfig, Storage
 
-    stack = started(Stack(settings_for("redis+postgresql", request, tmp_path), tmp_path))
+    # A long lease: with the fault tests' 3 s one, the reaper would rightly enqueue the
+    # stored run again (queued, no message waiting) during the 3 s this test waits.
+    stack = started(Stack(settings_for("redis+postgresql", request, tmp_path), tmp_path),
+                    GRADSWEEP_RUN_LEASE_SECONDS="600")
     try:
         storage = Storage(stack.env["GRADSWEEP_DATABASE_URL"])
         config = RunConfig(0.01, 0, "sgd", 200, 100, 50, 0, "tensor")
