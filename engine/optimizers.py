@@ -1,10 +1,13 @@
 """Update rules that turn gradients into new parameter values.
 
 They work on plain numpy arrays, so the scalar and the tensor engine share them and differ only in how
-they compute the gradients. A learning rate is a number, or one per column (shape (K,)) for K runs at once.
+they compute the gradients. A learning rate, and each constant, is a number, or one per column (shape (K,))
+for K runs at once.
 """
 
 from __future__ import annotations
+
+import inspect
 
 import numpy as np
 
@@ -55,3 +58,22 @@ class Adam:
 
 
 OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "adam": Adam}
+# Each optimizer's own constants and their defaults, read off its signature: what a sweep may search over.
+CONSTANTS: dict[str, dict[str, float]] = {
+    name: {parameter.name: parameter.default for parameter in inspect.signature(rule).parameters.values()
+           if parameter.name != "learning_rate"}
+    for name, rule in OPTIMIZERS.items()
+}
+
+
+def check_constants(optimizer: str, constants: dict[str, object]) -> None:
+    """Raises ValueError unless `constants` are some of `optimizer`'s, each a beta in [0, 1) or an eps > 0
+    (a number, or one per run)."""
+    for name, value in constants.items():
+        if name not in CONSTANTS[optimizer]:
+            raise ValueError(f"{optimizer} has no constant {name!r}; it has {sorted(CONSTANTS[optimizer])}")
+        values = np.asarray(value, dtype=np.float64)
+        low_ok = values > 0 if name == "eps" else values >= 0
+        if not (np.all(np.isfinite(values)) and np.all(low_ok) and (name == "eps" or np.all(values < 1))):
+            bounds = "a finite number > 0" if name == "eps" else "in [0, 1)"
+            raise ValueError(f"{name} must be {bounds}, got {value!r}")

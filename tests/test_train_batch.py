@@ -139,6 +139,46 @@ def test_the_optimizers_take_one_learning_rate_per_column(optimizer):
         params = stepped
 
 
+@pytest.mark.parametrize("optimizer, constants", [
+    ("momentum", {"beta": [0.0, 0.5, 0.9, 0.99]}),
+    # Constants as people set them. With little averaging (beta1 0, beta2 0.99) Adam's steps are
+    # about the gradient's sign, which a last-bit difference of the matrix product can flip:
+    # such a run matched its batched curve only within 3e-10.
+    ("adam", {"beta1": [0.8, 0.9, 0.95, 0.85], "beta2": [0.99, 0.999, 0.9999, 0.995], "eps": [1e-8, 1e-3, 1e-6, 0.1]}),
+    ("adam", {"eps": [1e-8, 1e-3, 1e-6, 0.1]}),
+])
+def test_each_run_of_a_batch_trains_with_its_own_optimizer_constants(optimizer, constants):
+    learning_rates, seeds = [0.01, 0.02, 0.005, 0.03], [0, 1, 2, 3]
+    results = train_batch(learning_rates, seeds, epochs=120, optimizer=optimizer, constants=constants)
+    for k, (result, learning_rate, seed) in enumerate(zip(results, learning_rates, seeds)):
+        own = {name: values[k] for name, values in constants.items()}
+        assert_curves_close(result.losses, train(learning_rate, seed, epochs=120, optimizer=optimizer,
+                                                 constants=own).losses)
+        assert result.losses != train(learning_rate, seed, epochs=120, optimizer=optimizer).losses  # they matter
+
+
+def test_defaults_are_the_constants_not_given():
+    from engine.optimizers import CONSTANTS
+
+    for optimizer, defaults in CONSTANTS.items():
+        assert train(0.01, 0, 50, optimizer=optimizer, constants=defaults).losses == \
+            train(0.01, 0, 50, optimizer=optimizer).losses
+
+
+@pytest.mark.parametrize("optimizer, constants, message", [
+    ("sgd", {"beta": 0.9}, "sgd has no constant 'beta'"),
+    ("momentum", {"beta": 1.0}, r"beta must be in \[0, 1\)"),
+    ("adam", {"beta2": -0.1}, r"beta2 must be in \[0, 1\)"),
+    ("adam", {"eps": 0.0}, "eps must be a finite number > 0"),
+    ("adam", {"eps": float("nan")}, "eps must be a finite number > 0"),
+])
+def test_bad_constants_are_refused_by_name(optimizer, constants, message):
+    with pytest.raises(ValueError, match=message):
+        train(0.01, 0, 10, optimizer=optimizer, constants=constants)
+    with pytest.raises(ValueError, match=message):
+        train_batch([0.01], [0], 10, optimizer=optimizer, constants={k: [v] for k, v in constants.items()})
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

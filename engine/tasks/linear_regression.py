@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import gc
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
-from engine.optimizers import OPTIMIZERS
+from engine.optimizers import OPTIMIZERS, check_constants
 from engine.tensor import Tensor
 from engine.variable import Variable
 
@@ -62,12 +62,17 @@ def initial_parameters(seed: int, n_features: int) -> Params:
 
 def train(learning_rate: float, seed: int, epochs: int, n_samples: int = 100, n_features: int = 50,
           data_seed: int = 0, mode: str = "tensor", optimizer: str = "sgd",
-          on_epoch: OnEpoch | None = None) -> TrainResult:
-    """Train and return the loss of every epoch; `on_epoch(epoch, loss)` returning False stops early."""
-    _check_arguments({"learning_rate": learning_rate}, epochs, n_samples, n_features, mode, optimizer)
+          on_epoch: OnEpoch | None = None, constants: Mapping[str, float] | None = None) -> TrainResult:
+    """Train and return the loss of every epoch; `on_epoch(epoch, loss)` returning False stops early.
+
+    `constants` are the optimizer's own (momentum's beta; Adam's beta1, beta2 and eps), by name;
+    those not given keep their defaults (engine.optimizers.CONSTANTS).
+    """
+    constants = dict(constants or {})
+    _check_arguments({"learning_rate": learning_rate}, epochs, n_samples, n_features, mode, optimizer, constants)
     X, y = make_data(n_samples, n_features, data_seed)
     loss_and_grads = _tensor_loss_and_grads(X, y) if mode == "tensor" else _scalar_loss_and_grads(X, y)
-    update, params = OPTIMIZERS[optimizer](learning_rate), initial_parameters(seed, n_features)
+    update, params = OPTIMIZERS[optimizer](learning_rate, **constants), initial_parameters(seed, n_features)
     losses: list[float] = []
     with np.errstate(over="ignore", invalid="ignore"):  # a blow-up is detected below, not warned about
         for epoch in range(epochs):
@@ -83,8 +88,12 @@ def train(learning_rate: float, seed: int, epochs: int, n_samples: int = 100, n_
 
 def train_batch(learning_rates: Sequence[float], seeds: Sequence[int], epochs: int, n_samples: int = 100,
                 n_features: int = 50, data_seed: int = 0, optimizer: str = "sgd",
-                on_epoch: OnBatchEpoch | None = None) -> list[TrainResult]:
+                on_epoch: OnBatchEpoch | None = None,
+                constants: Mapping[str, Sequence[float]] | None = None) -> list[TrainResult]:
     """Train K runs at once in tensor mode; run k is `train(learning_rates[k], seeds[k], ...)`, to rounding.
+
+    `constants` holds, for each constant of the optimizer that is given, one value per run:
+    run k is trained with `{name: values[k] for name, values in constants.items()}`.
 
     `on_epoch(epoch, losses)` is called after each epoch's update while a run is live, with
     a new array of this epoch's K losses, NaN for each run that recorded none. It returns
@@ -95,9 +104,13 @@ def train_batch(learning_rates: Sequence[float], seeds: Sequence[int], epochs: i
     if len(seeds) != len(learning_rates):
         raise ValueError(f"seeds must hold one seed per learning rate: {len(seeds)} for {len(learning_rates)}")
     rates = {f"learning_rates[{k}]": rate for k, rate in enumerate(learning_rates)}
-    _check_arguments(rates, epochs, n_samples, n_features, "tensor", optimizer)
+    columns = {name: np.array(values, dtype=np.float64) for name, values in (constants or {}).items()}
+    for name, values in columns.items():
+        if values.shape != (len(learning_rates),):
+            raise ValueError(f"constants[{name!r}] must hold one value per run: {values.shape} for {len(learning_rates)}")
+    _check_arguments(rates, epochs, n_samples, n_features, "tensor", optimizer, columns)
     X, y = make_data(n_samples, n_features, data_seed)
-    update = OPTIMIZERS[optimizer](np.array(learning_rates, dtype=np.float64))  # one rate per column
+    update = OPTIMIZERS[optimizer](np.array(learning_rates, dtype=np.float64), **columns)  # a value per column
     params = [np.hstack([initial_parameters(seed, n_features)[0] for seed in seeds]), np.zeros((1, len(seeds)))]
     return _train_columns(_tensor_loss_and_grads(X, y, batch=True), params, update, epochs, on_epoch)
 
@@ -164,7 +177,8 @@ def stability_limit(n_samples: int = 100, n_features: int = 50, data_seed: int =
     return float(2.0 / np.linalg.eigvalsh(hessian)[-1])
 
 
-def _check_arguments(rates: dict[str, float], epochs: int, n_samples: int, n_features: int, mode: str, optimizer: str):
+def _check_arguments(rates: dict[str, float], epochs: int, n_samples: int, n_features: int, mode: str, optimizer: str,
+                     constants: Mapping[str, object]):
     for name, value in rates.items():  # each learning rate, by the name the caller gave it
         if not (math.isfinite(value) and value > 0):
             raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
@@ -175,6 +189,7 @@ def _check_arguments(rates: dict[str, float], epochs: int, n_samples: int, n_fea
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {tuple(OPTIMIZERS)}, got {optimizer!r}")
+    check_constants(optimizer, dict(constants))
 
 
 def _tensor_loss_and_grads(X: np.ndarray, y: np.ndarray, batch: bool = False) -> LossAndGrads:
