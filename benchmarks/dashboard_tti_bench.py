@@ -18,7 +18,8 @@ times, the two in turn, and reads, from the start of the navigation:
 "cold" loads each start in a new browser context, with an empty cache, as a first visit;
 "warm" loads share one context that has seen the page once, as a reader coming back (the
 browser then keeps plotly.js, and its compiled code, across loads). It prints the medians,
-every load, and the ratio to the baseline. The target: both charts within 2 s.
+every load, and the ratio to the baseline; and the floor under both, a page that only
+starts plotly.js and paints an empty chart. The target: both charts within 2 s.
 """
 
 from __future__ import annotations
@@ -68,6 +69,35 @@ def sweep(http: httpx.Client, name: str, n_runs: int, epochs: int) -> int:
     return sweep_id
 
 
+# The floor under any chart of ours: a page that loads plotly.js from the API, as the sweep
+# page does, and draws one empty chart. Opened on the API's origin (its 404 page, replaced),
+# so that the browser caches plotly.js for it as for the dashboard.
+PLOTLY_ALONE = """<!doctype html><div id="chart"></div><script>
+const script = Object.assign(document.createElement("script"), { src: %r });
+script.onload = async () => {
+  await Plotly.newPlot("chart", [{ x: [], y: [], type: "scatter" }], {});
+  requestAnimationFrame(() => requestAnimationFrame(() => performance.mark("gradsweep:charts-drawn")));
+};
+document.head.append(script);
+</script>"""
+PLOTLY_ALONE_TIMES = """() => [performance.getEntriesByName("gradsweep:charts-drawn")[0].startTime / 1000]"""
+
+
+def load_plotly_alone(context, api_url: str) -> float:
+    """Seconds from a navigation to plotly.js started and an empty chart painted."""
+    from service.api.routes.dashboard import PLOTLY_URL
+
+    page = context.new_page()
+    try:
+        html = PLOTLY_ALONE % PLOTLY_URL
+        page.route(f"{api_url}/floor", lambda route: route.fulfill(status=200, content_type="text/html", body=html))
+        page.goto(f"{api_url}/floor")
+        page.wait_for_function("performance.getEntriesByName('gradsweep:charts-drawn').length > 0", timeout=120_000)
+        return page.evaluate(PLOTLY_ALONE_TIMES)[0]
+    finally:
+        page.close()
+
+
 def load(context, url: str) -> list[float]:
     """One load of `url` in `context`: the milestones' times in seconds from the navigation's start."""
     page = context.new_page()
@@ -81,6 +111,26 @@ def load(context, url: str) -> list[float]:
         return page.evaluate(READ_TIMES)
     finally:
         page.close()
+
+
+def plotly_alone(browser, api_url: str, visit: str, loads: int) -> list[float]:
+    """`loads` loads of the plotly.js-alone page, each in a new context ("cold") or all in one that saw it once."""
+    shared = browser.new_context(viewport=VIEWPORT)
+    try:
+        load_plotly_alone(shared, api_url)
+        times = []
+        for _ in range(loads):
+            if visit == "warm":
+                times.append(load_plotly_alone(shared, api_url))
+                continue
+            context = browser.new_context(viewport=VIEWPORT)
+            try:
+                times.append(load_plotly_alone(context, api_url))
+            finally:
+                context.close()
+        return times
+    finally:
+        shared.close()
 
 
 def bench(backend: str, n_runs: int, epochs: int, loads: int) -> None:
@@ -115,6 +165,7 @@ def bench(backend: str, n_runs: int, epochs: int, loads: int) -> None:
                             context.close()
 
                     results = interleaved({name: (lambda name=name: measure(name)) for name in pages}, loads)
+                    floor = plotly_alone(browser, api_url, visit, loads)
                     for context in warm.values():
                         context.close()
                     print(f"  {visit} loads (seconds from the start of the navigation):")
@@ -125,6 +176,8 @@ def bench(backend: str, n_runs: int, epochs: int, loads: int) -> None:
                         report(f"  {milestone}", median(ours), median(base), f"{BASELINE_RUNS}-run sweep", "s",
                                target=target)
                         print(f"      every load: {n_runs:,} runs {spread(ours)}, {BASELINE_RUNS} runs {spread(base)}")
+                    print(f"    the floor: plotly.js alone started and an empty chart painted {median(floor):.2f} s"
+                          f" (every load {spread(floor)})")
             finally:
                 browser.close()
 

@@ -32,16 +32,21 @@ the next ones (kept, see service/api/curve_cache.py).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
 import threading
+import tempfile
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import numpy as np
 
-from benchmarks.common import database, empty_broker, header, processes, service_env, use_service_settings
+from benchmarks.common import (database, empty_broker, free_port, header, processes, service_env,
+                               use_service_settings)
 from service.storage import Storage
 
 REQUESTS = {
@@ -120,6 +125,31 @@ def from_other_processes(api_url: str, loads: list[dict[str, str]], every: dict[
     return merged
 
 
+@contextlib.contextmanager
+def floor_server(http: httpx.Client, paths: dict[str, str]) -> Iterator[str]:
+    """benchmarks/floor_server.py answering each path with the bytes the API answers now; yields its URL."""
+    with tempfile.TemporaryDirectory() as folder:
+        names = {}
+        for number, path in enumerate(paths.values()):
+            names[path] = f"answer{number}"
+            (Path(folder) / names[path]).write_bytes(http.get(path).raise_for_status().content)
+        (Path(folder) / "paths.json").write_text(json.dumps(names))
+        port = free_port()
+        server = subprocess.Popen([sys.executable, "-m", "benchmarks.floor_server", str(port), folder])
+        try:
+            url = f"http://127.0.0.1:{port}"
+            for _ in range(300):
+                try:
+                    httpx.get(url, timeout=5)
+                    break
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            yield url
+        finally:
+            server.terminate()
+            server.wait()
+
+
 def wait_finished(storage: Storage, sweep_id: int, timeout: float = 1800) -> float:
     start = time.monotonic()
     while (sweep := storage.get_sweep(sweep_id)).counts["queued"] + sweep.counts["running"]:
@@ -172,6 +202,13 @@ def bench(backend: str, side: int, epochs: int, clients: int, seconds: float, ap
             paced = from_other_processes(api_url, [{name: path} for name, path in paths.items()], EVERY_S, clients,
                                          seconds)
             results = [report(name, paced["latencies"][name], paced["errors"][name], alone[name]) for name in paths]
+            with floor_server(http, paths) as floor_url:
+                print("  the floor: the same answers' bytes from memory (benchmarks/floor_server.py),"
+                      " the same load, at the same time of training:", flush=True)
+                floor = from_other_processes(floor_url, [{name: path} for name, path in paths.items()], EVERY_S,
+                                             clients, seconds)
+                for name in paths:
+                    report(name, floor["latencies"][name], floor["errors"][name], "-")
             print("  back to back, one request at a time (throughput; the latency is the queue):", flush=True)
             for name, path in paths.items():
                 loaded = from_other_processes(api_url, [{name: path}], None, clients, seconds)
