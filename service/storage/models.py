@@ -10,6 +10,7 @@ from sqlalchemy import (
     Double,
     ForeignKey,
     Index,
+    JSON,
     Integer,
     LargeBinary,
     MetaData,
@@ -63,6 +64,7 @@ class SweepRow(Base):
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    search: Mapped[dict | None] = mapped_column(JSON)  # the search that chose its runs (migration 0006)
 
 
 class RunRow(Base):
@@ -88,6 +90,11 @@ class RunRow(Base):
     n_features: Mapped[int] = mapped_column(Integer)
     data_seed: Mapped[int] = mapped_column(BigInteger)
     mode: Mapped[str] = mapped_column(String(32))
+    # The optimizer's constants; NULL where it has no such constant (migration 0006).
+    beta: Mapped[float | None] = mapped_column(Double)
+    beta1: Mapped[float | None] = mapped_column(Double)
+    beta2: Mapped[float | None] = mapped_column(Double)
+    eps: Mapped[float | None] = mapped_column(Double)
     # Which batch of its sweep the run trains in, its column there, and the batch's number of runs.
     batch: Mapped[int] = mapped_column(BigInteger, server_default="0")
     batch_slot: Mapped[int] = mapped_column(Integer, server_default="0")

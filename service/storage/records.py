@@ -35,6 +35,20 @@ class RunConfig:
     n_features: int
     data_seed: int
     mode: str
+    # The optimizer's own constants (engine.optimizers.CONSTANTS), each None where the
+    # optimizer has no such constant: momentum's beta; Adam's beta1, beta2 and eps.
+    beta: float | None = None
+    beta1: float | None = None
+    beta2: float | None = None
+    eps: float | None = None
+
+    @property
+    def constants(self) -> dict[str, float]:
+        """The optimizer's constants that are set, by name, as `train` takes them."""
+        return {name: value for name in CONSTANT_NAMES if (value := getattr(self, name)) is not None}
+
+
+CONSTANT_NAMES = ("beta", "beta1", "beta2", "eps")
 
 
 @dataclass(frozen=True)
@@ -93,6 +107,7 @@ class SweepOverview:
     task: RunConfig
     n_jobs: int
     best_run: Run | None
+    search: dict | None = None  # how its runs were chosen, as the request said (None: a grid of the first form)
 
 
 @dataclass(frozen=True)

@@ -105,13 +105,15 @@ class Storage:
     # Sweeps
 
     def create_sweep(
-        self, name: str, configs: Sequence[RunConfig], enqueue: Enqueue, *, batch_sizes: Sequence[int] | None = None
+        self, name: str, configs: Sequence[RunConfig], enqueue: Enqueue, *, batch_sizes: Sequence[int] | None = None,
+        search: dict | None = None,
     ) -> tuple[Sweep, list[Run]]:
         """Stores a sweep with one queued run per config and enqueues them: all of it or, if anything raises, none.
 
         Consecutive configs form batches of `batch_sizes` runs (by default a batch per
         run); a batch is trained as one computation, one job on the queue. A worker
-        may get a job before this commits; `start_job` waits for the commit.
+        may get a job before this commits; `start_job` waits for the commit. `search`
+        is kept with the sweep: how its runs were chosen (JSON values).
         """
         if not configs:
             raise ValueError("a sweep needs at least one run")
@@ -124,7 +126,7 @@ class Storage:
             if self._is_postgresql:
                 connection.execute(select(func.pg_advisory_xact_lock_shared(_SWEEP_CREATION_LOCK)))
             sweep_id = connection.execute(
-                insert(_SWEEPS).values(name=name, created_at=now).returning(_SWEEPS.c.id)).scalar_one()
+                insert(_SWEEPS).values(name=name, created_at=now, search=search).returning(_SWEEPS.c.id)).scalar_one()
             queued = {"sweep_id": sweep_id, "status": RunStatus.QUEUED.value, "created_at": now, "queued_at": now}
             # One executemany; ids ascend in insertion order, so the runs come back in the order of `configs`.
             connection.execute(insert(_RUNS), [
@@ -153,8 +155,9 @@ class Storage:
             if not found:
                 raise NotFound(f"no sweep {sweep_id}")
             task, n_jobs = _shape(connection, sweep_id)
+            search = connection.scalar(select(_SWEEPS.c.search).where(_SWEEPS.c.id == sweep_id))
             return SweepOverview(sweep=found[0], task=task, n_jobs=n_jobs,
-                                 best_run=_best_runs(connection, [sweep_id]).get(sweep_id))
+                                 best_run=_best_runs(connection, [sweep_id]).get(sweep_id), search=search)
 
     def get_sweep(self, sweep_id: int) -> Sweep:
         with self._transaction() as connection:
