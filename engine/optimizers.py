@@ -67,13 +67,10 @@ CONSTANTS: dict[str, dict[str, float]] = {
 
 
 def check_constants(optimizer: str, constants: dict[str, object]) -> None:
-    """Raises ValueError unless `constants` are some of `optimizer`'s, each a beta in [0, 1) or an eps > 0
-    (a number, or one per run)."""
+    """Raises ValueError unless each of `constants` (a number, or one per run) is one of `optimizer`'s, in range."""
     for name, value in constants.items():
         if name not in CONSTANTS[optimizer]:
             raise ValueError(f"{optimizer} has no constant {name!r}; it has {sorted(CONSTANTS[optimizer])}")
-        values = np.asarray(value, dtype=np.float64)
-        low_ok = values > 0 if name == "eps" else values >= 0
-        if not (np.all(np.isfinite(values)) and np.all(low_ok) and (name == "eps" or np.all(values < 1))):
-            bounds = "a finite number > 0" if name == "eps" else "in [0, 1)"
-            raise ValueError(f"{name} must be {bounds}, got {value!r}")
+        v = np.asarray(value, dtype=np.float64)
+        if not np.all((v > 0) & np.isfinite(v) if name == "eps" else (v >= 0) & (v < 1)):
+            raise ValueError(f"{name} must be {'a finite number > 0' if name == 'eps' else 'in [0, 1)'}, got {value!r}")

@@ -24,6 +24,7 @@ from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_process_init
 
+from engine.optimizers import CONSTANTS
 from engine.tasks import linear_regression
 from engine.tasks.linear_regression import TrainResult
 from service.settings import get_settings
@@ -175,9 +176,11 @@ def _trained(job: StartedJob, writer: JobWriter) -> list[TrainResult]:
             return writer.on_epoch(epoch, np.array([loss])) is None
 
         return [linear_regression.train(config.learning_rate, config.seed, *shared, mode=config.mode,
-                                        optimizer=config.optimizer, on_epoch=on_epoch)]
+                                        optimizer=config.optimizer, on_epoch=on_epoch, constants=config.constants)]
     if config.mode != "tensor":
         raise ValueError(f"a batch of {len(job.batch)} runs must train in tensor mode, not {config.mode}")
     return linear_regression.train_batch(
         [run.config.learning_rate for run in job.batch], [run.config.seed for run in job.batch], *shared,
-        optimizer=config.optimizer, on_epoch=writer.on_epoch)
+        optimizer=config.optimizer, on_epoch=writer.on_epoch,
+        constants={name: [run.config.constants.get(name, default) for run in job.batch]
+                   for name, default in CONSTANTS[config.optimizer].items()})

@@ -64,10 +64,7 @@ def train(learning_rate: float, seed: int, epochs: int, n_samples: int = 100, n_
           data_seed: int = 0, mode: str = "tensor", optimizer: str = "sgd",
           on_epoch: OnEpoch | None = None, constants: Mapping[str, float] | None = None) -> TrainResult:
     """Train and return the loss of every epoch; `on_epoch(epoch, loss)` returning False stops early.
-
-    `constants` are the optimizer's own (momentum's beta; Adam's beta1, beta2 and eps), by name;
-    those not given keep their defaults (engine.optimizers.CONSTANTS).
-    """
+    `constants`: some of the optimizer's (engine.optimizers.CONSTANTS), the others at their defaults."""
     constants = dict(constants or {})
     _check_arguments({"learning_rate": learning_rate}, epochs, n_samples, n_features, mode, optimizer, constants)
     X, y = make_data(n_samples, n_features, data_seed)
@@ -92,8 +89,7 @@ def train_batch(learning_rates: Sequence[float], seeds: Sequence[int], epochs: i
                 constants: Mapping[str, Sequence[float]] | None = None) -> list[TrainResult]:
     """Train K runs at once in tensor mode; run k is `train(learning_rates[k], seeds[k], ...)`, to rounding.
 
-    `constants` holds, for each constant of the optimizer that is given, one value per run:
-    run k is trained with `{name: values[k] for name, values in constants.items()}`.
+    `constants[name][k]` is run k's value of the optimizer's constant `name`.
 
     `on_epoch(epoch, losses)` is called after each epoch's update while a run is live, with
     a new array of this epoch's K losses, NaN for each run that recorded none. It returns
@@ -105,9 +101,8 @@ def train_batch(learning_rates: Sequence[float], seeds: Sequence[int], epochs: i
         raise ValueError(f"seeds must hold one seed per learning rate: {len(seeds)} for {len(learning_rates)}")
     rates = {f"learning_rates[{k}]": rate for k, rate in enumerate(learning_rates)}
     columns = {name: np.array(values, dtype=np.float64) for name, values in (constants or {}).items()}
-    for name, values in columns.items():
-        if values.shape != (len(learning_rates),):
-            raise ValueError(f"constants[{name!r}] must hold one value per run: {values.shape} for {len(learning_rates)}")
+    if any(values.shape != (len(seeds),) for values in columns.values()):
+        raise ValueError(f"constants must hold one value per run: {constants!r} for {len(seeds)} runs")
     _check_arguments(rates, epochs, n_samples, n_features, "tensor", optimizer, columns)
     X, y = make_data(n_samples, n_features, data_seed)
     update = OPTIMIZERS[optimizer](np.array(learning_rates, dtype=np.float64), **columns)  # a value per column
