@@ -6,6 +6,7 @@ from itertools import groupby
 
 from sqlalchemy import create_engine, text
 
+from engine.optimizers import CONSTANTS
 from engine.tasks.linear_regression import train, train_batch
 
 
@@ -23,10 +24,13 @@ def expected_curves(runs: list[dict]) -> dict[int, list[float]]:
         first = batch[0]
         shared = dict(epochs=first["epochs"], n_samples=first["n_samples"], n_features=first["n_features"],
                       data_seed=first["data_seed"], optimizer=first["optimizer"])
+        names = CONSTANTS[first["optimizer"]]  # each run's own, as stored
         if len(batch) == 1:
-            results = [train(first["learning_rate"], first["seed"], mode=first["mode"], **shared)]
+            results = [train(first["learning_rate"], first["seed"], mode=first["mode"],
+                             constants={name: first[name] for name in names}, **shared)]
         else:
-            results = train_batch([run["learning_rate"] for run in batch], [run["seed"] for run in batch], **shared)
+            results = train_batch([run["learning_rate"] for run in batch], [run["seed"] for run in batch],
+                                  constants={name: [run[name] for run in batch] for name in names}, **shared)
         curves.update((run["id"], result.losses) for run, result in zip(batch, results, strict=True))
     return curves
 
