@@ -10,6 +10,7 @@ from typing import Optional
 
 import numpy as np
 import typer
+import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -96,7 +97,11 @@ def _require_migrated_database() -> None:
 
 @app.command()
 def submit(
-    lr: str = typer.Option(..., help="learning rates, comma-separated: 1e-3,1e-2,5e-2"),
+    file: Optional[Path] = typer.Option(None, "--file", "-f", exists=True, dir_okay=False,
+                                        help="a sweep file, YAML or JSON: the body of POST /sweeps, such as a search "
+                                             "with method, parameters and run_cap (see the README); the flags below "
+                                             "then do not apply"),
+    lr: Optional[str] = typer.Option(None, help="learning rates, comma-separated: 1e-3,1e-2,5e-2"),
     seeds: str = typer.Option("0", help="seeds: 0-4 or 0,3,7"),
     epochs: int = typer.Option(300, min=1),
     optimizer: str = typer.Option("sgd", help="optimizers, comma-separated: sgd,momentum,adam"),
@@ -110,12 +115,18 @@ def submit(
                                  help="train runs that differ only in learning rate and seed together (the default), "
                                       "or each alone, bit-equal to `gradsweep train`"),
 ) -> None:
-    """Submit a sweep: every learning rate × seed × optimizer becomes one run."""
-    body = {
-        "name": name, "learning_rates": _floats(lr, "--lr"), "seeds": _seeds(seeds), "epochs": epochs,
-        "optimizers": [o.strip() for o in optimizer.split(",")], "mode": mode,
-        "n_samples": n_samples, "n_features": n_features, "data_seed": data_seed, "batched": batched,
-    }
+    """Submit a sweep: a sweep file (`--file search.yaml`, as `wandb sweep` takes one), or a grid from the flags,
+    where every learning rate × seed × optimizer becomes one run."""
+    if (file is None) == (lr is None):
+        _fail("give --lr (a grid from the flags) or --file (a sweep file), not both")
+    if file is not None:
+        body = _sweep_file(file)
+    else:
+        body = {
+            "name": name, "learning_rates": _floats(lr, "--lr"), "seeds": _seeds(seeds), "epochs": epochs,
+            "optimizers": [o.strip() for o in optimizer.split(",")], "mode": mode,
+            "n_samples": n_samples, "n_features": n_features, "data_seed": data_seed, "batched": batched,
+        }
     client = Client()
     sweep = _call(lambda: client.post("/sweeps", json=body).json())
     console.print(f"sweep {sweep['id']}: {sweep['n_runs']} runs queued in {sweep['n_jobs']} jobs")
@@ -258,6 +269,17 @@ def _seeds(text: str) -> list[int]:
 
 def _num(value: float | None) -> str:
     return "" if value is None else f"{value:.6g}"
+
+
+def _sweep_file(path: Path) -> dict:
+    """The body a sweep file holds: YAML (of which JSON is a part), a mapping; named after the file if it has no name."""
+    try:
+        body = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        _fail(f"{path} is not YAML or JSON: {error}")
+    if not isinstance(body, dict):
+        _fail(f"{path} must hold a mapping (name, method, parameters, ...), not {type(body).__name__}")
+    return {"name": path.stem} | body
 
 
 def _call(request):

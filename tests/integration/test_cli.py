@@ -64,3 +64,47 @@ def test_bad_input_from_the_cli_names_the_field(stack, tmp_path):
     refused = gradsweep("submit", "--lr", "0.01,-1", "--epochs", "10", env=stack.env, cwd=tmp_path)
     assert refused.returncode == 1
     assert "learning_rates" in refused.stdout and "greater than 0" in refused.stdout
+
+
+SEARCH_FILE = """\
+# As `wandb sweep` takes one: the body of POST /sweeps.
+method: random
+run_cap: 4
+search_seed: 1
+parameters:
+  learning_rate: {distribution: log_uniform, min: 0.001, max: 0.1}
+  optimizer: {values: [sgd, momentum]}
+  beta: {distribution: uniform, min: 0.5, max: 0.95}
+  epochs: {value: 30}
+  seed: {values: [0, 1], repeat: true}
+"""
+
+
+def test_submit_takes_a_yaml_or_json_sweep_file(stack, tmp_path):
+    import json
+
+    import yaml
+
+    path = tmp_path / "lr-search.yaml"
+    path.write_text(SEARCH_FILE)
+    submitted = gradsweep("submit", "--file", str(path), "--wait", env=stack.env, cwd=tmp_path, timeout=120)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    sweep_id = int(re.search(r"sweep (\d+): 8 runs queued", submitted.stdout).group(1))
+    assert "8 succeeded" in submitted.stdout
+    sweep = stack.http.get(f"/sweeps/{sweep_id}").json()
+    assert sweep["name"] == "lr-search" and sweep["search"]["run_cap"] == 4  # named after the file
+
+    as_json = tmp_path / "same.json"
+    as_json.write_text(json.dumps(yaml.safe_load(SEARCH_FILE) | {"name": "from json"}))
+    again = gradsweep("submit", "-f", str(as_json), "--wait", env=stack.env, cwd=tmp_path, timeout=120)
+    assert again.returncode == 0, again.stdout + again.stderr
+    again_id = int(re.search(r"sweep (\d+):", again.stdout).group(1))
+    key = ("learning_rate", "seed", "optimizer", "beta", "final_loss")
+    assert [[run[k] for k in key] for run in all_runs(stack.http, again_id)] == \
+        [[run[k] for k in key] for run in all_runs(stack.http, sweep_id)]
+
+    path.write_text(SEARCH_FILE.replace("min: 0.001, max: 0.1", "min: 0.1, max: 0.001"))
+    refused = gradsweep("submit", "--file", str(path), env=stack.env, cwd=tmp_path)
+    assert refused.returncode == 1 and "learning_rate" in refused.stdout and "must be below max" in refused.stdout
+    both = gradsweep("submit", "--file", str(path), "--lr", "0.1", env=stack.env, cwd=tmp_path)
+    assert both.returncode == 1 and "not both" in both.stdout
