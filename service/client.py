@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 MAX_PAGE = 1000  # the most runs or sweeps the API gives in one page
 RUN_COLUMNS = ["id", "learning_rate", "seed", "optimizer", "status", "epochs", "epochs_done", "final_loss",
                "best_loss", "diverged_at", "attempts", "worker", "batch", "n_samples", "n_features", "data_seed",
-               "mode", "error", "created_at", "started_at", "finished_at"]
+               "mode", "beta", "beta1", "beta2", "eps", "error", "created_at", "started_at", "finished_at"]
 
 
 class ApiError(Exception):
@@ -65,6 +65,15 @@ class Client:
         lrs = learning_rates if isinstance(learning_rates, dict) else [float(lr) for lr in learning_rates]
         body = {"name": name, "learning_rates": lrs, "seeds": [int(seed) for seed in seeds], "epochs": epochs,
                 "optimizers": list(optimizers), **options}
+        return self.post("/sweeps", json=body).json()
+
+    def search(self, parameters: dict, method: str = "random", run_cap: int | None = None, search_seed: int = 0,
+               name: str = "search", **options: Any) -> dict:
+        """Create a search (`POST /sweeps` with `parameters`, as a sweep file holds them, see the README):
+        `client.search({"learning_rate": {"distribution": "log_uniform", "min": 1e-3, "max": 1},
+        "epochs": {"value": 1000}}, run_cap=30)`; returns its summary."""
+        cap = {} if run_cap is None else {"run_cap": run_cap}
+        body = {"name": name, "method": method, "parameters": parameters, "search_seed": search_seed, **cap, **options}
         return self.post("/sweeps", json=body).json()
 
     def sweep(self, sweep_id: int) -> dict:

@@ -56,6 +56,24 @@ def test_submit_wait_and_read_a_sweep_as_dataframes_and_arrays(client):
         client.sweep(submitted["id"])
 
 
+def test_a_search_from_a_notebook_comes_back_with_each_runs_hyperparameters(client):
+    parameters = {"learning_rate": {"distribution": "log_uniform", "min": 1e-3, "max": 0.1},
+                  "optimizer": {"values": ["momentum", "adam"]}, "beta": {"values": [0.5, 0.9]},
+                  "epochs": {"value": 40}, "seed": {"values": [0, 1, 2], "repeat": True}}
+    submitted = client.search(parameters, run_cap=5, search_seed=2)
+    assert submitted["n_runs"] == 15 and submitted["search"]["method"] == "random"
+    client.wait(submitted["id"], poll_seconds=0.1, progress=False)
+    frame = client.runs_frame(submitted["id"])
+    assert set(frame["status"]) == {"succeeded"}
+    momentum, adam = frame[frame["optimizer"] == "momentum"], frame[frame["optimizer"] == "adam"]
+    assert set(momentum["beta"]) <= {0.5, 0.9} and adam["beta"].isna().all() and set(adam["beta2"]) <= {0.999}
+    # Seeds as repeats: every point is trained over the three, so a mean over seeds is a mean of three.
+    assert set(frame.groupby(["optimizer", "learning_rate", "beta"], dropna=False)["seed"].count()) == {3}
+    with pytest.raises(ApiError, match="422.*run_cap"):
+        client.search(parameters)  # random needs run_cap
+    client.delete_sweep(submitted["id"])
+
+
 def test_the_client_reads_the_url_and_the_token_from_the_settings_as_the_cli_does(monkeypatch):
     monkeypatch.setenv("GRADSWEEP_API_URL", "http://127.0.0.1:1")
     monkeypatch.setenv("GRADSWEEP_API_TOKEN", "secret")
