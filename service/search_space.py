@@ -36,6 +36,9 @@ NFeatures = Annotated[int, Strict(), Field(ge=1, le=10_000)]
 Beta = Annotated[float, Strict(), Field(ge=0, lt=1, allow_inf_nan=False)]
 Eps = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
 
+# What a search leaves out is the seed task's: seed 0, sgd, 100 x 50 data of seed 0 (and the optimizer's own constants).
+DEFAULTS: dict[str, object] = {"seed": 0, "optimizer": "sgd", "n_samples": 100, "n_features": 50, "data_seed": 0}
+
 Distribution = Literal["uniform", "log_uniform", "int_uniform", "choice"]
 FLOATS = {"learning_rate", "beta", "beta1", "beta2", "eps"}  # may be drawn from uniform or log_uniform
 INTEGERS = {"seed", "epochs", "n_samples", "n_features", "data_seed"}  # from int_uniform
@@ -182,9 +185,8 @@ def run_configs(space: SearchSpace, method: str, run_cap: int | None, search_see
 
 def config_of(values: dict[str, object], mode: str) -> RunConfig:
     """The run of these hyperparameters, the others at their defaults; the optimizer's constants always set."""
-    optimizer = values.get("optimizer", "sgd")
-    constants = {name: values.get(name, default) for name, default in CONSTANTS[optimizer].items()}
-    return RunConfig(learning_rate=values["learning_rate"], seed=values.get("seed", 0), optimizer=optimizer,
-                     epochs=values["epochs"], n_samples=values.get("n_samples", 100),
-                     n_features=values.get("n_features", 50), data_seed=values.get("data_seed", 0), mode=mode,
-                     **constants)
+    values = DEFAULTS | values
+    constants = {name: values.get(name, default) for name, default in CONSTANTS[values["optimizer"]].items()}
+    return RunConfig(learning_rate=values["learning_rate"], seed=values["seed"], optimizer=values["optimizer"],
+                     epochs=values["epochs"], n_samples=values["n_samples"], n_features=values["n_features"],
+                     data_seed=values["data_seed"], mode=mode, **constants)

@@ -151,8 +151,8 @@ class SearchSweepCreate(BaseModel):
 
     @model_validator(mode="after")
     def _task_within_limit(self) -> SearchSweepCreate:
-        largest = {name: _largest(getattr(self.parameters, name), default)
-                   for name, default in (("n_samples", 100), ("n_features", 50))}
+        largest = {name: _largest(getattr(self.parameters, name), search_space.DEFAULTS[name])
+                   for name in ("n_samples", "n_features")}
         size, limit = largest["n_samples"] * largest["n_features"], TASK_SIZE_LIMITS[self.mode]
         if size > limit:
             raise ValueError(f"n_samples × n_features reaches {size}; {self.mode} mode allows at most {limit}")
