@@ -70,7 +70,7 @@ def the_api_jobs(body: dict) -> list[tuple[list, list, int]]:
     from service.batching import batch_sizes
     from service.settings import get_settings
 
-    configs = SweepCreate.model_validate(body).run_configs()
+    configs = [config for _, config in SweepCreate.model_validate(body).planned_runs()]
     runs = [(config.learning_rate, config.seed) for config in configs]
     jobs, first = [], 0
     for size in batch_sizes(configs, get_settings()):

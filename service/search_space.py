@@ -164,8 +164,10 @@ def points(space: SearchSpace, method: str, run_cap: int | None, search_seed: in
         yield {name: parameter.draw(rng) for name, parameter in drawn.items()}
 
 
-def run_configs(space: SearchSpace, method: str, run_cap: int | None, search_seed: int, mode: str) -> list[RunConfig]:
-    """One run per point and value of the repeated parameters, each with every hyperparameter set.
+def planned_runs(space: SearchSpace, method: str, run_cap: int | None, search_seed: int,
+                mode: str) -> list[tuple[int, RunConfig]]:
+    """One run per point and value of the repeated parameters, each with every hyperparameter set, and the index
+    of its point.
 
     Runs that can train as one batch (the same optimizer, epochs and data) are put next
     to each other, in the order their first point came, so that the grid of the first
@@ -174,13 +176,13 @@ def run_configs(space: SearchSpace, method: str, run_cap: int | None, search_see
     _, repeated = space.drawn_and_repeated()
     names = list(repeated)
     crossed = list(itertools.product(*(repeated[name].choices() for name in names)))
-    groups: dict[tuple, list[RunConfig]] = {}
-    for point in points(space, method, run_cap, search_seed):
+    groups: dict[tuple, list[tuple[int, RunConfig]]] = {}
+    for index, point in enumerate(points(space, method, run_cap, search_seed)):
         for values in crossed:
             config = config_of({**point, **dict(zip(names, values))}, mode)
             key = (config.optimizer, config.epochs, config.n_samples, config.n_features, config.data_seed)
-            groups.setdefault(key, []).append(config)
-    return [config for group in groups.values() for config in group]
+            groups.setdefault(key, []).append((index, config))
+    return [run for group in groups.values() for run in group]
 
 
 def config_of(values: dict[str, object], mode: str) -> RunConfig:

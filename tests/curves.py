@@ -8,6 +8,7 @@ from sqlalchemy import create_engine, text
 
 from engine.optimizers import CONSTANTS
 from engine.tasks.linear_regression import train, train_batch
+from service.early_stopping import EarlyStopping
 
 
 def expected_curves(runs: list[dict]) -> dict[int, list[float]]:
@@ -53,3 +54,35 @@ def assert_each_epoch_stored_once(database_url: str, sweep_id: int, runs: list[d
     for run in runs:
         covered = [epoch for first, n in chunks.get(run["id"], []) for epoch in range(first, first + n)]
         assert covered == list(range(run["epochs_done"])), f"run {run['id']}: epochs doubled or missing"
+
+
+def expected_stops(runs: list[dict], early_stopping: dict) -> dict[int, int]:
+    """The epoch after which early stopping ends each run it ends, by run id, for runs judged together.
+
+    Right where every run of a bracket reaches each rung in the same batch, as a sweep of
+    one batch does: each rung then judges all of them at once against each other.
+    """
+    rule = EarlyStopping(**early_stopping)
+    curves = expected_curves(runs)
+    stops: dict[int, int] = {}
+    brackets = sorted({rule.bracket(run["point"], run["epochs"]) for run in runs})
+    for bracket in brackets:
+        members = [run for run in runs if rule.bracket(run["point"], run["epochs"]) == bracket]
+        for rung in rule.rungs(bracket, max(run["epochs"] for run in members)):
+            live = [run for run in members if run["id"] not in stops and len(curves[run["id"]]) >= rung]
+            rivals = [curves[run["id"]][rung - 1] for run in live]
+            stops.update((run["id"], rung) for run, loss in zip(live, rivals) if not rule.keeps(loss, rivals))
+    return stops
+
+
+def assert_early_stopping_kept_the_curves(runs: list[dict], stored: dict[int, list[float]],
+                                          early_stopping: dict) -> None:
+    """Each run's stored curve is the start of its batch's uninterrupted curve, bit for bit, as long as it trained;
+    a run stopped early stopped at a rung of its own."""
+    rule, expected = EarlyStopping(**early_stopping), expected_curves(runs)
+    for run in runs:
+        assert stored[run["id"]] == expected[run["id"]][:run["epochs_done"]]
+        assert len(stored[run["id"]]) == run["epochs_done"]
+        if run["status"] == "stopped_early":
+            assert run["epochs_done"] in rule.rungs(rule.bracket(run["point"], run["epochs"]), run["epochs"])
+            assert run["final_loss"] == stored[run["id"]][-1]

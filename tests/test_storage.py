@@ -98,7 +98,8 @@ def test_create_sweep_stores_queued_runs_with_their_configs(storage: Storage) ->
     sweep, runs = storage.create_sweep("learning rates", configs(3), enqueued)
 
     assert (sweep.name, sweep.n_runs) == ("learning rates", 3)
-    assert sweep.counts == {"queued": 3, "running": 0, "succeeded": 0, "diverged": 0, "failed": 0, "cancelled": 0}
+    assert sweep.counts == {"queued": 3, "running": 0, "succeeded": 0, "diverged": 0, "failed": 0, "cancelled": 0,
+                            "stopped_early": 0}
     assert sweep.created_at.tzinfo == UTC
     assert [run.config for run in runs] == configs(3)
     assert {(run.status, run.attempts, run.epochs_done, run.sweep_id) for run in runs} == {

@@ -27,8 +27,11 @@ from celery.signals import worker_process_init
 from engine.optimizers import CONSTANTS
 from engine.tasks import linear_regression
 from engine.tasks.linear_regression import TrainResult
+from service.early_stopping import EarlyStopping
 from service.settings import get_settings
-from service.storage import DatabaseUnavailable, LossWrite, NotFound, Outcome, RunStatus, StartedJob, Storage
+from service.storage import (
+    DatabaseUnavailable, LossWrite, NotFound, Outcome, RungLoss, RunStatus, StartedJob, Storage,
+)
 from worker.app import TRAIN_JOB, app
 
 log = logging.getLogger(__name__)
@@ -78,7 +81,8 @@ class JobWriter:
 
     The last write carries the runs' outcomes. Tells training which runs to stop:
     at once those this attempt did not start (another attempt has them, or they
-    are done), later those that were cancelled or taken over by a newer attempt.
+    are done), later those that were cancelled or taken over by a newer attempt,
+    and, under early stopping, those judged out at a rung.
     """
 
     def __init__(self, job: StartedJob) -> None:
@@ -88,6 +92,20 @@ class JobWriter:
         self.written = [0] * len(job.batch)  # epochs stored, per slot
         self.rows: list[np.ndarray] = []  # each epoch's losses since the last write
         self.last_write = time.monotonic()
+        self.sweep_id = job.batch[0].sweep_id
+        self.early_stopping = None if job.early_stopping is None else EarlyStopping(**job.early_stopping)
+        self.rungs = self._rungs(job)  # epochs -> the (slot, bracket) of each run judged after that many
+        self.stopped_early: set[int] = set()
+
+    def _rungs(self, job: StartedJob) -> dict[int, list[tuple[int, int]]]:
+        rungs: dict[int, list[tuple[int, int]]] = {}
+        if self.early_stopping is None:
+            return rungs
+        for slot, run in enumerate(job.batch):
+            bracket = self.early_stopping.bracket(run.point or 0, run.config.epochs)
+            for rung in self.early_stopping.rungs(bracket, run.config.epochs):
+                rungs.setdefault(rung, []).append((slot, bracket))
+        return rungs
 
     def not_started(self) -> set[int]:
         return set(range(len(self.run_ids))) - self.owned.keys()
@@ -96,9 +114,21 @@ class JobWriter:
         """What `train_batch` calls after each epoch; returns the slots to stop, or None (the engine's fast path)."""
         self.rows.append(losses)
         stop = self.not_started() if epoch == 0 else set()
+        if epoch + 1 in self.rungs:
+            stop |= self.judge(epoch + 1, losses)
         if time.monotonic() - self.last_write >= FLUSH_SECONDS:
             stop |= self.flush()
         return stop or None
+
+    def judge(self, rung: int, losses: np.ndarray) -> set[int]:
+        """The slots that early stopping ends at this rung (after `rung` epochs), of the runs still training."""
+        judged = [RungLoss(self.run_ids[slot], bracket, float(losses[slot])) for slot, bracket in self.rungs[rung]
+                  if slot in self.owned and not np.isnan(losses[slot])]
+        assert self.early_stopping is not None
+        stopped = patiently(lambda: storage().judge_rung(self.sweep_id, rung, judged, self.early_stopping.keeps))
+        slots = {slot for slot, run_id in enumerate(self.run_ids) if run_id in stopped}
+        self.stopped_early |= slots
+        return slots
 
     def flush(self) -> set[int]:
         """Writes the losses since the last write; returns the slots that must stop."""
@@ -114,7 +144,8 @@ class JobWriter:
         for slot in self.owned:
             result = results[slot]
             losses[slot] = np.array(result.losses[self.written[slot]:], dtype=np.float64)
-            status = RunStatus.DIVERGED if result.diverged else RunStatus.SUCCEEDED
+            status = (RunStatus.STOPPED_EARLY if slot in self.stopped_early else
+                      RunStatus.DIVERGED if result.diverged else RunStatus.SUCCEEDED)
             outcomes[slot] = Outcome(status, result.losses[-1] if result.losses else None, result.diverged_at)
         self._write(losses, outcomes)
         return len(self.owned)  # less those cancelled or taken over meanwhile

@@ -12,9 +12,12 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Strict, Tag, field_validator, model_validator
+from pydantic import (
+    BaseModel, ConfigDict, Discriminator, Field, Strict, Tag, ValidationInfo, field_validator, model_validator,
+)
 
 from service import search_space
+from service.early_stopping import EarlyStopping
 from service.search_space import LearningRate, Optimizer, SearchSpace, Seed
 from service.settings import get_settings
 from service.storage import Run, RunConfig, Sweep
@@ -99,12 +102,13 @@ class GridSweepCreate(BaseModel):
     def learning_rate_values(self) -> list[float]:
         return self.learning_rates.values() if isinstance(self.learning_rates, LogSpace) else self.learning_rates
 
-    def run_configs(self) -> list[RunConfig]:
+    def planned_runs(self) -> list[tuple[int | None, RunConfig]]:
+        """The runs to store: each with its point (None: a grid of this form has none) and config."""
         grid = itertools.product(self.optimizers, self.learning_rate_values(), self.seeds)
         return [
-            search_space.config_of({"learning_rate": lr, "seed": seed, "optimizer": optimizer, "epochs": self.epochs,
-                                    "n_samples": self.n_samples, "n_features": self.n_features,
-                                    "data_seed": self.data_seed}, self.mode)
+            (None, search_space.config_of({"learning_rate": lr, "seed": seed, "optimizer": optimizer,
+                                           "epochs": self.epochs, "n_samples": self.n_samples,
+                                           "n_features": self.n_features, "data_seed": self.data_seed}, self.mode))
             for optimizer, lr, seed in grid
         ]
 
@@ -122,6 +126,7 @@ class SearchSweepCreate(BaseModel):
     search_seed: Seed = 0
     mode: Literal["tensor", "scalar"] = "tensor"
     batched: Annotated[bool, Strict()] = True  # as in the first form
+    early_stopping: EarlyStopping | None = None
 
     @field_validator("run_cap")
     @classmethod
@@ -129,6 +134,17 @@ class SearchSweepCreate(BaseModel):
         if run_cap is not None and run_cap > get_settings().max_runs_per_sweep:
             raise ValueError(f"run_cap must be at most {get_settings().max_runs_per_sweep}")
         return run_cap
+
+    @field_validator("early_stopping")
+    @classmethod
+    def _rungs_before_the_end(cls, early_stopping: EarlyStopping | None, info: ValidationInfo) -> EarlyStopping | None:
+        space = info.data.get("parameters")
+        if early_stopping is not None and space is not None:
+            epochs = _largest(space.epochs, 0)
+            if early_stopping.min_epochs >= epochs:
+                raise ValueError(f"min_epochs ({early_stopping.min_epochs}) must be below the epochs ({epochs}): "
+                                 "the first rung comes after min_epochs")
+        return early_stopping
 
     @model_validator(mode="after")
     def _a_search_of_bounded_size(self) -> SearchSweepCreate:
@@ -161,11 +177,13 @@ class SearchSweepCreate(BaseModel):
     def search(self) -> dict:
         """What is kept with the sweep: how its runs were chosen."""
         cap = {} if self.run_cap is None else {"run_cap": self.run_cap}
+        stopping = {} if self.early_stopping is None else {"early_stopping": self.early_stopping.model_dump()}
         return {"method": self.method, **cap, "search_seed": self.search_seed,
-                "parameters": self.parameters.model_dump(mode="json", exclude_defaults=True)}
+                "parameters": self.parameters.model_dump(mode="json", exclude_defaults=True), **stopping}
 
-    def run_configs(self) -> list[RunConfig]:
-        return search_space.run_configs(self.parameters, self.method, self.run_cap, self.search_seed, self.mode)
+    def planned_runs(self) -> list[tuple[int | None, RunConfig]]:
+        """The runs to store: each with the index of its point and its config."""
+        return search_space.planned_runs(self.parameters, self.method, self.run_cap, self.search_seed, self.mode)
 
 
 def _largest(parameter: search_space.Parameter | None, default: int) -> int:
@@ -200,6 +218,7 @@ class RunPublic(BaseModel):
     eps: float | None = None
     batch: int
     batch_size: int
+    point: int | None = None  # of a search: the index of the point (configuration) it trains
     status: str
     attempts: int
     worker: str | None
@@ -220,7 +239,7 @@ class RunPublic(BaseModel):
             optimizer=config.optimizer, epochs=config.epochs, n_samples=config.n_samples,
             n_features=config.n_features, data_seed=config.data_seed, mode=config.mode, beta=config.beta,
             beta1=config.beta1, beta2=config.beta2, eps=config.eps, batch=run.batch,
-            batch_size=run.batch_size, status=run.status,
+            batch_size=run.batch_size, point=run.point, status=run.status,
             attempts=run.attempts, worker=run.worker, epochs_done=run.epochs_done, final_loss=run.final_loss,
             best_loss=run.best_loss, diverged_at=run.diverged_at, error=run.error, created_at=run.created_at,
             started_at=run.started_at, finished_at=run.finished_at,
@@ -268,7 +287,7 @@ class SweepSummary(SweepPublic):
     data_seed: int
     least_squares_loss: float | None  # the lowest loss any run can reach (None where too costly to know)
     stability_limit: float | None  # 2/λmax: plain gradient descent diverges above this learning rate
-    search: dict | None = None  # how the runs were chosen (method, parameters, run_cap, search_seed); null for a grid of the first form
+    search: dict | None = None  # how the runs were chosen (method, parameters, run_cap, search_seed, early_stopping); null for a grid of the first form
 
 
 class RunPagePublic(BaseModel):

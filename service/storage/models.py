@@ -4,6 +4,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Dialect,
@@ -99,6 +100,7 @@ class RunRow(Base):
     batch: Mapped[int] = mapped_column(BigInteger, server_default="0")
     batch_slot: Mapped[int] = mapped_column(Integer, server_default="0")
     batch_size: Mapped[int] = mapped_column(Integer, server_default="1")
+    point: Mapped[int | None] = mapped_column(Integer)  # of a search, which point (migration 0007)
 
     status: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
@@ -136,3 +138,22 @@ class LossChunkRow(Base):
     run_id: Mapped[int] = mapped_column(Id, primary_key=True)
     first_epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
     losses: Mapped[bytes] = mapped_column(Float64Array)
+
+
+class RungRow(Base):
+    """A run's loss at a rung of early stopping, and whether it went on: decided once, replayed by every redo.
+
+    Keyed by run and rung, so that an attempt that reaches a rung again (its job was
+    redone after a crash) reads the decision made the first time instead of making
+    another one against more rivals (migration 0007).
+    """
+
+    __tablename__ = "rungs"
+    __table_args__ = (Index(None, "sweep_id", "bracket", "rung"),)  # a rung's rivals
+
+    run_id: Mapped[int] = mapped_column(Id, primary_key=True)
+    rung: Mapped[int] = mapped_column(Integer, primary_key=True)  # after this many epochs
+    sweep_id: Mapped[int] = mapped_column(Id)
+    bracket: Mapped[int] = mapped_column(Integer)
+    loss: Mapped[float] = mapped_column(Double)
+    kept: Mapped[bool] = mapped_column(Boolean)

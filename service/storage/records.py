@@ -14,13 +14,15 @@ class RunStatus(StrEnum):
     DIVERGED = "diverged"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    STOPPED_EARLY = "stopped_early"  # by early stopping, at a rung; its curve is kept
 
     @property
     def is_finished(self) -> bool:
         return self in FINISHED_STATUSES
 
 
-FINISHED_STATUSES = frozenset({RunStatus.SUCCEEDED, RunStatus.DIVERGED, RunStatus.FAILED, RunStatus.CANCELLED})
+FINISHED_STATUSES = frozenset({RunStatus.SUCCEEDED, RunStatus.DIVERGED, RunStatus.FAILED, RunStatus.CANCELLED,
+                               RunStatus.STOPPED_EARLY})
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class Run:
     batch: int
     batch_slot: int
     batch_size: int
+    point: int | None  # of a search: which of its points (configurations but the repeated values) this run trains
     status: RunStatus
     attempts: int
     worker: str | None
@@ -138,6 +141,16 @@ class StartedJob:
 
     batch: list[Run]
     started: frozenset[int]  # run ids: the only runs this attempt may write
+    early_stopping: dict | None = None  # the sweep's, as its search says (service.early_stopping.EarlyStopping)
+
+
+@dataclass(frozen=True)
+class RungLoss:
+    """A run's loss at a rung of early stopping, after `rung` epochs, in its bracket."""
+
+    run_id: int
+    bracket: int
+    loss: float
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,10 @@ from sqlalchemy.orm import aliased
 
 from service.storage.engine import BEGIN_IMMEDIATE, database_url, make_engine
 from service.storage.errors import DatabaseUnavailable, NotFound, SchemaOutOfDate, StorageError, SweepActive
-from service.storage.models import LossChunkRow, RunRow, SweepRow
+from service.storage.models import LossChunkRow, RungRow, RunRow, SweepRow
 from service.storage.records import (
-    Job, LossWrite, Outcome, Run, RunConfig, RunFilter, RunPage, RunStatus, StartedJob, Sweep, SweepOverview,
+    Job, LossWrite, Outcome, Run, RunConfig, RunFilter, RunPage, RungLoss, RunStatus, StartedJob, Sweep,
+    SweepOverview,
 )
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -32,6 +33,7 @@ Enqueue = Callable[[list[Job]], None]
 _SWEEPS = cast(Table, SweepRow.__table__)
 _RUNS = cast(Table, RunRow.__table__)
 _CHUNKS = cast(Table, LossChunkRow.__table__)
+_RUNGS = cast(Table, RungRow.__table__)
 _CONFIG_FIELDS = [field.name for field in fields(RunConfig)]
 _FINISHED = [status.value for status in RunStatus if status.is_finished]
 # Key of the PostgreSQL advisory lock that `create_sweep` holds shared; see `_wait_for_runs`.
@@ -106,20 +108,24 @@ class Storage:
 
     def create_sweep(
         self, name: str, configs: Sequence[RunConfig], enqueue: Enqueue, *, batch_sizes: Sequence[int] | None = None,
-        search: dict | None = None,
+        search: dict | None = None, points: Sequence[int] | None = None,
     ) -> tuple[Sweep, list[Run]]:
         """Stores a sweep with one queued run per config and enqueues them: all of it or, if anything raises, none.
 
         Consecutive configs form batches of `batch_sizes` runs (by default a batch per
         run); a batch is trained as one computation, one job on the queue. A worker
         may get a job before this commits; `start_job` waits for the commit. `search`
-        is kept with the sweep: how its runs were chosen (JSON values).
+        is kept with the sweep: how its runs were chosen (JSON values); `points`, one
+        per config, which of the search's points each run trains.
         """
         if not configs:
             raise ValueError("a sweep needs at least one run")
         batch_sizes = [1] * len(configs) if batch_sizes is None else list(batch_sizes)
         if sum(batch_sizes) != len(configs) or min(batch_sizes) < 1:
             raise ValueError(f"batch sizes {batch_sizes} do not add up to the sweep's {len(configs)} runs")
+        points = [None] * len(configs) if points is None else list(points)
+        if len(points) != len(configs):
+            raise ValueError(f"{len(points)} points for {len(configs)} runs")
         layout = [(batch, slot, size) for batch, size in enumerate(batch_sizes) for slot in range(size)]
         now = _now()
         with self._transaction(write=True) as connection:
@@ -130,8 +136,9 @@ class Storage:
             queued = {"sweep_id": sweep_id, "status": RunStatus.QUEUED.value, "created_at": now, "queued_at": now}
             # One executemany; ids ascend in insertion order, so the runs come back in the order of `configs`.
             connection.execute(insert(_RUNS), [
-                {**_config_values(config), **queued, "batch": batch, "batch_slot": slot, "batch_size": size}
-                for config, (batch, slot, size) in zip(configs, layout, strict=True)
+                {**_config_values(config), **queued, "batch": batch, "batch_slot": slot, "batch_size": size,
+                 "point": point}
+                for config, (batch, slot, size), point in zip(configs, layout, points, strict=True)
             ])
             runs = _runs(connection, _RUNS.c.sweep_id == sweep_id)
             enqueue(_jobs(runs))
@@ -206,6 +213,7 @@ class Storage:
                 raise SweepActive(f"sweep {sweep_id} has {running} running runs: cancel it first")
             run_ids = select(_RUNS.c.id).where(_RUNS.c.sweep_id == sweep_id).scalar_subquery()
             connection.execute(delete(_CHUNKS).where(_CHUNKS.c.run_id.in_(run_ids)))
+            connection.execute(delete(_RUNGS).where(_RUNGS.c.sweep_id == sweep_id))
             connection.execute(delete(_RUNS).where(_RUNS.c.sweep_id == sweep_id))
             connection.execute(delete(_SWEEPS).where(_SWEEPS.c.id == sweep_id))
             return len(statuses)
@@ -319,7 +327,40 @@ class Storage:
                 batch = [_run(row) for row in sorted(started, key=lambda row: row.id)]
             else:
                 batch = _runs(connection, _RUNS.c.sweep_id == started[0].sweep_id, _RUNS.c.batch == started[0].batch)
-            return StartedJob(batch=batch, started=frozenset(row.id for row in started))
+            search = connection.scalar(select(_SWEEPS.c.search).where(_SWEEPS.c.id == started[0].sweep_id))
+            return StartedJob(batch=batch, started=frozenset(row.id for row in started),
+                              early_stopping=(search or {}).get("early_stopping"))
+
+    def judge_rung(self, sweep_id: int, rung: int, losses: Sequence[RungLoss],
+                   keeps: Callable[[float, list[float]], bool]) -> set[int]:
+        """Decides which of these runs (reaching `rung` together) go on; returns the ids of those that stop.
+
+        A run judged at this rung before (by an earlier attempt of its job) gets that
+        decision again, so a redone job stops the same runs where they stopped. The
+        others are judged by `keeps(loss, rivals)`, rivals being the losses there of
+        every run of the same bracket judged before and of these runs. Judgements of a
+        sweep take turns (the sweep's row is locked), so each sees all those before it.
+        """
+        if not losses:
+            return set()
+        with self._transaction(write=True) as connection:
+            connection.execute(select(_SWEEPS.c.id).where(_SWEEPS.c.id == sweep_id).with_for_update())
+            judged = dict(connection.execute(
+                select(_RUNGS.c.run_id, _RUNGS.c.kept)
+                .where(_RUNGS.c.run_id.in_([entry.run_id for entry in losses]), _RUNGS.c.rung == rung)).all())
+            new = [entry for entry in losses if entry.run_id not in judged]
+            for bracket, group in groupby(sorted(new, key=lambda entry: entry.bracket), lambda entry: entry.bracket):
+                group = list(group)
+                rivals = connection.scalars(select(_RUNGS.c.loss).where(
+                    _RUNGS.c.sweep_id == sweep_id, _RUNGS.c.bracket == bracket, _RUNGS.c.rung == rung)).all()
+                rivals += [entry.loss for entry in group]
+                for entry in group:
+                    judged[entry.run_id] = keeps(entry.loss, rivals)
+            if new:
+                connection.execute(insert(_RUNGS), [
+                    {"run_id": entry.run_id, "rung": rung, "sweep_id": sweep_id, "bracket": entry.bracket,
+                     "loss": entry.loss, "kept": judged[entry.run_id]} for entry in new])
+            return {run_id for run_id, kept in judged.items() if not kept}
 
     def start_run(self, run_id: int, worker: str, *, lease: timedelta | None = None) -> Run | None:
         """`start_job` for one run: the run, running for its new attempt, or None if there is nothing to do."""
@@ -785,6 +826,7 @@ def _run(row: Any) -> Run:
         batch=row.batch,
         batch_slot=row.batch_slot,
         batch_size=row.batch_size,
+        point=row.point,
         status=RunStatus(row.status),
         attempts=row.attempts,
         worker=row.worker,

@@ -30,9 +30,10 @@ Status = Literal[tuple(status.value for status in RunStatus)]  # type: ignore[va
 @router.post("/sweeps", response_model=SweepSummary, status_code=status.HTTP_201_CREATED)
 def create_sweep(body: SweepCreate, storage: StorageDep, enqueue: EnqueueDep) -> SweepSummary:
     """Store the grid's runs and queue them: all of them, or (on any error) none. Its runs: `GET /sweeps/{id}/runs`."""
-    configs = body.run_configs()
+    points, configs = zip(*body.planned_runs())
     sizes = batch_sizes(configs, get_settings(), batched=body.batched)
-    sweep, _ = storage.create_sweep(body.name, configs, enqueue, batch_sizes=sizes, search=body.search())
+    sweep, _ = storage.create_sweep(body.name, configs, enqueue, batch_sizes=sizes, search=body.search(),
+                                    points=None if points[0] is None else points)
     return _summary(storage.sweep_overview(sweep.id))
 
 
