@@ -115,6 +115,12 @@ BAD = [
     ("method", {"method": "hyperband"}),
     ("search_seed", {"search_seed": -1}),
     ("n_samples", {"parameters": {"n_samples": {"distribution": "int_uniform", "min": 1, "max": 100_001}}}),
+    ("early_stopping", {"early_stopping": {"type": "median", "min_epochs": 5}}),
+    ("early_stopping", {"early_stopping": {"type": "hyperband", "min_epochs": 0}}),
+    ("early_stopping", {"early_stopping": {"type": "hyperband", "min_epochs": 50}}),  # no rung before the end
+    ("early_stopping", {"early_stopping": {"type": "hyperband", "min_epochs": 5, "eta": 1}}),
+    ("early_stopping", {"early_stopping": {"type": "hyperband", "min_epochs": 5, "patience": 3}}),
+    ("early_stopping", {"early_stopping": {"type": "hyperband", "min_epochs": "5"}}),
 ]
 
 
@@ -127,6 +133,15 @@ def test_a_bad_search_is_refused_naming_the_field_and_nothing_is_stored(api, que
     assert response.status_code == 422, response.text
     assert names_field(response, field), response.json()
     assert api.get("/sweeps").json() == [] and queued == []
+
+
+def test_early_stopping_is_kept_with_the_search_and_spreads_hyperbands_points_over_its_brackets(api):
+    stopping = {"type": "hyperband", "min_epochs": 2, "eta": 3}  # rungs 2, 6, 18 of 50 epochs: 3 brackets
+    sweep = create(api, RANDOM | {"early_stopping": stopping})
+    assert sweep["search"]["early_stopping"] == stopping
+    assert sorted({run["point"] for run in sweep["runs"]}) == list(range(12))
+    assert all(sum(run["point"] == point for run in sweep["runs"]) == 3 for point in range(12))  # one per seed
+    assert create(api, RANDOM | {"name": "plain"})["search"].get("early_stopping") is None
 
 
 @pytest.mark.parametrize("change, message", [

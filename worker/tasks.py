@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import numpy as np
 from celery import Task
@@ -95,7 +95,6 @@ class JobWriter:
         self.sweep_id = job.batch[0].sweep_id
         self.early_stopping = None if job.early_stopping is None else EarlyStopping(**job.early_stopping)
         self.rungs = self._rungs(job)  # epochs -> the (slot, bracket) of each run judged after that many
-        self.stopped_early: set[int] = set()
 
     def _rungs(self, job: StartedJob) -> dict[int, list[tuple[int, int]]]:
         rungs: dict[int, list[tuple[int, int]]] = {}
@@ -121,21 +120,26 @@ class JobWriter:
         return stop or None
 
     def judge(self, rung: int, losses: np.ndarray) -> set[int]:
-        """The slots that early stopping ends at this rung (after `rung` epochs), of the runs still training."""
+        """The slots that early stopping ends at this rung (after `rung` epochs), of the runs still training.
+
+        Those it ends are recorded as stopped at once, with their losses, rather than
+        when the job ends: the user sees them stopped, and a redone job has less to redo.
+        """
         judged = [RungLoss(self.run_ids[slot], bracket, float(losses[slot])) for slot, bracket in self.rungs[rung]
                   if slot in self.owned and not np.isnan(losses[slot])]
-        assert self.early_stopping is not None
-        stopped = patiently(lambda: storage().judge_rung(self.sweep_id, rung, judged, self.early_stopping.keeps))
-        slots = {slot for slot, run_id in enumerate(self.run_ids) if run_id in stopped}
-        self.stopped_early |= slots
-        return slots
+        keeps = cast(EarlyStopping, self.early_stopping).keeps  # set: the job has rungs
+        stopped = patiently(lambda: storage().judge_rung(self.sweep_id, rung, judged, keeps))
+        slots = {slot for slot in self.owned if self.run_ids[slot] in stopped}
+        if not slots:
+            return set()
+        return slots | self.flush({slot: Outcome(RunStatus.STOPPED_EARLY, float(losses[slot])) for slot in slots})
 
-    def flush(self) -> set[int]:
-        """Writes the losses since the last write; returns the slots that must stop."""
+    def flush(self, outcomes: dict[int, Outcome] | None = None) -> set[int]:
+        """Writes the losses since the last write, and `outcomes` (by slot); returns the slots that must stop."""
         block = np.array(self.rows).reshape(len(self.rows), len(self.run_ids))
         self.rows = []
         # A run that stopped (diverged, or was stopped) has NaN from then on.
-        return self._write({slot: block[:, slot][~np.isnan(block[:, slot])] for slot in self.owned}, {})
+        return self._write({slot: block[:, slot][~np.isnan(block[:, slot])] for slot in self.owned}, outcomes or {})
 
     def finish(self, results: list[TrainResult]) -> int:
         """Writes each run's losses not yet written, with its outcome; returns how many runs it recorded."""
@@ -144,8 +148,7 @@ class JobWriter:
         for slot in self.owned:
             result = results[slot]
             losses[slot] = np.array(result.losses[self.written[slot]:], dtype=np.float64)
-            status = (RunStatus.STOPPED_EARLY if slot in self.stopped_early else
-                      RunStatus.DIVERGED if result.diverged else RunStatus.SUCCEEDED)
+            status = RunStatus.DIVERGED if result.diverged else RunStatus.SUCCEEDED
             outcomes[slot] = Outcome(status, result.losses[-1] if result.losses else None, result.diverged_at)
         self._write(losses, outcomes)
         return len(self.owned)  # less those cancelled or taken over meanwhile
@@ -163,8 +166,8 @@ class JobWriter:
         for slot, values in losses.items():
             self.written[slot] += values.size
         lost = {slot for slot in self.owned if self.run_ids[slot] not in kept}
-        for slot in lost:
-            del self.owned[slot]
+        for slot in lost | outcomes.keys():  # lost, or ended
+            self.owned.pop(slot, None)
         return lost
 
 

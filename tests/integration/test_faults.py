@@ -17,7 +17,9 @@ import pytest
 import redis
 from sqlalchemy import create_engine, make_url, text
 
-from tests.curves import assert_each_epoch_stored_once, expected_curves
+from tests.curves import (
+    assert_each_epoch_stored_once, assert_early_stopping_kept_the_curves, expected_curves, expected_stops,
+)
 from tests.integration.conftest import settings_for
 from tests.integration.faults import PostgresServer, RedisServer, TcpProxy, count, kill, pid_of
 from tests.integration.stack import Stack, free_port
@@ -312,3 +314,40 @@ def test_a_pickled_message_is_refused_and_the_worker_keeps_serving(request, tmp_
     finally:
         stack.stop()
         redis.Redis.from_url(stack.env["GRADSWEEP_BROKER_URL"]).flushdb()
+
+
+def test_a_job_with_early_stopping_killed_between_its_rungs_replays_their_decisions(stack):
+    started(stack, GRADSWEEP_MIN_JOBS_PER_SWEEP="1")
+    # Twelve runs in one batch, judged together after 10,000, 30,000 and 90,000 epochs: 4 go past the first
+    # rung, 1 past the second. Killed between the two, the job is redone for the 4; judged again at the first
+    # rung against their own first decisions, rather than given them back, 16 would keep 5 and stop 1 or 2 of them.
+    stopping = {"type": "successive_halving", "min_epochs": 10_000, "eta": 3}
+    body = {"name": "stopping", "method": "random", "run_cap": 12, "search_seed": 1, "early_stopping": stopping,
+            "parameters": {"learning_rate": {"distribution": "log_uniform", "min": 1e-3, "max": 0.05},
+                           "epochs": {"value": 100_000}}}
+    created = stack.http.post("/sweeps", json=body)
+    assert created.status_code == 201, created.text
+    sweep_id, database = created.json()["id"], create_engine(stack.env["GRADSWEEP_DATABASE_URL"])
+
+    def judged(rung: int) -> int:
+        with database.connect() as connection:
+            return connection.execute(text("SELECT count(*) FROM rungs WHERE sweep_id = :s AND rung = :r"),
+                                      {"s": sweep_id, "r": rung}).scalar_one()
+
+    wait_for(lambda: judged(10_000), timeout=120)
+    assert kill(pid_of(next(r for r in runs_of(stack, sweep_id) if r["status"] == "running")))
+    assert judged(30_000) == 0, "killed too late: after the second rung"
+    count("worker processes killed mid-job")
+
+    sweep = stack.wait_for_sweep(sweep_id, timeout=240)
+    database.dispose()
+    runs = sweep["runs"]
+    assert sorted(run["attempts"] for run in runs) == [1] * 8 + [2] * 4  # the 8 stopped at 10,000 were recorded then
+    assert_each_epoch_stored_once(stack.env["GRADSWEEP_DATABASE_URL"], sweep_id, runs)
+    stops = expected_stops(runs, stopping)
+    assert sorted(stops.values()) == [10_000] * 8 + [30_000] * 3
+    assert {run["id"]: run["epochs_done"] for run in runs if run["status"] == "stopped_early"} == stops
+    assert [run["status"] for run in runs].count("succeeded") == 1
+    stored = {run["id"]: stack.http.get(f"/runs/{run['id']}").json()["losses"] for run in runs}
+    assert_early_stopping_kept_the_curves(runs, stored, stopping)
+    count("runs checked after faults", len(runs))
