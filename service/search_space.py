@@ -165,9 +165,15 @@ def points(space: SearchSpace, method: str, run_cap: int | None, search_seed: in
 
 
 def planned_runs(space: SearchSpace, method: str, run_cap: int | None, search_seed: int,
-                mode: str) -> list[tuple[int, RunConfig]]:
+                 mode: str) -> list[tuple[int, RunConfig]]:
+    """The runs of a grid or random search: see `runs_of_points`."""
+    return runs_of_points(space, list(points(space, method, run_cap, search_seed)), mode)
+
+
+def runs_of_points(space: SearchSpace, chosen: list[dict[str, object]], mode: str,
+                   first: int = 0) -> list[tuple[int, RunConfig]]:
     """One run per point and value of the repeated parameters, each with every hyperparameter set, and the index
-    of its point.
+    of its point (counted from `first`).
 
     Runs that can train as one batch (the same optimizer, epochs and data) are put next
     to each other, in the order their first point came, so that the grid of the first
@@ -177,7 +183,7 @@ def planned_runs(space: SearchSpace, method: str, run_cap: int | None, search_se
     names = list(repeated)
     crossed = list(itertools.product(*(repeated[name].choices() for name in names)))
     groups: dict[tuple, list[tuple[int, RunConfig]]] = {}
-    for index, point in enumerate(points(space, method, run_cap, search_seed)):
+    for index, point in enumerate(chosen, start=first):
         for values in crossed:
             config = config_of({**point, **dict(zip(names, values))}, mode)
             key = (config.optimizer, config.epochs, config.n_samples, config.n_features, config.data_seed)

@@ -113,6 +113,8 @@ BAD = [
     ("run_cap", {"run_cap": 0}),
     ("run_cap", {"run_cap": "30"}),
     ("method", {"method": "hyperband"}),
+    ("wave_size", {"method": "bayes", "wave_size": 0}),
+    ("wave_size", {"method": "bayes", "wave_size": 2.5}),
     ("search_seed", {"search_seed": -1}),
     ("n_samples", {"parameters": {"n_samples": {"distribution": "int_uniform", "min": 1, "max": 100_001}}}),
     ("early_stopping", {"early_stopping": {"type": "median", "min_epochs": 5}}),
@@ -146,7 +148,9 @@ def test_early_stopping_is_kept_with_the_search_and_spreads_hyperbands_points_ov
 
 @pytest.mark.parametrize("change, message", [
     ({"method": "random", "run_cap": None}, "needs run_cap"),
-    ({"method": "grid"}, "run_cap is for method random"),
+    ({"method": "bayes", "run_cap": None}, "needs run_cap"),
+    ({"wave_size": 3}, "wave_size is for method bayes"),
+    ({"method": "grid"}, "run_cap is for methods random and bayes"),
     ({"method": "grid", "run_cap": None}, "a grid needs a value or values for each parameter"),
     ({"run_cap": 5_000}, "the search makes 15000 runs; at most 10000"),
 ])

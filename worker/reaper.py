@@ -7,6 +7,8 @@ worker's main process checks, every quarter of a lease (GRADSWEEP_RUN_LEASE_SECO
   They are queued again; after GRADSWEEP_MAX_ATTEMPTS attempts, marked failed.
 - when the broker's queue is empty, for runs queued for longer than the lease:
   their message is gone (a worker was killed with it in hand). They are enqueued again.
+- for Bayesian searches whose wave has ended with no next wave proposed: the worker
+  that ended it died first. It proposes the wave (worker/waves.py).
 This is what recovers a run when a worker is killed: the embedded broker forgets
 the messages the worker held, and Redis would redeliver them only after its
 one-hour visibility timeout.
@@ -24,6 +26,7 @@ from celery.signals import worker_ready, worker_shutdown
 from service.settings import get_settings
 from service.storage import Storage, StorageError
 from worker.queue import BrokerUnavailable, enqueue_jobs, waiting_messages
+from worker.waves import propose_next_wave
 
 log = logging.getLogger(__name__)
 _stop = threading.Event()
@@ -47,6 +50,15 @@ def reap_once(storage: Storage) -> None:
         lost = storage.requeue_unclaimed_runs(lease, enqueue_jobs)
         if lost:
             log.warning("enqueued runs %s again: queued for over %s with no message waiting", lost, lease)
+    for sweep_id in storage.waiting_searches():
+        try:
+            if propose_next_wave(storage, sweep_id, enqueue_jobs):
+                log.warning("proposed the next wave of sweep %s: the worker that ended its last wave did not",
+                            sweep_id)
+        except (StorageError, BrokerUnavailable):
+            raise
+        except Exception:  # a search that cannot go on must not stop the reaper
+            log.exception("could not propose the next wave of sweep %s", sweep_id)
 
 
 def _reap_until_stopped() -> None:

@@ -33,6 +33,8 @@ from service.storage import (
     DatabaseUnavailable, LossWrite, NotFound, Outcome, RungLoss, RunStatus, StartedJob, Storage,
 )
 from worker.app import TRAIN_JOB, app
+from worker.queue import enqueue_jobs
+from worker.waves import propose_next_wave
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +95,8 @@ class JobWriter:
         self.rows: list[np.ndarray] = []  # each epoch's losses since the last write
         self.last_write = time.monotonic()
         self.sweep_id = job.batch[0].sweep_id
-        self.early_stopping = None if job.early_stopping is None else EarlyStopping(**job.early_stopping)
+        rule = (job.search or {}).get("early_stopping")
+        self.early_stopping = None if rule is None else EarlyStopping(**rule)
         self.rungs = self._rungs(job)  # epochs -> the (slot, bracket) of each run judged after that many
 
     def _rungs(self, job: StartedJob) -> dict[int, list[tuple[int, int]]]:
@@ -189,6 +192,7 @@ def _train(run_ids: list[int], queued_at: datetime | None, worker: str) -> str:
     writer = JobWriter(job)
     try:
         recorded = writer.finish(_trained(job, writer))
+        _search_on(job)
     except DatabaseUnavailable:
         raise  # gone for longer than our patience: the runs stay running until the reaper takes them back
     except SoftTimeLimitExceeded:
@@ -199,6 +203,16 @@ def _train(run_ids: list[int], queued_at: datetime | None, worker: str) -> str:
         writer.fail(f"{type(error).__name__}: {error}")
         return f"failed: {type(error).__name__}"
     return f"{recorded} of {len(job.batch)} runs recorded"
+
+
+def _search_on(job: StartedJob) -> None:
+    """A Bayesian search's next wave, if this job ended its wave. On any error the reaper proposes it instead."""
+    if (job.search or {}).get("method") != "bayes":
+        return
+    try:
+        patiently(lambda: propose_next_wave(storage(), job.batch[0].sweep_id, enqueue_jobs))
+    except Exception:
+        log.exception("could not propose the next wave of sweep %s; the reaper will", job.batch[0].sweep_id)
 
 
 def _trained(job: StartedJob, writer: JobWriter) -> list[TrainResult]:

@@ -16,7 +16,7 @@ from pydantic import (
     BaseModel, ConfigDict, Discriminator, Field, Strict, Tag, ValidationInfo, field_validator, model_validator,
 )
 
-from service import search_space
+from service import bayes, search_space
 from service.early_stopping import EarlyStopping
 from service.search_space import LearningRate, Optimizer, SearchSpace, Seed
 from service.settings import get_settings
@@ -99,6 +99,9 @@ class GridSweepCreate(BaseModel):
     def search(self) -> dict | None:
         return None
 
+    def searching(self) -> bool:
+        return False
+
     def learning_rate_values(self) -> list[float]:
         return self.learning_rates.values() if isinstance(self.learning_rates, LogSpace) else self.learning_rates
 
@@ -120,10 +123,11 @@ class SearchSweepCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
-    method: Literal["grid", "random"] = "grid"
+    method: Literal["grid", "random", "bayes"] = "grid"
     parameters: SearchSpace
-    run_cap: Annotated[int, Strict(), Field(ge=1, description="points a random search draws")] | None = None
+    run_cap: Annotated[int, Strict(), Field(ge=1, description="points a random or bayes search makes")] | None = None
     search_seed: Seed = 0
+    wave_size: Annotated[int, Strict(), Field(ge=1, description="points bayes proposes at a time")] | None = None
     mode: Literal["tensor", "scalar"] = "tensor"
     batched: Annotated[bool, Strict()] = True  # as in the first form
     early_stopping: EarlyStopping | None = None
@@ -148,9 +152,11 @@ class SearchSweepCreate(BaseModel):
 
     @model_validator(mode="after")
     def _a_search_of_bounded_size(self) -> SearchSweepCreate:
+        if self.wave_size is not None and self.method != "bayes":
+            raise ValueError("wave_size is for method bayes")
         if self.method == "grid":
             if self.run_cap is not None:
-                raise ValueError("run_cap is for method random; a grid trains every combination")
+                raise ValueError("run_cap is for methods random and bayes; a grid trains every combination")
             ranges = [name for name, p in self.parameters.given().items() if p.choices() is None]
             if ranges:
                 raise ValueError(f"a grid needs a value or values for each parameter, not a distribution: {ranges}")
@@ -177,13 +183,21 @@ class SearchSweepCreate(BaseModel):
     def search(self) -> dict:
         """What is kept with the sweep: how its runs were chosen."""
         cap = {} if self.run_cap is None else {"run_cap": self.run_cap}
+        waves = {"wave_size": self.wave_size or bayes.DEFAULT_WAVE_SIZE} if self.method == "bayes" else {}
         stopping = {} if self.early_stopping is None else {"early_stopping": self.early_stopping.model_dump()}
-        return {"method": self.method, **cap, "search_seed": self.search_seed,
+        unbatched = {} if self.batched else {"batched": False}
+        return {"method": self.method, **cap, "search_seed": self.search_seed, **waves, **unbatched,
                 "parameters": self.parameters.model_dump(mode="json", exclude_defaults=True), **stopping}
 
     def planned_runs(self) -> list[tuple[int | None, RunConfig]]:
-        """The runs to store: each with the index of its point and its config."""
+        """The runs to store now: each with the index of its point and its config; of bayes, its first wave."""
+        if self.method == "bayes":
+            return bayes.next_wave(self.search(), [], self.mode)
         return search_space.planned_runs(self.parameters, self.method, self.run_cap, self.search_seed, self.mode)
+
+    def searching(self) -> bool:
+        """Whether waves are to come after the runs stored now."""
+        return self.method == "bayes" and self.run_cap > (self.wave_size or bayes.DEFAULT_WAVE_SIZE)
 
 
 def _largest(parameter: search_space.Parameter | None, default: int) -> int:
@@ -271,9 +285,9 @@ class SweepPublic(BaseModel):
 
 
 def sweep_status(sweep: Sweep) -> Literal["queued", "running", "finished"]:
-    """Finished once no run is queued or running; queued while none has started."""
+    """Finished once no run is queued or running and no wave is to come; queued while none has started."""
     if sweep.counts["queued"] + sweep.counts["running"] == 0:
-        return "finished"
+        return "running" if sweep.searching else "finished"
     return "queued" if sweep.counts["queued"] == sweep.n_runs else "running"
 
 

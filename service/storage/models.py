@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    false,
     text,
 )
 from sqlalchemy.dialects import postgresql
@@ -66,6 +67,8 @@ class SweepRow(Base):
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     search: Mapped[dict | None] = mapped_column(JSON)  # the search that chose its runs (migration 0006)
+    # A Bayesian search whose waves are not all proposed yet: it goes on when its runs end (migration 0007).
+    searching: Mapped[bool] = mapped_column(Boolean, server_default=false())
 
 
 class RunRow(Base):

@@ -86,6 +86,7 @@ class Sweep:
     created_at: datetime
     n_runs: int
     counts: dict[str, int]  # runs per status; every status is a key, in RunStatus order
+    searching: bool = False  # a Bayesian search with waves still to come: not finished when its runs are
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,7 @@ class StartedJob:
 
     batch: list[Run]
     started: frozenset[int]  # run ids: the only runs this attempt may write
-    early_stopping: dict | None = None  # the sweep's, as its search says (service.early_stopping.EarlyStopping)
+    search: dict | None = None  # the sweep's: how its runs are chosen, and early stopping's rule
 
 
 @dataclass(frozen=True)

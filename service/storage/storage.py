@@ -108,7 +108,7 @@ class Storage:
 
     def create_sweep(
         self, name: str, configs: Sequence[RunConfig], enqueue: Enqueue, *, batch_sizes: Sequence[int] | None = None,
-        search: dict | None = None, points: Sequence[int] | None = None,
+        search: dict | None = None, points: Sequence[int] | None = None, searching: bool = False,
     ) -> tuple[Sweep, list[Run]]:
         """Stores a sweep with one queued run per config and enqueues them: all of it or, if anything raises, none.
 
@@ -116,7 +116,8 @@ class Storage:
         run); a batch is trained as one computation, one job on the queue. A worker
         may get a job before this commits; `start_job` waits for the commit. `search`
         is kept with the sweep: how its runs were chosen (JSON values); `points`, one
-        per config, which of the search's points each run trains.
+        per config, which of the search's points each run trains; `searching`, whether
+        more runs are to come (`add_runs`).
         """
         if not configs:
             raise ValueError("a sweep needs at least one run")
@@ -132,7 +133,8 @@ class Storage:
             if self._is_postgresql:
                 connection.execute(select(func.pg_advisory_xact_lock_shared(_SWEEP_CREATION_LOCK)))
             sweep_id = connection.execute(
-                insert(_SWEEPS).values(name=name, created_at=now, search=search).returning(_SWEEPS.c.id)).scalar_one()
+                insert(_SWEEPS).values(name=name, created_at=now, search=search, searching=searching)
+                .returning(_SWEEPS.c.id)).scalar_one()
             queued = {"sweep_id": sweep_id, "status": RunStatus.QUEUED.value, "created_at": now, "queued_at": now}
             # One executemany; ids ascend in insertion order, so the runs come back in the order of `configs`.
             connection.execute(insert(_RUNS), [
@@ -143,6 +145,47 @@ class Storage:
             runs = _runs(connection, _RUNS.c.sweep_id == sweep_id)
             enqueue(_jobs(runs))
             return _sweeps(connection, _SWEEPS.c.id == sweep_id)[0], runs
+
+    def add_runs(self, sweep_id: int, configs: Sequence[RunConfig], points: Sequence[int], enqueue: Enqueue, *,
+                 batch_sizes: Sequence[int], searching: bool) -> list[Run]:
+        """Adds a wave of runs to a searching sweep and enqueues them, unless it has them already; returns them.
+
+        A wave is its points, from the sweep's next one on: proposed twice (by two workers
+        that ended its last runs at once, or again after a proposer was killed), it is
+        stored once, and the second call returns []. `searching`: whether waves are to come.
+        """
+        if sum(batch_sizes) != len(configs) or len(points) != len(configs) or not configs:
+            raise ValueError("a wave needs runs, one point and one batch slot each")
+        now = _now()
+        with self._transaction(write=True) as connection:
+            is_searching = connection.scalar(
+                select(_SWEEPS.c.searching).where(_SWEEPS.c.id == sweep_id).with_for_update())
+            if is_searching is None:
+                raise NotFound(f"no sweep {sweep_id}")
+            in_sweep = _RUNS.c.sweep_id == sweep_id
+            made = connection.scalar(select(func.max(_RUNS.c.point)).where(in_sweep))
+            if not is_searching or min(points) != (-1 if made is None else made) + 1:
+                return []
+            first_batch = connection.scalar(select(func.max(_RUNS.c.batch)).where(in_sweep)) + 1
+            layout = [(first_batch + batch, slot, size) for batch, size in enumerate(batch_sizes)
+                      for slot in range(size)]
+            queued = {"sweep_id": sweep_id, "status": RunStatus.QUEUED.value, "created_at": now, "queued_at": now}
+            connection.execute(insert(_RUNS), [
+                {**_config_values(config), **queued, "batch": batch, "batch_slot": slot, "batch_size": size,
+                 "point": point}
+                for config, (batch, slot, size), point in zip(configs, layout, points, strict=True)])
+            connection.execute(update(_SWEEPS).where(_SWEEPS.c.id == sweep_id).values(searching=searching))
+            runs = _runs(connection, in_sweep, _RUNS.c.batch >= first_batch)
+            enqueue(_jobs(runs))
+            return runs
+
+    def waiting_searches(self) -> list[int]:
+        """Searching sweeps none of whose runs is queued or running: their next wave is due."""
+        active = select(_RUNS.c.id).where(_RUNS.c.sweep_id == _SWEEPS.c.id,
+                                          _RUNS.c.status.in_([RunStatus.QUEUED, RunStatus.RUNNING]))
+        with self._transaction() as connection:
+            return list(connection.scalars(
+                select(_SWEEPS.c.id).where(_SWEEPS.c.searching, ~active.exists()).order_by(_SWEEPS.c.id)))
 
     def list_sweeps(self, limit: int | None = None, before: int | None = None) -> list[Sweep]:
         """Sweeps newest first (by id), at most `limit` of them, only those older than sweep `before`.
@@ -174,9 +217,11 @@ class Storage:
         return found[0]
 
     def cancel_sweep(self, sweep_id: int) -> int:
-        """Cancels the sweep's queued and running runs; returns how many. Workers notice at their next write."""
+        """Cancels the sweep's queued and running runs, and its waves to come; returns how many runs.
+        Workers notice at their next write."""
         with self._transaction(write=True) as connection:
             _require(connection, _SWEEPS, sweep_id)
+            connection.execute(update(_SWEEPS).where(_SWEEPS.c.id == sweep_id).values(searching=False))
             cancelled = connection.execute(
                 update(_RUNS)
                 .where(_RUNS.c.sweep_id == sweep_id, _RUNS.c.status.in_([RunStatus.QUEUED, RunStatus.RUNNING]))
@@ -328,8 +373,7 @@ class Storage:
             else:
                 batch = _runs(connection, _RUNS.c.sweep_id == started[0].sweep_id, _RUNS.c.batch == started[0].batch)
             search = connection.scalar(select(_SWEEPS.c.search).where(_SWEEPS.c.id == started[0].sweep_id))
-            return StartedJob(batch=batch, started=frozenset(row.id for row in started),
-                              early_stopping=(search or {}).get("early_stopping"))
+            return StartedJob(batch=batch, started=frozenset(row.id for row in started), search=search)
 
     def judge_rung(self, sweep_id: int, rung: int, losses: Sequence[RungLoss],
                    keeps: Callable[[float, list[float]], bool]) -> set[int]:
@@ -734,22 +778,24 @@ def _enqueued(connection: Connection, run_ids: Sequence[int], enqueue: Enqueue) 
 def _sweeps(connection: Connection, *where: Any) -> list[Sweep]:
     """Sweeps with their run counts per status, newest (highest id) first, from one grouped query."""
     rows = connection.execute(
-        select(_SWEEPS.c.id, _SWEEPS.c.name, _SWEEPS.c.created_at, _RUNS.c.status, func.count(_RUNS.c.id))
+        select(_SWEEPS.c.id, _SWEEPS.c.name, _SWEEPS.c.created_at, _SWEEPS.c.searching, _RUNS.c.status,
+               func.count(_RUNS.c.id))
         .outerjoin(_RUNS, _RUNS.c.sweep_id == _SWEEPS.c.id)
         .where(*where)
-        .group_by(_SWEEPS.c.id, _SWEEPS.c.name, _SWEEPS.c.created_at, _RUNS.c.status)
+        .group_by(_SWEEPS.c.id, _SWEEPS.c.name, _SWEEPS.c.created_at, _SWEEPS.c.searching, _RUNS.c.status)
         .order_by(_SWEEPS.c.id.desc())
     )
-    heads: dict[int, tuple[str, datetime]] = {}
+    heads: dict[int, tuple[str, datetime, bool]] = {}
     counts: dict[int, dict[str, int]] = {}
-    for sweep_id, name, created_at, status, n in rows:
-        heads[sweep_id] = (name, created_at)
+    for sweep_id, name, created_at, searching, status, n in rows:
+        heads[sweep_id] = (name, created_at, searching)
         counts.setdefault(sweep_id, {status.value: 0 for status in RunStatus})
         if status is not None:
             counts[sweep_id][status] = n
     return [
-        Sweep(id=id_, name=name, created_at=created_at, n_runs=sum(counts[id_].values()), counts=counts[id_])
-        for id_, (name, created_at) in heads.items()
+        Sweep(id=id_, name=name, created_at=created_at, n_runs=sum(counts[id_].values()), counts=counts[id_],
+              searching=searching)
+        for id_, (name, created_at, searching) in heads.items()
     ]
 
 

@@ -351,3 +351,35 @@ def test_a_job_with_early_stopping_killed_between_its_rungs_replays_their_decisi
     stored = {run["id"]: stack.http.get(f"/runs/{run['id']}").json()["losses"] for run in runs}
     assert_early_stopping_kept_the_curves(runs, stored, stopping)
     count("runs checked after faults", len(runs))
+
+
+def test_a_bayesian_search_whose_workers_are_killed_proposes_the_same_waves_once(stack):
+    started(stack, GRADSWEEP_MAX_ATTEMPTS="5")
+    body = {"name": "bayes", "method": "bayes", "run_cap": 6, "wave_size": 2, "search_seed": 4, "parameters": {
+        "learning_rate": {"distribution": "log_uniform", "min": 1e-3, "max": 0.05},
+        "optimizer": {"values": ["sgd", "adam"]}, "epochs": {"value": 40_000},
+        "seed": {"values": [0, 1], "repeat": True}}}
+    sweep_id = stack.http.post("/sweeps", json=body).json()["id"]
+    killed: set[tuple[int, int]] = set()
+    while len(killed) < 3:  # each kill in another wave's job, or in another attempt of it
+        runs = runs_of(stack, sweep_id)
+        assert stack.http.get(f"/sweeps/{sweep_id}").json()["status"] != "finished", "finished before 3 kills"
+        run = next((r for r in runs if r["status"] == "running" and r["epochs_done"] > 0
+                    and (r["point"], r["attempts"]) not in killed), None)
+        if run is not None and kill(pid_of(run)):
+            killed.add((run["point"], run["attempts"]))
+            count("worker processes killed mid-job")
+        time.sleep(0.1)
+
+    sweep = stack.wait_for_sweep(sweep_id, timeout=240)
+    runs = sweep["runs"]
+    assert sorted(run["point"] for run in runs) == [point for point in range(6) for _ in range(2)]
+    assert all(run["status"] == "succeeded" for run in runs), [(r["status"], r["error"]) for r in runs]
+    assert_each_epoch_stored_once(stack.env["GRADSWEEP_DATABASE_URL"], sweep_id, runs)
+    expected = expected_curves(runs)
+    assert all(stack.http.get(f"/runs/{run['id']}").json()["losses"] == expected[run["id"]] for run in runs)
+    calm = stack.wait_for_sweep(stack.http.post("/sweeps", json=body | {"name": "calm"}).json()["id"], timeout=240)
+    key = ("point", "learning_rate", "seed", "optimizer", "final_loss")
+    assert sorted(tuple(run[k] for k in key) for run in calm["runs"]) == sorted(tuple(run[k] for k in key)
+                                                                             for run in runs)
+    count("runs checked after faults", len(runs))

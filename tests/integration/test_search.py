@@ -43,3 +43,33 @@ def test_a_random_search_trains_each_run_with_its_own_drawn_hyperparameters(stac
     key = ("learning_rate", "seed", "optimizer", "beta", "beta1", "beta2", "eps", "final_loss")
     assert [tuple(run[k] for k in key) for run in rerun["runs"]] == [tuple(run[k] for k in key)
                                                                      for run in sweep["runs"]]
+
+
+BAYES = {"name": "bayes", "method": "bayes", "run_cap": 10, "wave_size": 3, "search_seed": 2, "parameters": {
+    "learning_rate": {"distribution": "log_uniform", "min": 1e-3, "max": 1.0},
+    "optimizer": {"values": ["sgd", "momentum", "adam"]},
+    "epochs": {"value": 100},
+    "seed": {"values": [0, 1], "repeat": True},
+}}
+
+
+def test_a_bayesian_search_trains_its_waves_one_after_the_other_and_the_same_request_the_same_runs(stack):
+    created = stack.http.post("/sweeps", json=BAYES)
+    assert created.status_code == 201, created.text
+    assert created.json()["n_runs"] == 6  # its first wave: 3 points × 2 seeds; the others come as waves end
+    sweep = stack.wait_for_sweep(created.json()["id"])
+
+    runs = sweep["runs"]
+    assert sweep["n_runs"] == 20 and sweep["counts"]["running"] == sweep["counts"]["queued"] == 0
+    assert sorted(run["point"] for run in runs) == [point for point in range(10) for _ in range(2)]
+    for wave, later in ((range(0, 3), range(3, 6)), (range(3, 6), range(6, 9)), (range(6, 9), range(9, 10))):
+        ended = max(run["finished_at"] for run in runs if run["point"] in wave)
+        assert all(run["created_at"] >= ended for run in runs if run["point"] in later), "a wave came too early"
+    assert_each_epoch_stored_once(stack.env["GRADSWEEP_DATABASE_URL"], sweep["id"], runs)
+    expected = expected_curves(runs)
+    assert all(stack.http.get(f"/runs/{run['id']}").json()["losses"] == expected[run["id"]] for run in runs)
+
+    again = stack.wait_for_sweep(stack.http.post("/sweeps", json=BAYES | {"name": "again"}).json()["id"])
+    key = ("point", "learning_rate", "seed", "optimizer", "final_loss")
+    assert sorted(tuple(run[k] for k in key) for run in again["runs"]) == sorted(tuple(run[k] for k in key)
+                                                                              for run in runs)

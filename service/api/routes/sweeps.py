@@ -33,7 +33,7 @@ def create_sweep(body: SweepCreate, storage: StorageDep, enqueue: EnqueueDep) ->
     points, configs = zip(*body.planned_runs())
     sizes = batch_sizes(configs, get_settings(), batched=body.batched)
     sweep, _ = storage.create_sweep(body.name, configs, enqueue, batch_sizes=sizes, search=body.search(),
-                                    points=None if points[0] is None else points)
+                                    points=None if points[0] is None else points, searching=body.searching())
     return _summary(storage.sweep_overview(sweep.id))
 
 

@@ -1,10 +1,12 @@
-"""Early stopping: a run's point, the status stopped_early, and the rungs' decisions.
+"""Early stopping and Bayesian search: a run's point, the status stopped_early, the rungs' decisions, and
+whether a sweep is still searching.
 
 A search's run keeps the index of the point (the configuration but its repeated values)
 it trains: Hyperband's bracket is the point's, and a Bayesian search tells each point's
 mean loss. `stopped_early` joins the statuses the CHECK constraint allows. `rungs` keeps
 each run's loss at each rung and whether it went on, so that a redone job replays the
-decisions instead of taking new ones. Runs stored before have no point (NULL).
+decisions instead of taking new ones. Runs stored before have no point (NULL). A sweep
+is `searching` while a Bayesian search has waves to propose.
 
 Revision ID: 0007
 Revises: 0006
@@ -42,6 +44,7 @@ def _allow(statuses: Sequence[str]) -> None:
 
 def upgrade() -> None:
     op.add_column("runs", sa.Column("point", sa.Integer(), nullable=True))
+    op.add_column("sweeps", sa.Column("searching", sa.Boolean(), server_default=sa.false(), nullable=False))
     _allow((*STATUSES, "stopped_early"))
     op.create_table(
         "rungs",
@@ -62,5 +65,6 @@ def downgrade() -> None:
     # A run stopped early had trained only part of its epochs: before early stopping, it was cancelled.
     op.execute("UPDATE runs SET status = 'cancelled' WHERE status = 'stopped_early'")
     _allow(STATUSES)
+    op.drop_column("sweeps", "searching")  # not in batch mode: see 0006
     with op.batch_alter_table("runs") as runs:
         runs.drop_column("point")
