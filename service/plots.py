@@ -46,6 +46,9 @@ Group = tuple[float, str]
 KNOWN_LINESTYLES: dict[str, LineStyle] = {"sgd": "-", "momentum": "--", "adam": ":"}
 SPARE_LINESTYLES: list[LineStyle] = ["-.", (0, (5, 1, 1, 1, 1, 1)), (0, (8, 3)), (0, (1, 4))]
 TAB10 = matplotlib.colormaps["tab10"].colors
+# Runs that early stopping ended: muted, apart from the learning rates' viridis, tab10's first
+# optimizers and the red of divergence; as --stopped-early in the dashboard's CSS.
+STOPPED_EARLY_COLOR = "#a0668f"
 
 # More learning rates than this get a colour bar rather than a legend entry each, which
 # would not fit beside the axes.
@@ -61,7 +64,9 @@ class RunCurve:
 
     ``losses[k]`` is the loss before update ``k``, so ``losses[0]`` is the
     initial loss; all values are finite, and a diverged run's curve stops at its
-    last finite loss.
+    last finite loss. A run that early stopping ended (status "stopped_early")
+    stops where it was judged out: its last loss is real, but not where
+    training all its epochs would have led.
     """
 
     learning_rate: float
@@ -70,6 +75,7 @@ class RunCurve:
     losses: np.ndarray
     diverged: bool
     best_loss: float | None = None
+    stopped_early: bool = False
 
 
 def plot_curves(
@@ -123,7 +129,9 @@ def plot_final(
     A diverged run's last finite loss only says when training was stopped, so
     it is not plotted as a loss: a red '×' on the top edge marks its learning
     rate instead, and the mean line (over seeds that finished) leaves it out.
-    Its best loss is real and is still drawn.
+    Its best loss is real and is still drawn. A run stopped early is a square
+    of its own colour at the loss where it stopped, also left out of the mean,
+    which is of the runs that trained all their epochs.
     """
     _check_format(fmt)
     if not runs:
@@ -137,7 +145,7 @@ def plot_final(
     handles: list[Line2D] = []
     for (optimizer, style), color in zip(styles.items(), itertools.cycle(TAB10)):
         mine = [run for run in runs if run.optimizer == optimizer]
-        finished = [run for run in mine if not run.diverged]
+        finished = [run for run in mine if not run.diverged and not run.stopped_early]
         ax.plot(
             [run.learning_rate for run in finished],
             _positive([run.losses[-1] for run in finished]),
@@ -161,6 +169,13 @@ def plot_final(
         Line2D([], [], marker="o", color="0.3", markerfacecolor="none", linestyle="none",
                label="best loss (one per run)"),
     ]
+    stopped = [run for run in runs if run.stopped_early]
+    if stopped:
+        handles += ax.plot(
+            [run.learning_rate for run in stopped], _positive([run.losses[-1] for run in stopped]),
+            "s", color=STOPPED_EARLY_COLOR, markersize=6, alpha=0.85, linestyle="none",
+            label="stopped early (loss where it stopped)", gid="stopped-early",  # its id in an SVG
+        )
     diverged = [run.learning_rate for run in runs if run.diverged]
     if diverged:
         # x in data coordinates, y in axes coordinates: pinned to the top edge
@@ -301,7 +316,8 @@ def _draw_group(
     alpha: float = 1.0,
     label: str | None = None,
 ) -> Line2D:
-    """Mean curve of one group, its min–max band if asked, and a '×' where each diverged run stopped.
+    """Mean curve of one group, its min–max band if asked, a '×' where each diverged run stopped
+    and a square where early stopping ended a run.
 
     The '×' is not clipped, so one held down to the ceiling stays whole on the top edge.
     """
@@ -315,6 +331,9 @@ def _draw_group(
         if run.diverged:
             ax.plot(len(run.losses) - 1, _positive(min(run.losses[-1], ceiling)), "x", color=color,
                     markersize=10, markeredgewidth=2.5, zorder=3, clip_on=False)
+        elif run.stopped_early:
+            ax.plot(len(run.losses) - 1, _positive(run.losses[-1]), "s", markerfacecolor="none",
+                    markeredgecolor=STOPPED_EARLY_COLOR, markersize=7, markeredgewidth=1.8, zorder=3)
     return line
 
 
@@ -330,7 +349,7 @@ def _limit_loss_axis(ax: Axes, ceiling: float) -> None:
 
 
 def _reference_handles(ax: Axes, runs: Iterable[RunCurve], optimum: float | None) -> list[Line2D]:
-    """Draws the optimum line if given; returns legend entries for it and for the divergence mark."""
+    """Draws the optimum line if given; returns legend entries for it and for the marks of how runs ended."""
     handles = []
     if optimum is not None:
         handles.append(ax.axhline(max(optimum, LOG_FLOOR), color="black", linestyle="--",
@@ -338,6 +357,10 @@ def _reference_handles(ax: Axes, runs: Iterable[RunCurve], optimum: float | None
     if any(run.diverged for run in runs):
         handles.append(Line2D([], [], marker="x", color="0.2", markersize=8, markeredgewidth=2,
                               linestyle="none", label="diverged: × where training stopped"))
+    if any(run.stopped_early for run in runs):
+        handles.append(Line2D([], [], marker="s", markerfacecolor="none", markeredgecolor=STOPPED_EARLY_COLOR,
+                              markersize=7, markeredgewidth=1.8, linestyle="none",
+                              label="stopped early: □ where it stopped"))
     return handles
 
 

@@ -131,3 +131,24 @@ def test_a_hundred_learning_rates_get_a_colour_bar_and_leave_room_for_the_axes()
         warnings.simplefilter("error")  # matplotlib warns when the legend squeezes the axes to nothing
         svg = plot_curves(runs, title="many rates", fmt="svg").decode()
     assert "learning rate (100 of them)" in svg and "lr = " not in svg
+
+
+def stopped_early_run(learning_rate: float, seed: int, optimizer: str) -> RunCurve:
+    """Judged out at a rung after 9 epochs: the converging curve, cut there."""
+    run = converged_run(learning_rate, seed, optimizer)
+    return RunCurve(learning_rate, seed, optimizer, run.losses[:10], diverged=False, stopped_early=True)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_runs_stopped_early_are_named_in_the_legend_only_when_there_are_some(kind: str) -> None:
+    runs = make_sweep() + [stopped_early_run(0.001, seed, "adam") for seed in range(3)]
+    assert "stopped early" in render(kind, runs, fmt="svg").decode()
+    assert "stopped early" not in sweep_image(kind, "svg").decode()
+
+
+def test_the_final_loss_plot_marks_each_run_stopped_early_apart_from_the_others() -> None:
+    stopped = [stopped_early_run(0.001, seed, "adam") for seed in range(3)]
+    root = svg_root(render("final", make_sweep() + stopped, fmt="svg"))
+    marks = root.find(".//{http://www.w3.org/2000/svg}g[@id='stopped-early']")
+    assert marks is not None
+    assert len(marks.findall(".//{http://www.w3.org/2000/svg}use")) == len(stopped)  # a square each

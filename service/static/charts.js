@@ -1,7 +1,8 @@
-// The sweep page's two charts, drawn in the browser by plotly.js, so that a sweep of
-// 10,000 runs can be hovered, zoomed and filtered: every run's loss curve, coloured by learning
-// rate, and every run's final and best loss against its learning rate. The PNGs of
-// /sweeps/{id}/plot.png stay the server's summary of the same (means over seeds, with a band).
+// The sweep page's charts, drawn in the browser by plotly.js, so that a sweep of 10,000 runs can
+// be hovered, zoomed and filtered: every run's loss curve, coloured by learning rate; every run's
+// final and best loss against a swept parameter (the learning rate unless the reader picks another);
+// and, when two or more parameters vary, a line per run across them (parallel coordinates). The PNGs
+// of /sweeps/{id}/plot.png stay the server's summary of the first two (means over seeds, with a band).
 // plotly.js is large (4.8 MB), so it is loaded only on a page that has a chart.
 "use strict";
 
@@ -24,6 +25,28 @@ const TAB10 = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
 const DASHES = { sgd: "solid", momentum: "dash", adam: "dot" };
 const SPARE_DASHES = ["dashdot", "longdash", "longdashdot"];
 const HEADROOM = 100;
+// Runs that early stopping ended at a rung: muted, apart from the learning-rate colours and the red of
+// divergence; as --stopped-early in dashboard.css and STOPPED_EARLY_COLOR in plots.py.
+const STOPPED = { status: "stopped_early", name: "stopped early", color: "#a0668f" };
+// What the final-loss chart can be drawn against, in the selector's order. A log axis where the values
+// span decades; the optimizer is a name.
+const PARAMETERS = {
+  learning_rate: { label: "learning rate", type: "log" },
+  seed: { label: "seed" },
+  epochs: { label: "epochs" },
+  beta: { label: "beta (momentum)" },
+  beta1: { label: "beta1 (Adam)" },
+  beta2: { label: "beta2 (Adam)" },
+  eps: { label: "eps (Adam)", type: "log" },
+  n_samples: { label: "samples" },
+  n_features: { label: "features" },
+  data_seed: { label: "data seed" },
+  optimizer: { label: "optimizer", type: "category" },
+};
+// The parameters each curve of /sweeps/{id}/losses carries; any other is read from /sweeps/{id}/runs.
+const CURVE_PARAMETERS = ["learning_rate", "seed", "optimizer"];
+const RUNS_PAGE = 1000; // the most GET /sweeps/{id}/runs gives at once
+const LOG_FLOOR = 1e-300; // as in plots.py: a log axis cannot show an exact zero
 const PLOTLY_CONFIG = { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["select2d", "lasso2d"] };
 const RUN_HOVER = "run %{customdata[0]} · %{customdata[3]}<br>lr %{customdata[1]} · seed %{customdata[2]}";
 
@@ -47,8 +70,9 @@ let plotlyLoaded = null;
 let drawing = false;
 let drawAgain = false; // asked for while drawing: the runs may have moved on since that draw's data came
 let drawingMs = 0; // how long the last drawing took, fetching included
+let lastDrawn = null; // { runs, lines, varying } of the last drawing: what a change of the final chart's axis redraws
 
-// Draws (or redraws, keeping zoom, scale and hidden groups) both charts of the sweep `section`.
+// Draws (or redraws, keeping zoom, scale and hidden groups) every chart of the sweep `section`.
 async function drawCharts(section) {
   const holder = $("[data-charts]", section);
   if (!holder) return;
@@ -63,21 +87,27 @@ async function drawCharts(section) {
   const lines = { optimum: numberOrNull(holder.dataset.optimum), limit: numberOrNull(holder.dataset.stabilityLimit) };
   const plotly = loadPlotly(holder.dataset.plotly);
   // Asked for before plotly.js has started (a second or two), so the API works on it meanwhile. Each
-  // curve comes with its run's final and best loss: the final-loss chart needs nothing else.
+  // curve comes with its run's final and best loss, learning rate, seed and optimizer; the other
+  // parameters a search may vary (epochs, betas, data…) come from the runs' pages, when it varies them.
   const curves = api(`/sweeps/${sweepId}/losses?points=${pointsPerCurve(nRuns)}`).then(json);
-  const runs = curves.then((body) => body.runs.map((run) => ({ ...run, id: run.run_id })));
+  const swept = holder.dataset.parameters.split(" ");
+  const configs = swept.every((name) => CURVE_PARAMETERS.includes(name)) ? null : runConfigs(sweepId);
+  const runs = Promise.all([curves, configs]).then(([body, byId]) => {
+    const all = body.runs.map((run) => ({ ...byId?.get(run.run_id), ...run, id: run.run_id }));
+    lastDrawn = { runs: all, lines, varying: varyingParameters(all, swept) };
+    return lastDrawn;
+  });
   const draw = async (name, data, figure) => {
     const [Plotly, answer] = await Promise.all([plotly, data]);
     const chart = $(`[data-chart="${name}"]`, holder);
-    if (!chart.classList.contains("js-plotly-plot")) chart.replaceChildren(); // the "Loading…" line
-    const { data: traces, layout } = figure(answer, lines, chart.layout);
-    await Plotly.react(chart, traces, layout, PLOTLY_CONFIG);
+    await plot(Plotly, chart, figure(answer, lines, chart.layout));
     await painted();
     markOnce("gradsweep:first-chart-drawn");
   };
   try {
-    await Promise.all([draw("curves", curves, curvesFigure), draw("final", runs, finalFigure)]);
+    await Promise.all([draw("curves", curves, curvesFigure), draw("final", runs, (drawn) => finalChart(holder, drawn))]);
     markOnce("gradsweep:charts-drawn");
+    await drawParallel($('[data-chart="parallel"]', holder));
   } catch (error) {
     // The banner or the token form says what went wrong with the API; a chart already drawn stays.
     if (!(error instanceof Unauthorized) && !$("[data-problem]").textContent) showProblem(`Charts: ${error.message}`);
@@ -89,6 +119,63 @@ async function drawCharts(section) {
       drawCharts(section);
     }
   }
+}
+
+async function plot(Plotly, chart, { data, layout }) {
+  if (!chart.classList.contains("js-plotly-plot")) chart.replaceChildren(); // the "Loading…" line
+  await Plotly.react(chart, data, layout, PLOTLY_CONFIG);
+}
+
+// parcoords draws only with WebGL: without a GPU it takes some 0.8 s to start, 5 s for 10,000 lines, and
+// holds the page meanwhile. So it is drawn after the other charts, and only once the reader scrolls near it.
+const nearby = new IntersectionObserver((entries) => {
+  for (const { target } of entries.filter((entry) => entry.isIntersecting)) {
+    nearby.unobserve(target);
+    target.dataset.near = "";
+    drawParallel(target).catch(() => {}); // the next drawing tries again
+  }
+}, { rootMargin: "300px" });
+
+// The parallel-coordinates view of the last drawing's runs; its figure is hidden when it has nothing to show.
+async function drawParallel(chart) {
+  const figure = parallelFigure(lastDrawn);
+  chart.closest("figure").hidden = figure === null;
+  if (figure === null) return;
+  if (!("near" in chart.dataset)) return nearby.observe(chart);
+  await plot(await plotlyLoaded, chart, figure);
+  await painted();
+  markOnce("gradsweep:parallel-drawn");
+}
+
+// Another parameter picked for the final-loss chart: drawn again from the runs already fetched.
+document.addEventListener("change", async (event) => {
+  const holder = event.target.closest("[data-charts]");
+  if (!holder || !event.target.matches("[data-final-parameter]") || !lastDrawn) return;
+  await plot(await plotlyLoaded, $('[data-chart="final"]', holder), finalChart(holder, lastDrawn));
+});
+
+// Every run of the sweep by id, as GET /sweeps/{id}/runs gives them, a page at a time (all pages but the
+// first at once). Asked for once per page load: a run's parameters never change; its loss comes with its curve.
+const configsOf = new Map();
+
+function runConfigs(sweepId) {
+  if (!configsOf.has(sweepId)) {
+    const page = (offset) => api(`/sweeps/${sweepId}/runs?limit=${RUNS_PAGE}&offset=${offset}`).then(json);
+    const all = page(0).then(async (first) => {
+      const offsets = Array.from({ length: Math.ceil(first.total / RUNS_PAGE) - 1 }, (_, i) => (i + 1) * RUNS_PAGE);
+      const pages = [first, ...(await Promise.all(offsets.map(page)))];
+      return new Map(pages.flatMap((answer) => answer.runs).map((run) => [run.id, run]));
+    });
+    all.catch(() => configsOf.delete(sweepId)); // asked for again at the next drawing
+    configsOf.set(sweepId, all);
+  }
+  return configsOf.get(sweepId);
+}
+
+// Of the parameters the sweep names, those on which its runs differ, in PARAMETERS' order.
+function varyingParameters(runs, swept) {
+  return Object.keys(PARAMETERS).filter((name) => swept.includes(name)
+    && new Set(runs.map((run) => run[name]).filter((value) => value != null)).size > 1);
 }
 
 function loadPlotly(src) {
@@ -119,15 +206,18 @@ function curvesFigure({ runs: curves }, { optimum }, shown) {
   const dashes = optimizerStyles(curves.map((curve) => curve.optimizer), DASHES, SPARE_DASHES);
   const traces = new Map();
   const stops = { x: [], y: [], customdata: [] };
+  const halts = { x: [], y: [], customdata: [] }; // where early stopping ended a run
   let [lowest, highest, top] = [Infinity, 0, 0];
   for (const curve of [...curves].sort(byGroup(dashes))) {
     const { losses } = curve;
     if (losses.length === 0) continue;
     const band = bandOf.get(curve.learning_rate);
-    const key = `${curve.optimizer} ${band.label}`;
+    const stopped = curve.status === STOPPED.status;
+    const key = stopped ? STOPPED.name : `${curve.optimizer}, ${band.label}`;
     if (!traces.has(key)) {
-      traces.set(key, { mode: "lines", name: `${curve.optimizer}, ${band.label}`, runs: 0,
-        x: [], y: [], customdata: [], line: { color: band.color, dash: dashes[curve.optimizer], width: 1 },
+      const style = stopped ? { legendgroup: STOPPED.name, line: { color: STOPPED.color, width: 1 } }
+        : { line: { color: band.color, dash: dashes[curve.optimizer], width: 1 } };
+      traces.set(key, { mode: "lines", name: key, runs: 0, x: [], y: [], customdata: [], ...style,
         hovertemplate: `${RUN_HOVER}<br>epoch %{x} · loss %{y:.3e}<extra></extra>` });
     }
     const trace = traces.get(key);
@@ -146,10 +236,11 @@ function curvesFigure({ runs: curves }, { optimum }, shown) {
     trace.runs += 1;
     const diverged = curve.status === "diverged";
     highest = Math.max(highest, diverged ? losses[0] : Math.max(...losses));
-    if (diverged) {
-      stops.x.push(epochs.at(-1));
-      stops.y.push(losses.at(-1));
-      stops.customdata.push(run);
+    const stop = diverged ? stops : stopped ? halts : null;
+    if (stop) {
+      stop.x.push(epochs.at(-1));
+      stop.y.push(losses.at(-1));
+      stop.customdata.push(run);
     }
   }
   const type = traceType([...traces.values()].reduce((sum, trace) => sum + trace.x.length, 0), { lines: true });
@@ -163,6 +254,11 @@ function curvesFigure({ runs: curves }, { optimum }, shown) {
       y: stops.y.map((loss) => Math.min(loss, ceiling)), customdata: stops.customdata,
       marker: { symbol: "x", size: 9, color: "#d62728" },
       hovertemplate: `${RUN_HOVER}<br>diverged after epoch %{x}<extra></extra>` });
+  }
+  if (halts.x.length) { // in the legend group of the stopped runs' lines: hidden with them
+    data.push({ type: traceType(halts.x.length, { lines: false }), mode: "markers", name: STOPPED.name,
+      legendgroup: STOPPED.name, showlegend: false, ...halts, marker: { symbol: "square", size: 6, color: STOPPED.color },
+      hovertemplate: `${RUN_HOVER}<br>stopped early after epoch %{x}<extra></extra>` });
   }
   // An explicit range only when a diverged run would otherwise flatten the others against the bottom.
   const range = (scale) => {
@@ -210,50 +306,85 @@ function optimizerStyles(names, known, spare) {
   return styles;
 }
 
+// The runs that stopped early last, in a group of their own; the others by optimizer, learning rate and seed.
 function byGroup(styles) {
   const order = Object.keys(styles);
-  return (a, b) => order.indexOf(a.optimizer) - order.indexOf(b.optimizer)
+  const stopped = (curve) => Number(curve.status === STOPPED.status);
+  return (a, b) => stopped(a) - stopped(b) || order.indexOf(a.optimizer) - order.indexOf(b.optimizer)
     || a.learning_rate - b.learning_rate || a.seed - b.seed;
 }
 
-// ---- final and best loss against learning rate: a point per run ----
+// ---- final and best loss against a swept parameter: a point per run ----
+
+// The final-loss chart against the parameter picked above it. Its selector lists the parameters that
+// vary, and keeps the reader's pick while the runs go on; the chart's title names it.
+function finalChart(holder, { runs, lines, varying }) {
+  const select = $("[data-final-parameter]", holder);
+  const names = varying.length ? varying : ["learning_rate"];
+  if ([...select.options].map((option) => option.value).join() !== names.join()) {
+    const picked = select.value;
+    select.replaceChildren(...names.map((name) => new Option(PARAMETERS[name].label, name)));
+    select.value = names.includes(picked) ? picked : names[0];
+  }
+  select.closest("label").hidden = names.length < 2;
+  $("[data-final-title]", holder).textContent = PARAMETERS[select.value].label;
+  return finalFigure(runs, lines, select.value);
+}
 
 // As the PNG: a diverged run's last loss only says when it was stopped, so it is a × on the top
-// edge (on a second, hidden y axis from 0 to 1) rather than a loss; its best loss is real.
-function finalFigure(runs, { optimum, limit }) {
-  const colors = optimizerStyles(runs.map((run) => run.optimizer), {}, TAB10);
-  const styles = optimizerStyles(runs.map((run) => run.optimizer), DASHES, SPARE_DASHES);
+// edge (on a second, hidden y axis from 0 to 1) rather than a loss; its best loss is real. A run that
+// early stopping ended has a real loss where it stopped: a point of its own colour, kept out of the
+// means, which are of the runs that trained all their epochs. Runs without the parameter (sgd has
+// no beta) are left out.
+function finalFigure(runs, { optimum, limit }, name = "learning_rate") {
+  const { label, type = "linear" } = PARAMETERS[name];
+  const shown = runs.filter((run) => run[name] != null);
+  const colors = optimizerStyles(shown.map((run) => run.optimizer), {}, TAB10);
+  const styles = optimizerStyles(shown.map((run) => run.optimizer), DASHES, SPARE_DASHES);
   const point = (run) => [run.id, formatLearningRate(run.learning_rate), run.seed, run.optimizer];
-  const type = traceType(2 * runs.length, { lines: false });
+  const x = (some) => some.map((run) => run[name]);
+  // The run's learning rate, seed and optimizer are in RUN_HOVER already.
+  const hover = `${RUN_HOVER}${CURVE_PARAMETERS.includes(name) ? "" : `<br>${label} %{x}`}`;
+  const pointType = traceType(2 * shown.length, { lines: false });
   const data = [];
   for (const optimizer of Object.keys(styles)) {
     const color = colors[optimizer];
-    const mine = runs.filter((run) => run.optimizer === optimizer);
-    const finished = mine.filter((run) => run.final_loss !== null && run.status !== "diverged");
+    const mine = shown.filter((run) => run.optimizer === optimizer);
+    const finished = mine.filter((run) => run.final_loss !== null && run.status !== "diverged"
+      && run.status !== STOPPED.status);
     const best = mine.filter((run) => run.best_loss !== null);
     const group = { legendgroup: optimizer, hoverlabel: { bgcolor: color } };
-    data.push({ ...group, type, mode: "markers", name: `${optimizer}: final loss`,
-      x: finished.map((run) => run.learning_rate), y: finished.map((run) => run.final_loss),
+    data.push({ ...group, type: pointType, mode: "markers", name: `${optimizer}: final loss`,
+      x: x(finished), y: finished.map((run) => run.final_loss),
       customdata: finished.map(point), marker: { color, size: 6, opacity: 0.8 },
-      hovertemplate: `${RUN_HOVER}<br>final loss %{y:.3e}<extra></extra>` });
-    data.push({ ...group, type, mode: "markers", name: `${optimizer}: best loss`,
-      x: best.map((run) => run.learning_rate), y: best.map((run) => run.best_loss), customdata: best.map(point),
+      hovertemplate: `${hover}<br>final loss %{y:.3e}<extra></extra>` });
+    data.push({ ...group, type: pointType, mode: "markers", name: `${optimizer}: best loss`,
+      x: x(best), y: best.map((run) => run.best_loss), customdata: best.map(point),
       marker: { color, size: 8, symbol: "circle-open" },
-      hovertemplate: `${RUN_HOVER}<br>best loss %{y:.3e}<extra></extra>` });
-    const [rates, means] = meanByRate(finished);
-    data.push({ ...group, type: "scatter", mode: "lines", name: `${optimizer}: mean final loss`, x: rates, y: means,
-      line: { color, dash: styles[optimizer], width: 1.6 }, hovertemplate: "lr %{x:.4~g} · mean final loss %{y:.3e}<extra></extra>" });
+      hovertemplate: `${hover}<br>best loss %{y:.3e}<extra></extra>` });
+    if (type === "category") continue; // one optimizer, one place: its points say it all
+    const [values, means] = meanFinalLoss(finished, name);
+    data.push({ ...group, type: "scatter", mode: "lines", name: `${optimizer}: mean final loss`, x: values, y: means,
+      line: { color, dash: styles[optimizer], width: 1.6 },
+      hovertemplate: `${label} %{x:.4~g} · mean final loss %{y:.3e}<extra></extra>` });
   }
-  const diverged = runs.filter((run) => run.status === "diverged");
+  const stopped = shown.filter((run) => run.status === STOPPED.status && run.final_loss !== null);
+  if (stopped.length) {
+    data.push({ type: pointType, mode: "markers", name: STOPPED.name, legendgroup: STOPPED.name,
+      x: x(stopped), y: stopped.map((run) => run.final_loss), customdata: stopped.map(point),
+      text: stopped.map(lastEpoch), marker: { symbol: "square", size: 7, color: STOPPED.color, opacity: 0.85 },
+      hovertemplate: `${hover}<br>stopped early after epoch %{text}, loss %{y:.3e}<extra></extra>` });
+  }
+  const diverged = shown.filter((run) => run.status === "diverged");
   if (diverged.length) {
-    data.push({ type, mode: "markers", name: "diverged (final loss off the chart)", yaxis: "y2",
-      x: diverged.map((run) => run.learning_rate), y: diverged.map(() => 0.97), customdata: diverged.map(point),
+    data.push({ type: pointType, mode: "markers", name: "diverged (final loss off the chart)", yaxis: "y2",
+      x: x(diverged), y: diverged.map(() => 0.97), customdata: diverged.map(point),
       text: diverged.map((run) => run.diverged_at ?? "?"), marker: { symbol: "x", size: 10, color: "#d62728" },
-      hovertemplate: `${RUN_HOVER}<br>diverged after epoch %{text}<extra></extra>` });
+      hovertemplate: `${hover}<br>diverged after epoch %{text}<extra></extra>` });
   }
   const shapes = [];
   if (optimum !== null) shapes.push(horizontalLine(optimum, "least-squares optimum"));
-  if (limit !== null) {
+  if (limit !== null && name === "learning_rate") {
     shapes.push({ type: "line", xref: "x", yref: "paper", x0: limit, x1: limit, y0: 0, y1: 1, showlegend: true,
       name: "GD stability limit 2/λmax", line: { color: "#000", dash: "dot", width: 1.5 } });
   }
@@ -263,7 +394,10 @@ function finalFigure(runs, { optimum, limit }) {
       uirevision: "sweep",
       margin: { l: 70, r: 10, t: 40, b: 50 },
       hovermode: "closest",
-      xaxis: { title: { text: "learning rate" }, type: "log", exponentformat: "e" },
+      // Its own uirevision: a zoom into one parameter's values means nothing on another's.
+      xaxis: { title: { text: label }, type, exponentformat: "e", zeroline: false, uirevision: name,
+        tickvals: type === "linear" ? fewValues(x(shown)) : undefined,
+        ...(type === "category" ? { categoryorder: "array", categoryarray: Object.keys(styles) } : {}) },
       yaxis: { title: { text: "loss" }, type: "log", exponentformat: "e" },
       yaxis2: { overlaying: "y", range: [0, 1], visible: false, fixedrange: true },
       shapes,
@@ -271,15 +405,69 @@ function finalFigure(runs, { optimum, limit }) {
   };
 }
 
-// The mean final loss of each learning rate, in order.
-function meanByRate(runs) {
+// The mean final loss at each value of parameter `name`, in order.
+function meanFinalLoss(runs, name) {
   const sums = new Map();
   for (const run of runs) {
-    const [sum, count] = sums.get(run.learning_rate) ?? [0, 0];
-    sums.set(run.learning_rate, [sum + run.final_loss, count + 1]);
+    const [sum, count] = sums.get(run[name]) ?? [0, 0];
+    sums.set(run[name], [sum + run.final_loss, count + 1]);
   }
-  const rates = [...sums.keys()].sort((a, b) => a - b);
-  return [rates, rates.map((rate) => sums.get(rate)[0] / sums.get(rate)[1])];
+  const values = [...sums.keys()].sort((a, b) => a - b);
+  return [values, values.map((value) => sums.get(value)[0] / sums.get(value)[1])];
+}
+
+// Few distinct numbers (seeds 0, 1, 2) are each a tick, so that no axis shows a seed 0.5; more are left to plotly.
+function fewValues(values) {
+  const distinct = [...new Set(values)].sort((a, b) => a - b);
+  return distinct.length <= 12 ? distinct : undefined;
+}
+
+// The epoch of a curve's last loss (down-sampled or not), which for a finished run is its epochs done.
+const lastEpoch = (curve) => curve.sampled_epochs?.at(-1) ?? curve.losses.length - 1;
+
+// ---- the runs across every varying parameter: a line per run (parallel coordinates) ----
+
+// Drawn when two or more parameters vary: an axis for each, and the final loss last, which also colours the
+// lines. Left out: runs without a final loss, diverged runs (their last loss only says when they were
+// stopped), and runs without one of the parameters (sgd has no beta). Runs stopped early are in, at the loss
+// where they stopped. parcoords has no log axis, so a log one is drawn as log10 with ticks at 1, 2, 5 × 10^k.
+function parallelFigure({ runs, varying }) {
+  if (varying.length < 2) return null;
+  const shown = runs.filter((run) => run.final_loss !== null && run.status !== "diverged"
+    && varying.every((name) => run[name] != null));
+  if (shown.length === 0) return null;
+  const axis = (name) => {
+    const { label, type } = PARAMETERS[name];
+    const values = shown.map((run) => run[name]);
+    if (type === "log") return logAxis(label, values);
+    if (type === "category") return optimizerAxis(label, values);
+    return { label, values, tickvals: fewValues(values) };
+  };
+  const loss = logAxis("final loss", shown.map((run) => run.final_loss));
+  return {
+    data: [{ type: "parcoords", dimensions: [...varying.map(axis), loss],
+      line: { color: loss.values, colorscale: "Viridis", showscale: true,
+        colorbar: { title: { text: "final loss" }, tickvals: loss.tickvals, ticktext: loss.ticktext } } }],
+    layout: { uirevision: "sweep", margin: { l: 70, r: 40, t: 60, b: 30 } },
+  };
+}
+
+// Each optimizer at a whole number, in the other charts' order, with its name for a tick.
+function optimizerAxis(label, values) {
+  const names = Object.keys(optimizerStyles(values, DASHES, SPARE_DASHES));
+  return { label, values: values.map((value) => names.indexOf(value)), tickvals: names.map((_, i) => i), ticktext: names };
+}
+
+function logAxis(label, values) {
+  const logs = values.map((value) => Math.log10(Math.max(value, LOG_FLOOR)));
+  const [low, high] = [Math.min(...logs), Math.max(...logs)];
+  const steps = high - low > 3 ? [1] : [1, 2, 5]; // more than three decades: the powers of ten are enough
+  const ticks = [];
+  for (let power = Math.floor(low); power <= Math.ceil(high); power++) {
+    ticks.push(...steps.map((step) => power + Math.log10(step)).filter((tick) => tick >= low && tick <= high));
+  }
+  const tickvals = ticks.length >= 2 ? ticks : [low, high];
+  return { label, values: logs, tickvals, ticktext: tickvals.map((tick) => formatLearningRate(10 ** tick)) };
 }
 
 function horizontalLine(y, name) {

@@ -155,7 +155,7 @@ async function refreshSweep(section) {
 function setProgress(progress, counts, total) {
   const done = total - counts.queued - counts.running;
   for (const segment of $$("[data-segment]", progress)) {
-    segment.style.width = `${(100 * counts[segment.dataset.segment]) / total}%`;
+    segment.style.width = `${(100 * (counts[segment.dataset.segment] ?? 0)) / total}%`;
   }
   $("[role=progressbar]", progress).setAttribute("aria-valuenow", done);
   $("[data-progress-label]", progress).textContent = `${Math.floor((100 * done) / total)}% · ${done}/${total}`;

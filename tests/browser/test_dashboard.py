@@ -35,11 +35,22 @@ LONG = {"name": "long runs", "learning_rates": [0.01, 0.02, 0.03], "seeds": [0, 
 # 10,000 runs (the most a sweep may have) of a few epochs: trained in seconds.
 BIG = {"name": "ten thousand runs", "learning_rates": {"logspace": [1e-3, 5e-2, 100]}, "seeds": list(range(100)),
        "epochs": 20}
+# A random search over the learning rate, the optimizer and the epochs, each point trained for three seeds;
+# successive halving stops most runs at a rung.
+SEARCH = {"name": "random search", "method": "random", "run_cap": 8, "search_seed": 1,
+          "parameters": {"learning_rate": {"distribution": "log_uniform", "min": 1e-3, "max": 5e-2},
+                         "optimizer": {"distribution": "choice", "values": ["sgd", "adam"]},
+                         "seed": {"values": [0, 1, 2], "repeat": True}, "epochs": {"values": [30, 40]}},
+          "early_stopping": {"type": "successive_halving", "min_epochs": 10, "eta": 2}}
+STOPPED_EARLY_COLOR = "rgb(160, 102, 143)"  # --stopped-early, in the badges and both charts
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
 # The run and compare pages' PNG plots, and the sweep page's charts (charts.js marks when both are painted).
 PLOTS_LOADED = "() => [...document.querySelectorAll('img.plot')].every(img => img.complete && img.naturalWidth > 0)"
 CHARTS_DRAWN = "() => performance.getEntriesByName('gradsweep:charts-drawn').length > 0"
+PARALLEL_DRAWN = "() => performance.getEntriesByName('gradsweep:parallel-drawn').length > 0"  # once scrolled to
 CURVES = '[data-chart="curves"]'
+FINAL = '[data-chart="final"]'
+PARALLEL = '[data-chart="parallel"]'
 
 
 @pytest.fixture(scope="module")
@@ -185,6 +196,145 @@ def test_the_loss_chart_names_a_run_on_hover_zooms_and_hides_a_group(page, stack
     page.locator(final_chart).scroll_into_view_if_needed()
     page.mouse.move(*point_on_screen(page, final_chart, alone["run_id"], alone["learning_rate"]))
     expect(page.locator(final_chart).locator(".hoverlayer")).to_contain_text(f"run {alone['run_id']} · {alone['optimizer']}")
+
+
+@pytest.fixture(scope="module")
+def search(stack: Stack) -> dict:
+    """A finished random search of 24 runs, some of them stopped early."""
+    created = stack.http.post("/sweeps", json=SEARCH)
+    assert created.status_code == 201, created.text
+    return stack.wait_for_sweep(created.json()["id"])
+
+
+def final_points(page) -> list[dict]:
+    """Every run the final-loss chart draws as its final loss (finished or stopped early): run id, x and y."""
+    return page.locator(FINAL).evaluate("""chart => chart.data
+        .filter(trace => trace.name.endsWith(': final loss') || trace.name === 'stopped early')
+        .flatMap(trace => trace.x.map((x, i) => ({ id: trace.customdata[i][0], x, y: trace.y[i] })))""")
+
+
+def test_the_final_loss_chart_is_drawn_against_the_parameter_picked(page, stack, search, screenshot):
+    runs = {run["id"]: run for run in search["runs"]}
+    drawn = {run_id for run_id, run in runs.items() if run["final_loss"] is not None and run["status"] != "diverged"}
+    page.goto(f"/ui/sweeps/{search['id']}")
+    page.wait_for_function(CHARTS_DRAWN)
+    page.evaluate("window.notReloaded = true")
+    picker = page.get_by_label("Final loss against")
+    # The parameters that vary, the learning rate first; the epochs come from the runs' pages, not the curves.
+    assert picker.locator("option").evaluate_all("options => options.map(option => option.value)") == [
+        "learning_rate", "seed", "epochs", "optimizer"]
+    assert page.locator(FINAL).evaluate("c => c._fullLayout.xaxis.type") == "log"
+
+    picker.select_option("optimizer")
+    page.wait_for_function("c => document.querySelector(c)._fullLayout.xaxis.type === 'category'", arg=FINAL)
+    expect(page.get_by_role("heading", name="Final loss against optimizer")).to_be_visible()
+    assert page.locator(FINAL).evaluate("c => c._fullLayout.xaxis.title.text") == "optimizer"
+    assert page.locator(FINAL).evaluate("c => c._fullLayout.xaxis.categoryarray") == ["sgd", "adam"]
+    points = final_points(page)
+    assert {point["id"] for point in points} == drawn and len(points) == len(drawn)
+    assert all(point["x"] == runs[point["id"]]["optimizer"] for point in points)
+    ticks = page.locator(FINAL).locator(".xtick text").all_text_contents()
+    assert ticks == ["sgd", "adam"]
+
+    picker.select_option("seed")
+    page.wait_for_function("c => document.querySelector(c)._fullLayout.xaxis.type === 'linear'", arg=FINAL)
+    expect(page.get_by_role("heading", name="Final loss against seed")).to_be_visible()
+    points = final_points(page)
+    assert {point["id"] for point in points} == drawn
+    assert all(point["x"] == runs[point["id"]]["seed"] and point["y"] == runs[point["id"]]["final_loss"]
+               for point in points)
+
+    # Hover still names the run: the one whose final loss is farthest from any other at its seed.
+    def gap(point: dict) -> float:
+        return min((abs(math.log10(point["y"] / other["y"])) for other in points
+                    if other["x"] == point["x"] and other["id"] != point["id"]), default=math.inf)
+    alone = runs[max(points, key=gap)["id"]]
+    page.locator(FINAL).scroll_into_view_if_needed()
+    page.mouse.move(*point_on_screen(page, FINAL, alone["id"], alone["seed"]))
+    expect(page.locator(FINAL).locator(".hoverlayer")).to_contain_text(f"run {alone['id']} · {alone['optimizer']}")
+    screenshot(page, "11-search-final-against-seed", full_page=False)
+
+    picker.select_option("epochs")
+    page.wait_for_function("c => document.querySelector(c)._fullLayout.xaxis.title.text === 'epochs'", arg=FINAL)
+    assert {point["x"] for point in final_points(page)} == {runs[run_id]["epochs"] for run_id in drawn}
+    assert page.evaluate("window.notReloaded"), "the page reloaded"
+
+
+def test_a_search_has_a_parallel_coordinates_view_of_its_runs(page, stack, search, screenshot):
+    runs = [run for run in search["runs"] if run["final_loss"] is not None and run["status"] != "diverged"]
+    page.goto(f"/ui/sweeps/{search['id']}")
+    page.wait_for_function(CHARTS_DRAWN)
+    chart = page.locator(PARALLEL)
+    expect(page.get_by_role("heading", name="Runs across the varying parameters")).to_be_visible()
+    assert not page.evaluate(PARALLEL_DRAWN)  # below the fold: not drawn yet
+    chart.scroll_into_view_if_needed()
+    page.wait_for_function(PARALLEL_DRAWN)
+    trace = chart.evaluate("c => c.data[0]")
+    assert trace["type"] == "parcoords"
+    labels = [dimension["label"] for dimension in trace["dimensions"]]
+    assert labels == ["learning rate", "seed", "epochs", "optimizer", "final loss"]
+    assert chart.locator(".axis-title").all_text_contents() == labels  # as drawn
+    rate, seed, epochs, optimizer, loss = trace["dimensions"]
+    assert optimizer["ticktext"] == ["sgd", "adam"] and optimizer["tickvals"] == [0, 1]
+    by_id = sorted(runs, key=lambda run: run["id"])  # the chart's runs come in the curves' order, by id
+    assert optimizer["values"] == [["sgd", "adam"].index(run["optimizer"]) for run in by_id]
+    assert seed["values"] == [run["seed"] for run in by_id]
+    assert epochs["values"] == [run["epochs"] for run in by_id]
+    assert rate["values"] == pytest.approx([math.log10(run["learning_rate"]) for run in by_id])
+    assert loss["values"] == pytest.approx([math.log10(run["final_loss"]) for run in by_id])
+    assert trace["line"]["color"] == loss["values"]  # coloured by final loss
+    screenshot(page, "12-search-parallel-coordinates", full_page=False)
+
+    # A grid that varies only the learning rate has nothing to show there.
+    created = stack.http.post("/sweeps", json={"name": "one seed", "learning_rates": [0.01, 0.02], "seeds": [0],
+                                               "epochs": 5})
+    page.goto(f"/ui/sweeps/{stack.wait_for_sweep(created.json()['id'])['id']}")
+    page.wait_for_function(CHARTS_DRAWN)
+    expect(page.get_by_role("heading", name="Runs across the varying parameters")).to_be_hidden()
+    expect(page.get_by_label("Final loss against")).to_be_hidden()
+
+
+def test_runs_stopped_early_have_a_colour_of_their_own(page, stack, search, screenshot):
+    stopped = [run for run in search["runs"] if run["status"] == "stopped_early"]
+    assert stopped and search["counts"]["stopped_early"] == len(stopped)
+    assert any(run["status"] == "succeeded" for run in search["runs"])
+    page.goto(f"/ui/sweeps/{search['id']}")
+    expect(page.locator('[data-count="stopped_early"]')).to_have_text(str(len(stopped)))
+    colour = "element => getComputedStyle(element).backgroundColor"
+    assert page.locator(".counts .dot.status-stopped_early").evaluate(colour) == STOPPED_EARLY_COLOR
+    assert page.locator('[data-segment="stopped_early"]').evaluate(colour) == STOPPED_EARLY_COLOR
+    badges = page.locator('td[data-col="status"][data-value="stopped_early"] .badge')
+    expect(badges).to_have_count(len(stopped))
+    expect(badges.first).to_have_text("stopped early")
+    assert badges.first.evaluate(colour) == STOPPED_EARLY_COLOR
+    assert page.locator('td[data-col="status"][data-value="succeeded"] .badge').first.evaluate(colour) != STOPPED_EARLY_COLOR
+
+    page.wait_for_function(CHARTS_DRAWN)
+    # The loss curves: the stopped runs' lines in a group of their own, last, with a mark where each stopped.
+    curves = page.locator(CURVES).evaluate("c => c.data.map(t => ({ name: t.name, group: t.legendgroup ?? null,"
+                                           " color: (t.line ?? t.marker).color, runs: t.y.filter(y => y === null).length,"
+                                           " points: t.x.length, legend: t.showlegend !== false }))")
+    lines, marks = [trace for trace in curves if trace["name"] == "stopped early"]
+    assert lines == {"name": "stopped early", "group": "stopped early", "color": "#a0668f", "runs": len(stopped),
+                     "points": lines["points"], "legend": True}
+    assert marks["points"] == len(stopped) and marks["group"] == "stopped early" and not marks["legend"]
+    assert sum(trace["runs"] for trace in curves) == len(search["runs"])  # every run's line once
+    # The final losses: a square each, at the loss where it stopped.
+    final = page.locator(FINAL).evaluate("c => c.data.find(t => t.name === 'stopped early')")
+    assert final["marker"]["color"] == "#a0668f"
+    assert sorted(point[0] for point in final["customdata"]) == [run["id"] for run in stopped]
+    assert sorted(final["y"]) == sorted(run["final_loss"] for run in stopped)
+
+    # A click on its legend entry hides the group in the chart: lines and marks.
+    page.locator(CURVES).locator(".legend .traces").filter(has_text="stopped early").click()
+    page.wait_for_function("c => document.querySelector(c).data.filter(t => t.legendgroup === 'stopped early')"
+                           ".every(t => t.visible === 'legendonly')", arg=CURVES)
+    screenshot(page, "13-search-stopped-early")
+
+    stopped_run = stopped[0]
+    page.goto(f"/ui/runs/{stopped_run['id']}")
+    expect(page.locator("h1 .badge")).to_have_text("stopped early")
+    assert page.locator("h1 .badge").evaluate(colour) == STOPPED_EARLY_COLOR
 
 
 def test_the_cancel_and_retry_buttons_act_on_the_runs_and_the_page_follows(page, stack, screenshot):

@@ -39,7 +39,8 @@ def _sweep_plot(storage: Storage, sweep_id: int, kind: str, fmt: str) -> bytes:
     # Each finished run's final loss is its last, so this plot needs no curve.
     runs = storage.list_runs(sweep_id)
     finals = [RunCurve(run.config.learning_rate, run.config.seed, run.config.optimizer, np.array([run.final_loss]),
-                       diverged=run.status == RunStatus.DIVERGED, best_loss=run.best_loss)
+                       diverged=run.status == RunStatus.DIVERGED, best_loss=run.best_loss,
+                       stopped_early=run.status == RunStatus.STOPPED_EARLY)
               for run in runs if run.final_loss is not None]
     limit = reference_lines(*_task(runs[0]))[1] if runs else None
     return plot_final(finals, title=f"{title}: final loss against learning rate", stability_limit=limit, fmt=fmt)
@@ -53,7 +54,8 @@ def run_plot(run_id: Id, fmt: Format, storage: StorageDep) -> Response:
     losses = storage.run_losses(run_id)
     config = run.config
     curves = [RunCurve(config.learning_rate, config.seed, config.optimizer, losses,
-                       diverged=run.status == RunStatus.DIVERGED, best_loss=run.best_loss)] if len(losses) else []
+                       diverged=run.status == RunStatus.DIVERGED, best_loss=run.best_loss,
+                       stopped_early=run.status == RunStatus.STOPPED_EARLY)] if len(losses) else []
     title = f"Run {run.id}: lr = {config.learning_rate:.3g}, seed {config.seed}, {config.optimizer}"
     image = plot_curves(curves, title=title, optimum=_optimum([run]), fmt=fmt)
     return Response(image, media_type=MEDIA_TYPES[fmt])
@@ -86,7 +88,8 @@ def _curves(storage: Storage, sweep_id: int) -> tuple[list[Run], list[RunCurve]]
     losses = storage.sweep_losses(sweep_id)
     curves = [
         RunCurve(run.config.learning_rate, run.config.seed, run.config.optimizer, losses[run.id],
-                 diverged=run.status == RunStatus.DIVERGED, best_loss=run.best_loss)
+                 diverged=run.status == RunStatus.DIVERGED, best_loss=run.best_loss,
+                 stopped_early=run.status == RunStatus.STOPPED_EARLY)
         for run in runs if len(losses[run.id])
     ]
     return runs, curves
