@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import pandas
 
 MAX_PAGE = 1000  # the most runs or sweeps the API gives in one page
-RUN_COLUMNS = ["id", "learning_rate", "seed", "optimizer", "status", "epochs", "epochs_done", "final_loss",
+RUN_COLUMNS = ["id", "point", "learning_rate", "seed", "optimizer", "status", "epochs", "epochs_done", "final_loss",
                "best_loss", "diverged_at", "attempts", "worker", "batch", "n_samples", "n_features", "data_seed",
                "mode", "beta", "beta1", "beta2", "eps", "error", "created_at", "started_at", "finished_at"]
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from itertools import groupby
+
+import numpy as np
 
 from sqlalchemy import create_engine, text
 
@@ -57,21 +60,29 @@ def assert_each_epoch_stored_once(database_url: str, sweep_id: int, runs: list[d
 
 
 def expected_stops(runs: list[dict], early_stopping: dict) -> dict[int, int]:
-    """The epoch after which early stopping ends each run it ends, by run id, for runs judged together.
+    """The epoch after which early stopping ends each run it ends, by run id, for points judged together.
 
-    Right where every run of a bracket reaches each rung in the same batch, as a sweep of
-    one batch does: each rung then judges all of them at once against each other.
+    Right where every point of a bracket reaches each rung in the same batch, as a sweep of
+    one batch does: each rung then judges all of them at once against each other, each by
+    its runs' mean loss (+inf if one has diverged). (Runs of the same epochs.)
     """
     rule = EarlyStopping(**early_stopping)
     curves = expected_curves(runs)
+    points = {point: [run for run in runs if run["point"] == point] for point in sorted({r["point"] for r in runs})}
     stops: dict[int, int] = {}
-    brackets = sorted({rule.bracket(run["point"], run["epochs"]) for run in runs})
-    for bracket in brackets:
-        members = [run for run in runs if rule.bracket(run["point"], run["epochs"]) == bracket]
-        for rung in rule.rungs(bracket, max(run["epochs"] for run in members)):
-            live = [run for run in members if run["id"] not in stops and len(curves[run["id"]]) >= rung]
-            rivals = [curves[run["id"]][rung - 1] for run in live]
-            stops.update((run["id"], rung) for run, loss in zip(live, rivals) if not rule.keeps(loss, rivals))
+    for bracket in sorted({rule.bracket(point, runs[0]["epochs"]) for point in points}):
+        members = {point: of_point for point, of_point in points.items()
+                   if rule.bracket(point, runs[0]["epochs"]) == bracket}
+        for rung in rule.rungs(bracket, runs[0]["epochs"]):
+            live = {point: of_point for point, of_point in members.items()
+                    if not any(run["id"] in stops for run in of_point)
+                    and any(len(curves[run["id"]]) >= rung for run in of_point)}
+            losses = {point: (math.inf if any(len(curves[run["id"]]) < rung for run in of_point) else
+                              float(np.mean([curves[run["id"]][rung - 1] for run in of_point])))
+                      for point, of_point in live.items()}
+            for point, loss in losses.items():
+                if not rule.keeps(loss, list(losses.values())):
+                    stops.update((run["id"], rung) for run in live[point] if len(curves[run["id"]]) >= rung)
     return stops
 
 

@@ -32,6 +32,14 @@ def test_only_runs_that_differ_in_learning_rate_and_seed_share_a_batch() -> None
     assert batch_sizes(runs(4), Settings(min_jobs_per_sweep=1), batched=False) == [1, 1, 1, 1]
 
 
+def test_a_points_runs_are_kept_in_one_batch() -> None:
+    points = [p for p in range(10) for _ in range(3)]  # ten points of three seeds
+    assert batch_sizes(runs(30), Settings(min_jobs_per_sweep=4), points=points) == [6, 6, 6, 6, 6]
+    assert batch_sizes(runs(30), Settings(min_jobs_per_sweep=2), points=points) == [15, 15]
+    assert batch_sizes(runs(7), Settings(max_runs_per_job=2, min_jobs_per_sweep=1), points=[0] * 5 + [1, 1]) == [
+        2, 2, 1, 2]  # a point larger than a job is the only one split
+
+
 def test_a_job_of_a_large_task_is_bounded_by_memory() -> None:
     budget = 2**20 * 64
     large = runs(100, n_samples=20_000, n_features=500, epochs=100_000)

@@ -12,6 +12,7 @@ however often, and in whatever pieces, the batch is redone.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -97,14 +98,15 @@ class JobWriter:
         self.sweep_id = job.batch[0].sweep_id
         rule = (job.search or {}).get("early_stopping")
         self.early_stopping = None if rule is None else EarlyStopping(**rule)
-        self.rungs = self._rungs(job)  # epochs -> the (slot, bracket) of each run judged after that many
+        self.points = [slot if run.point is None else run.point for slot, run in enumerate(job.batch)]
+        self.rungs = self._rungs(job)  # epochs -> the slots judged after that many, with their bracket
 
     def _rungs(self, job: StartedJob) -> dict[int, list[tuple[int, int]]]:
         rungs: dict[int, list[tuple[int, int]]] = {}
         if self.early_stopping is None:
             return rungs
         for slot, run in enumerate(job.batch):
-            bracket = self.early_stopping.bracket(run.point or 0, run.config.epochs)
+            bracket = self.early_stopping.bracket(self.points[slot], run.config.epochs)
             for rung in self.early_stopping.rungs(bracket, run.config.epochs):
                 rungs.setdefault(rung, []).append((slot, bracket))
         return rungs
@@ -125,14 +127,22 @@ class JobWriter:
     def judge(self, rung: int, losses: np.ndarray) -> set[int]:
         """The slots that early stopping ends at this rung (after `rung` epochs), of the runs still training.
 
-        Those it ends are recorded as stopped at once, with their losses, rather than
-        when the job ends: the user sees them stopped, and a redone job has less to redo.
+        A point is judged by the mean loss of its runs (its seeds): they go on or stop
+        together; one that diverged makes the point +inf. Those it ends are recorded as
+        stopped at once, with their losses, rather than when the job ends: the user sees
+        them stopped, and a redone job has less to redo.
         """
-        judged = [RungLoss(self.run_ids[slot], bracket, float(losses[slot])) for slot, bracket in self.rungs[rung]
-                  if slot in self.owned and not np.isnan(losses[slot])]
+        members: dict[int, list[int]] = {}  # point -> its slots this attempt still trains or saw diverge
+        brackets: dict[int, int] = {}
+        for slot, bracket in self.rungs[rung]:
+            if slot in self.owned:
+                members.setdefault(self.points[slot], []).append(slot)
+                brackets[self.points[slot]] = bracket
+        judged = [RungLoss(point, brackets[point], _mean_or_inf(losses[of_point]))
+                  for point, of_point in members.items() if not np.isnan(losses[of_point]).all()]
         keeps = cast(EarlyStopping, self.early_stopping).keeps  # set: the job has rungs
         stopped = patiently(lambda: storage().judge_rung(self.sweep_id, rung, judged, keeps))
-        slots = {slot for slot in self.owned if self.run_ids[slot] in stopped}
+        slots = {slot for point in stopped for slot in members.get(point, ()) if not np.isnan(losses[slot])}
         if not slots:
             return set()
         return slots | self.flush({slot: Outcome(RunStatus.STOPPED_EARLY, float(losses[slot])) for slot in slots})
@@ -153,8 +163,7 @@ class JobWriter:
             losses[slot] = np.array(result.losses[self.written[slot]:], dtype=np.float64)
             status = RunStatus.DIVERGED if result.diverged else RunStatus.SUCCEEDED
             outcomes[slot] = Outcome(status, result.losses[-1] if result.losses else None, result.diverged_at)
-        self._write(losses, outcomes)
-        return len(self.owned)  # less those cancelled or taken over meanwhile
+        return len(outcomes) - len(self._write(losses, outcomes))  # less those cancelled or taken over meanwhile
 
     def fail(self, error: str) -> None:
         """Marks every run this attempt still holds failed with `error`, keeping the losses already written."""
@@ -172,6 +181,11 @@ class JobWriter:
         for slot in lost | outcomes.keys():  # lost, or ended
             self.owned.pop(slot, None)
         return lost
+
+
+def _mean_or_inf(losses: np.ndarray) -> float:
+    """A point's loss at a rung: its runs' mean, or +inf if one of them diverged (NaN: it has no loss there)."""
+    return math.inf if np.isnan(losses).any() else float(losses.mean())
 
 
 @app.task(name=TRAIN_JOB, bind=True)

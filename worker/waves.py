@@ -29,7 +29,7 @@ def propose_next_wave(storage: Storage, sweep_id: int, enqueue: Enqueue) -> list
     if not planned:
         raise ValueError(f"sweep {sweep_id} is searching but has made all {search['run_cap']} points")
     points, configs = zip(*planned)
-    sizes = batch_sizes(configs, get_settings(), batched=search.get("batched", True))
+    sizes = batch_sizes(configs, get_settings(), batched=search.get("batched", True), points=points)
     runs = storage.add_runs(sweep_id, configs, points, enqueue, batch_sizes=sizes,
                             searching=max(points) + 1 < search["run_cap"])
     if runs:

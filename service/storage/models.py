@@ -144,19 +144,19 @@ class LossChunkRow(Base):
 
 
 class RungRow(Base):
-    """A run's loss at a rung of early stopping, and whether it went on: decided once, replayed by every redo.
+    """A point's mean loss at a rung of early stopping, and whether its runs went on: decided once, replayed.
 
-    Keyed by run and rung, so that an attempt that reaches a rung again (its job was
+    Keyed by point and rung, so that an attempt that reaches a rung again (its job was
     redone after a crash) reads the decision made the first time instead of making
-    another one against more rivals (migration 0007).
+    another one against more rivals, and so that a point's runs share one (migration 0007).
     """
 
     __tablename__ = "rungs"
     __table_args__ = (Index(None, "sweep_id", "bracket", "rung"),)  # a rung's rivals
 
-    run_id: Mapped[int] = mapped_column(Id, primary_key=True)
+    sweep_id: Mapped[int] = mapped_column(Id, primary_key=True)
+    point: Mapped[int] = mapped_column(Integer, primary_key=True)
     rung: Mapped[int] = mapped_column(Integer, primary_key=True)  # after this many epochs
-    sweep_id: Mapped[int] = mapped_column(Id)
     bracket: Mapped[int] = mapped_column(Integer)
-    loss: Mapped[float] = mapped_column(Double)
+    loss: Mapped[float] = mapped_column(Double)  # +inf for a point whose run diverged
     kept: Mapped[bool] = mapped_column(Boolean)

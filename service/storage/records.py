@@ -147,9 +147,9 @@ class StartedJob:
 
 @dataclass(frozen=True)
 class RungLoss:
-    """A run's loss at a rung of early stopping, after `rung` epochs, in its bracket."""
+    """A point's loss at a rung of early stopping (the mean of its runs', +inf if one diverged), in its bracket."""
 
-    run_id: int
+    point: int
     bracket: int
     loss: float
 

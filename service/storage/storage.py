@@ -158,6 +158,8 @@ class Storage:
             raise ValueError("a wave needs runs, one point and one batch slot each")
         now = _now()
         with self._transaction(write=True) as connection:
+            if self._is_postgresql:  # as create_sweep: a worker handed a job before this commits waits for it
+                connection.execute(select(func.pg_advisory_xact_lock_shared(_SWEEP_CREATION_LOCK)))
             is_searching = connection.scalar(
                 select(_SWEEPS.c.searching).where(_SWEEPS.c.id == sweep_id).with_for_update())
             if is_searching is None:
@@ -377,34 +379,36 @@ class Storage:
 
     def judge_rung(self, sweep_id: int, rung: int, losses: Sequence[RungLoss],
                    keeps: Callable[[float, list[float]], bool]) -> set[int]:
-        """Decides which of these runs (reaching `rung` together) go on; returns the ids of those that stop.
+        """Decides which of these points (reaching `rung` together) go on; returns those that stop.
 
-        A run judged at this rung before (by an earlier attempt of its job) gets that
-        decision again, so a redone job stops the same runs where they stopped. The
-        others are judged by `keeps(loss, rivals)`, rivals being the losses there of
-        every run of the same bracket judged before and of these runs. Judgements of a
-        sweep take turns (the sweep's row is locked), so each sees all those before it.
+        A point judged at this rung before (by an earlier attempt of its job, or by
+        another batch of its runs) gets that decision again, so a redone job stops the
+        same runs where they stopped. The others are judged by `keeps(loss, rivals)`,
+        rivals being the losses there of every point of the same bracket judged before
+        and of these. Judgements of a sweep take turns (the sweep's row is locked), so
+        each sees all those before it.
         """
         if not losses:
             return set()
         with self._transaction(write=True) as connection:
             connection.execute(select(_SWEEPS.c.id).where(_SWEEPS.c.id == sweep_id).with_for_update())
             judged = dict(connection.execute(
-                select(_RUNGS.c.run_id, _RUNGS.c.kept)
-                .where(_RUNGS.c.run_id.in_([entry.run_id for entry in losses]), _RUNGS.c.rung == rung)).all())
-            new = [entry for entry in losses if entry.run_id not in judged]
+                select(_RUNGS.c.point, _RUNGS.c.kept).where(
+                    _RUNGS.c.sweep_id == sweep_id, _RUNGS.c.point.in_([entry.point for entry in losses]),
+                    _RUNGS.c.rung == rung)).all())
+            new = [entry for entry in losses if entry.point not in judged]
             for bracket, group in groupby(sorted(new, key=lambda entry: entry.bracket), lambda entry: entry.bracket):
                 group = list(group)
                 rivals = connection.scalars(select(_RUNGS.c.loss).where(
                     _RUNGS.c.sweep_id == sweep_id, _RUNGS.c.bracket == bracket, _RUNGS.c.rung == rung)).all()
                 rivals += [entry.loss for entry in group]
                 for entry in group:
-                    judged[entry.run_id] = keeps(entry.loss, rivals)
+                    judged[entry.point] = keeps(entry.loss, rivals)
             if new:
                 connection.execute(insert(_RUNGS), [
-                    {"run_id": entry.run_id, "rung": rung, "sweep_id": sweep_id, "bracket": entry.bracket,
-                     "loss": entry.loss, "kept": judged[entry.run_id]} for entry in new])
-            return {run_id for run_id, kept in judged.items() if not kept}
+                    {"sweep_id": sweep_id, "point": entry.point, "rung": rung, "bracket": entry.bracket,
+                     "loss": entry.loss, "kept": judged[entry.point]} for entry in new])
+            return {point for point, kept in judged.items() if not kept}
 
     def start_run(self, run_id: int, worker: str, *, lease: timedelta | None = None) -> Run | None:
         """`start_job` for one run: the run, running for its new attempt, or None if there is nothing to do."""

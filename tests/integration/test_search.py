@@ -5,6 +5,9 @@ On Redis + PostgreSQL and on the embedded defaults, as test_end_to_end.py.
 
 from __future__ import annotations
 
+import csv
+import io
+
 from engine.tasks.linear_regression import train
 from tests.curves import assert_each_epoch_stored_once, expected_curves
 
@@ -37,6 +40,14 @@ def test_a_random_search_trains_each_run_with_its_own_drawn_hyperparameters(stac
         assert all(abs(a - b) <= 1e-12 * abs(b) for a, b in zip(stored, alone, strict=True))
         finals.add(run["final_loss"])
     assert len(finals) == 12  # twelve different runs, not one run twelve times
+    rows = list(csv.DictReader(io.StringIO(stack.http.get(f"/sweeps/{sweep['id']}/losses?format=csv").text)))
+    by_id = {run["id"]: run for run in sweep["runs"]}
+    assert len(rows) == 12 * 80
+    for row in rows[::80]:  # each run's hyperparameters on its rows, its constants read back as stored
+        run = by_id[int(row["run_id"])]
+        assert (int(row["point"]), row["optimizer"], row["status"]) == (run["point"], run["optimizer"], "succeeded")
+        assert [float(row[name]) if row[name] else None for name in ("beta", "beta1", "beta2", "eps")] == [
+            run["beta"], run["beta1"], run["beta2"], run["eps"]]
 
     again = stack.http.post("/sweeps", json=SEARCH | {"name": "again"}).json()
     rerun = stack.wait_for_sweep(again["id"])

@@ -31,9 +31,10 @@ Status = Literal[tuple(status.value for status in RunStatus)]  # type: ignore[va
 def create_sweep(body: SweepCreate, storage: StorageDep, enqueue: EnqueueDep) -> SweepSummary:
     """Store the grid's runs and queue them: all of them, or (on any error) none. Its runs: `GET /sweeps/{id}/runs`."""
     points, configs = zip(*body.planned_runs())
-    sizes = batch_sizes(configs, get_settings(), batched=body.batched)
+    points = None if points[0] is None else points  # a grid of the first form has none
+    sizes = batch_sizes(configs, get_settings(), batched=body.batched, points=points)
     sweep, _ = storage.create_sweep(body.name, configs, enqueue, batch_sizes=sizes, search=body.search(),
-                                    points=None if points[0] is None else points, searching=body.searching())
+                                    points=points, searching=body.searching())
     return _summary(storage.sweep_overview(sweep.id))
 
 

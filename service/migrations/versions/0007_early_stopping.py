@@ -4,7 +4,7 @@ whether a sweep is still searching.
 A search's run keeps the index of the point (the configuration but its repeated values)
 it trains: Hyperband's bracket is the point's, and a Bayesian search tells each point's
 mean loss. `stopped_early` joins the statuses the CHECK constraint allows. `rungs` keeps
-each run's loss at each rung and whether it went on, so that a redone job replays the
+each point's mean loss at each rung and whether its runs went on, so that a redone job replays the
 decisions instead of taking new ones. Runs stored before have no point (NULL). A sweep
 is `searching` while a Bayesian search has waves to propose.
 
@@ -48,13 +48,13 @@ def upgrade() -> None:
     _allow((*STATUSES, "stopped_early"))
     op.create_table(
         "rungs",
-        sa.Column("run_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
-        sa.Column("rung", sa.Integer(), primary_key=True),
         sa.Column("sweep_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("point", sa.Integer(), nullable=False),
+        sa.Column("rung", sa.Integer(), nullable=False),
         sa.Column("bracket", sa.Integer(), nullable=False),
         sa.Column("loss", sa.Double(), nullable=False),
         sa.Column("kept", sa.Boolean(), nullable=False),
-        sa.PrimaryKeyConstraint("run_id", "rung", name="pk_rungs"),
+        sa.PrimaryKeyConstraint("sweep_id", "point", "rung", name="pk_rungs"),
     )
     op.create_index("ix_rungs_sweep_id_bracket_rung", "rungs", ["sweep_id", "bracket", "rung"])
 
