@@ -10,10 +10,12 @@ def test_successive_halving_judges_at_min_epochs_times_powers_of_eta_before_the_
     assert rule.rungs(0, 810) == [10, 30, 90, 270]  # none at the last epoch: the run has ended anyway
 
 
-def test_hyperband_spreads_points_over_brackets_that_start_ever_later():
+def test_hyperband_deals_points_to_brackets_that_start_ever_later_as_the_paper_shares_them():
     rule = EarlyStopping(type="hyperband", min_epochs=10, eta=3)
     assert rule.brackets(1_000) == 5  # Optuna's floor(log_3(1000 / 10)) + 1
-    assert [rule.bracket(point, 1_000) for point in range(7)] == [0, 1, 2, 3, 4, 0, 1]
+    dealt = [rule.bracket(point, 1_000) for point in range(143 * 2)]
+    assert [dealt.count(bracket) for bracket in range(5)] == [81 * 2, 34 * 2, 15 * 2, 8 * 2, 5 * 2]
+    assert dealt[:13] == [0, 1, 0, 2, 0, 1, 0, 0, 3, 0, 1, 0, 4]  # interleaved: every stretch in proportion
     assert [rule.rungs(bracket, 1_000) for bracket in range(5)] == [
         [10, 30, 90, 270, 810], [30, 90, 270, 810], [90, 270, 810], [270, 810], [810]]
 
