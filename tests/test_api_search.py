@@ -115,6 +115,7 @@ BAD = [
     ("method", {"method": "hyperband"}),
     ("wave_size", {"method": "bayes", "wave_size": 0}),
     ("wave_size", {"method": "bayes", "wave_size": 2.5}),
+    ("wave_size", {"method": "bayes", "wave_size": 101}),
     ("search_seed", {"search_seed": -1}),
     ("n_samples", {"parameters": {"n_samples": {"distribution": "int_uniform", "min": 1, "max": 100_001}}}),
     ("early_stopping", {"early_stopping": {"type": "median", "min_epochs": 5}}),

@@ -127,7 +127,7 @@ class SearchSweepCreate(BaseModel):
     parameters: SearchSpace
     run_cap: Annotated[int, Strict(), Field(ge=1, description="points a random or bayes search makes")] | None = None
     search_seed: Seed = 0
-    wave_size: Annotated[int, Strict(), Field(ge=1, description="points bayes proposes at a time")] | None = None
+    wave_size: Annotated[int, Strict(), Field(ge=1, le=100, description="points bayes proposes at a time")] | None = None
     mode: Literal["tensor", "scalar"] = "tensor"
     batched: Annotated[bool, Strict()] = True  # as in the first form
     early_stopping: EarlyStopping | None = None
