@@ -127,7 +127,6 @@ class Storage:
         points = [None] * len(configs) if points is None else list(points)
         if len(points) != len(configs):
             raise ValueError(f"{len(points)} points for {len(configs)} runs")
-        layout = [(batch, slot, size) for batch, size in enumerate(batch_sizes) for slot in range(size)]
         now = _now()
         with self._transaction(write=True) as connection:
             if self._is_postgresql:
@@ -135,13 +134,7 @@ class Storage:
             sweep_id = connection.execute(
                 insert(_SWEEPS).values(name=name, created_at=now, search=search, searching=searching)
                 .returning(_SWEEPS.c.id)).scalar_one()
-            queued = {"sweep_id": sweep_id, "status": RunStatus.QUEUED.value, "created_at": now, "queued_at": now}
-            # One executemany; ids ascend in insertion order, so the runs come back in the order of `configs`.
-            connection.execute(insert(_RUNS), [
-                {**_config_values(config), **queued, "batch": batch, "batch_slot": slot, "batch_size": size,
-                 "point": point}
-                for config, (batch, slot, size), point in zip(configs, layout, points, strict=True)
-            ])
+            _insert_runs(connection, sweep_id, configs, points, batch_sizes, 0, now)
             runs = _runs(connection, _RUNS.c.sweep_id == sweep_id)
             enqueue(_jobs(runs))
             return _sweeps(connection, _SWEEPS.c.id == sweep_id)[0], runs
@@ -169,13 +162,7 @@ class Storage:
             if not is_searching or min(points) != (-1 if made is None else made) + 1:
                 return []
             first_batch = connection.scalar(select(func.max(_RUNS.c.batch)).where(in_sweep)) + 1
-            layout = [(first_batch + batch, slot, size) for batch, size in enumerate(batch_sizes)
-                      for slot in range(size)]
-            queued = {"sweep_id": sweep_id, "status": RunStatus.QUEUED.value, "created_at": now, "queued_at": now}
-            connection.execute(insert(_RUNS), [
-                {**_config_values(config), **queued, "batch": batch, "batch_slot": slot, "batch_size": size,
-                 "point": point}
-                for config, (batch, slot, size), point in zip(configs, layout, points, strict=True)])
+            _insert_runs(connection, sweep_id, configs, points, batch_sizes, first_batch, now)
             connection.execute(update(_SWEEPS).where(_SWEEPS.c.id == sweep_id).values(searching=searching))
             runs = _runs(connection, in_sweep, _RUNS.c.batch >= first_batch)
             enqueue(_jobs(runs))
@@ -860,6 +847,19 @@ def _runs(connection: Connection, *where: Any) -> list[Run]:
     """The runs that match `where`, by id (so a batch's runs come in slot order: they were inserted so)."""
     rows = connection.execute(select(_RUNS).where(*where).order_by(_RUNS.c.id))
     return [_run(row) for row in rows]
+
+
+def _insert_runs(connection: Connection, sweep_id: int, configs: Sequence[RunConfig], points: Sequence[int | None],
+                 batch_sizes: Sequence[int], first_batch: int, now: datetime) -> None:
+    """Queued runs of the sweep, consecutive configs in batches of `batch_sizes` numbered from `first_batch`.
+
+    One executemany; ids ascend in insertion order, so the runs come back in the order of `configs`.
+    """
+    layout = [(first_batch + batch, slot, size) for batch, size in enumerate(batch_sizes) for slot in range(size)]
+    queued = {"sweep_id": sweep_id, "status": RunStatus.QUEUED.value, "created_at": now, "queued_at": now}
+    connection.execute(insert(_RUNS), [
+        {**_config_values(config), **queued, "batch": batch, "batch_slot": slot, "batch_size": size, "point": point}
+        for config, (batch, slot, size), point in zip(configs, layout, points, strict=True)])
 
 
 def _config_values(config: RunConfig) -> dict[str, Any]:
