@@ -1,6 +1,7 @@
 """Migrations on populated databases, on SQLite and on PostgreSQL (see conftest.py)."""
 
 import numpy as np
+import pytest
 from alembic import command
 from sqlalchemy import URL, text
 
@@ -56,3 +57,26 @@ def test_0004_moves_every_loss_into_chunks_and_back(database: URL) -> None:
     storage.close()
     assert rows == [(run_id, epoch, value) for run_id in CURVES
                     for epoch, value in zip(EPOCHS[run_id], CURVES[run_id].tolist(), strict=True)]
+
+
+def test_0007_allows_stopped_early_and_its_downgrade_makes_such_runs_cancelled(database: URL) -> None:
+    populate_at_0003(database)
+    storage = Storage(database)
+    storage.upgrade()
+    storage.check_schema()
+    assert storage.get_run(1).point is None and not storage.get_sweep(1).searching
+    engine = make_engine(database)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE runs SET status = 'stopped_early' WHERE id = 1"))
+        connection.execute(text("INSERT INTO rungs (sweep_id, point, rung, bracket, loss, kept) "
+                                "VALUES (1, 0, 10, 0, 0.5, false)"))
+    assert storage.get_run(1).status == RunStatus.STOPPED_EARLY
+
+    command.downgrade(alembic_config(database), "0006")
+    with engine.begin() as connection:
+        assert connection.execute(text("SELECT status FROM runs ORDER BY id")).scalars().all() == [
+            "cancelled", "succeeded"]
+        with pytest.raises(Exception, match="(?i)check"):  # the CHECK is back as it was
+            connection.execute(text("UPDATE runs SET status = 'stopped_early' WHERE id = 2"))
+    engine.dispose()
+    storage.close()
