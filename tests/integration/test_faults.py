@@ -342,7 +342,8 @@ def test_a_job_with_early_stopping_killed_between_its_rungs_replays_their_decisi
     sweep = stack.wait_for_sweep(sweep_id, timeout=240)
     database.dispose()
     runs = sweep["runs"]
-    assert sorted(run["attempts"] for run in runs) == [1] * 8 + [2] * 4  # the 8 stopped at 10,000 were recorded then
+    # The 8 stopped at 10,000 are recorded stopped just after their decision; killed in between, they are redone too.
+    assert sorted(run["attempts"] for run in runs) in ([1] * 8 + [2] * 4, [2] * 12)
     assert_each_epoch_stored_once(stack.env["GRADSWEEP_DATABASE_URL"], sweep_id, runs)
     stops = expected_stops(runs, stopping)
     assert sorted(stops.values()) == [10_000] * 8 + [30_000] * 3
