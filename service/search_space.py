@@ -146,6 +146,19 @@ class SearchSpace(BaseModel):
                 {name: p for name, p in given.items() if p.repeat})
 
 
+# What a grid of the first form (learning_rates × seeds × optimizers) sweeps.
+FIRST_FORM_PARAMETERS = ("learning_rate", "seed", "optimizer")
+
+
+def swept_parameters(search: dict | None) -> list[str]:
+    """The hyperparameters a stored search (a sweep's `search`, None for the first form) lets its runs differ in:
+    those it gives a distribution or more than one value."""
+    if search is None:
+        return list(FIRST_FORM_PARAMETERS)
+    return [name for name, parameter in search["parameters"].items()
+            if "value" not in parameter and len(parameter.get("values", ())) != 1]
+
+
 def grid_size(space: SearchSpace) -> int:
     """Runs of a grid over `space`; refused before building it when too large."""
     return math.prod(len(parameter.choices()) for parameter in space.given().values())

@@ -25,7 +25,8 @@ from fastapi.templating import Jinja2Templates
 
 from service.api.deps import Id, StorageDep, require_token
 from service.api.schemas import sweep_status
-from service.reference_lines import reference_lines
+from service.reference_lines import sweep_reference_lines
+from service.search_space import swept_parameters
 from service.settings import get_settings
 from service.storage import RUN_SORT_KEYS, NotFound, Storage, StorageError
 
@@ -41,8 +42,6 @@ FRAGMENT_HEADER = "X-Gradsweep-Fragment"
 # plotly.js, as the Python package `plotly` ships it: served by us, so the charts need no internet. Its
 # version is in the URL, so browsers may keep the file for good and an upgrade still reaches them.
 PLOTLY_URL = f"/ui/vendor/plotly.min.js?v={metadata.version('plotly')}"
-GRID_PARAMETERS = ("learning_rate", "seed", "optimizer")  # what a grid of the first form sweeps
-DATA_PARAMETERS = {"n_samples", "n_features", "data_seed"}
 RunSort = Literal[RUN_SORT_KEYS]  # type: ignore[valid-type]
 Order = Literal["asc", "desc"]
 
@@ -137,22 +136,11 @@ def _sweeps_context(storage: Storage, page: int) -> dict[str, Any]:
 def _sweep_context(storage: Storage, sweep_id: int, page: int, sort: str, order: str) -> dict[str, Any]:
     overview = storage.sweep_overview(sweep_id)  # the sweep and its task (every run's), in one transaction
     sweep, config = overview.sweep, overview.task
-    parameters = swept_parameters(overview.search)
-    optimum, limit = reference_lines(config.n_samples, config.n_features, config.data_seed)
-    if DATA_PARAMETERS & set(parameters):
-        optimum = limit = None  # each run has data of its own, so no one line is every run's
+    parameters = swept_parameters(overview.search)  # the charts offer those on which the runs do differ
+    optimum, limit = sweep_reference_lines(config, overview.search)
     return {"nav": "sweeps", "sweep": sweep, "status": sweep_status(sweep), "epochs": config.epochs,
             "optimum": optimum, "stability_limit": limit, "plotly_url": PLOTLY_URL, "parameters": parameters,
             **_runs_table_context(storage, sweep_id, page, sort, order)}
-
-
-def swept_parameters(search: dict | None) -> list[str]:
-    """The hyperparameters the sweep's runs may differ in: a grid of the first form's, or those its search
-    gives a distribution or more than one value. The charts offer those on which the runs do differ."""
-    if search is None:
-        return list(GRID_PARAMETERS)
-    return [name for name, parameter in search["parameters"].items()
-            if "value" not in parameter and len(parameter.get("values", ())) != 1]
 
 
 def _runs_table_context(storage: Storage, sweep_id: int, page: int, sort: str, order: str) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from service.api.schemas import (
     SweepSummary,
 )
 from service.batching import batch_sizes
-from service.reference_lines import reference_lines
+from service.reference_lines import sweep_reference_lines
 from service.settings import get_settings
 from service.storage import RUN_SORT_KEYS, RunFilter, RunStatus, SweepOverview
 
@@ -147,19 +147,10 @@ def retry_sweep(sweep_id: Id, storage: StorageDep, enqueue: EnqueueDep) -> Sweep
 
 def _summary(overview: SweepOverview) -> SweepSummary:
     task, best = overview.task, overview.best_run
-    optimum, limit = reference_lines(task.n_samples, task.n_features, task.data_seed)
-    if _searches_the_data(overview.search):
-        optimum = limit = None  # each run has data of its own, so no one line is every run's
+    optimum, limit = sweep_reference_lines(task, overview.search)
     return SweepSummary(
         **SweepPublic.of(overview.sweep).model_dump(), n_jobs=overview.n_jobs,
         best_run=None if best is None else RunPublic.of(best), n_samples=task.n_samples,
         n_features=task.n_features, data_seed=task.data_seed, least_squares_loss=optimum, stability_limit=limit,
         search=overview.search,
     )
-
-
-def _searches_the_data(search: dict | None) -> bool:
-    """Whether the runs' data differ: a search over n_samples, n_features or data_seed with more than one value."""
-    parameters = (search or {}).get("parameters", {})
-    return any("value" not in parameters[name] and len(parameters[name].get("values", [])) != 1
-               for name in ("n_samples", "n_features", "data_seed") if name in parameters)
