@@ -28,10 +28,16 @@ def with_runs(http: httpx.Client, sweep: dict) -> dict:
 def wait_until_finished(http: httpx.Client, sweep_id: int, timeout: float, poll: float = 0.2,
                         explain: Callable[[], str] = str) -> dict:
     """The sweep's summary once no run is queued or running, with every run under "runs";
-    fails after `timeout` seconds, with the counts and `explain()`."""
+    fails after `timeout` seconds, with the counts and `explain()`. A 503 (the database restarting,
+    as the fault tests make it) is waited through, as a client should."""
     deadline = time.monotonic() + timeout
     while True:
-        sweep = http.get(f"/sweeps/{sweep_id}").json()
+        response = http.get(f"/sweeps/{sweep_id}")
+        if response.status_code == 503:
+            assert time.monotonic() < deadline, f"sweep {sweep_id}: still 503 ({response.text})\n{explain()}"
+            time.sleep(poll)
+            continue
+        sweep = response.json()
         if sweep["status"] == "finished":
             return with_runs(http, sweep)
         assert time.monotonic() < deadline, f"sweep {sweep_id} unfinished: {sweep['counts']}\n{explain()}"
