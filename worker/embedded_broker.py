@@ -8,7 +8,10 @@ a `sqla+sqlite:///...` broker URL picks them up:
   in 'prepared' state");
 - it polls an empty queue every 50 ms instead of every second, which otherwise
   leaves each worker idle for up to a second between short runs;
-- it deletes delivered messages, which kombu keeps in its table forever.
+- it deletes delivered messages, which kombu keeps in its table forever;
+- it declares a queue that another process declares at the same moment (the
+  API's first message and a starting worker) without dying of the unique key:
+  kombu's own lock is per process, and its worker stops on the IntegrityError.
 It still forgets the messages a worker held if the whole worker is killed (they
 are marked delivered when handed out): our own database, not the broker, keeps
 runs from being lost (see worker.reaper).
@@ -22,6 +25,7 @@ from typing import Any
 
 from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import sqlalchemy as kombu_sqlalchemy
+from sqlalchemy.exc import IntegrityError
 
 CLEANUP_SECONDS = 10.0
 
@@ -41,6 +45,14 @@ class Channel(kombu_sqlalchemy.Channel):
                 self.session.query(self.message_cls).filter(self.message_cls.visible.is_(False)).delete()
                 self.session.commit()
             return payload
+
+    def _get_or_create(self, queue: str) -> object:
+        with self._session_lock:
+            try:
+                return super()._get_or_create(queue)
+            except IntegrityError:  # created by another process since kombu looked
+                self.session.rollback()
+                return self.session.query(self.queue_cls).filter(self.queue_cls.name == queue).one()
 
     def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
         with self._session_lock:
