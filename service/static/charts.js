@@ -13,6 +13,10 @@
 // its shape, and above 400 a chart 1,000 pixels wide shows nothing more.
 const POINT_BUDGET = 300_000;
 const CURVE_POINTS = { fewest: 20, most: 400 };
+// At most this many runs are drawn as lines until the reader asks for all: SVG makes an element of each
+// line, and 10,000 of them take 1.4 s to draw and style here (plotly.js itself takes 1.9 s to start),
+// where 1,000 take 0.15 s and show the same bands. The final-loss chart always has every run.
+const MAX_LINES = 1000;
 // Learning rates are grouped into at most this many bands per optimizer: one colour, one legend
 // entry and one trace each, so a 100-rate sweep still has a legend one can read and click.
 const MAX_BANDS = 8;
@@ -104,8 +108,9 @@ async function drawCharts(section) {
     await painted();
     markOnce("gradsweep:first-chart-drawn");
   };
+  const curvesChart = (answer, ...rest) => linesNoted(holder, curvesFigure(answer, ...rest, "allLines" in holder.dataset));
   try {
-    await Promise.all([draw("curves", curves, curvesFigure), draw("final", runs, (drawn) => finalChart(holder, drawn))]);
+    await Promise.all([draw("curves", curves, curvesChart), draw("final", runs, (drawn) => finalChart(holder, drawn))]);
     markOnce("gradsweep:charts-drawn");
     await drawParallel($('[data-chart="parallel"]', holder));
   } catch (error) {
@@ -125,6 +130,25 @@ async function plot(Plotly, chart, { data, layout }) {
   if (!chart.classList.contains("js-plotly-plot")) chart.replaceChildren(); // the "Loading…" line
   await Plotly.react(chart, data, layout, PLOTLY_CONFIG);
 }
+
+// Says above the curves chart how many of the runs it draws as lines, with a button to draw them all.
+function linesNoted(holder, figure) {
+  const note = $("[data-lines-note]", holder);
+  note.hidden = figure.drawn === figure.of;
+  $("[data-lines-count]", note).textContent =
+    `${figure.drawn.toLocaleString("en")} of ${figure.of.toLocaleString("en")} runs drawn (one in ${Math.ceil(figure.of / MAX_LINES)}, and the best)`;
+  return figure;
+}
+
+// "Draw all": every run's line from now on, on this page.
+document.addEventListener("click", (event) => {
+  const button = event.target.closest("[data-all-lines]");
+  if (!button) return;
+  const holder = button.closest("[data-charts]");
+  holder.dataset.allLines = "";
+  button.disabled = true;
+  drawCharts(holder.closest("[data-sweep-id]"));
+});
 
 // parcoords draws only with WebGL: without a GPU it takes some 0.8 s to start, 5 s for 10,000 lines, and
 // holds the page meanwhile. So it is drawn after the other charts, and only once the reader scrolls near it.
@@ -201,14 +225,16 @@ async function json(response) {
 // `curves` as GET /sweeps/{id}/losses gives them; a point's epoch is its index in the run's losses
 // (0: the loss before the first update), as in the PNG. In a trace the runs follow one another,
 // separated by null, and each point carries its run, for the hover to name.
-function curvesFigure({ runs: curves }, { optimum }, shown) {
+function curvesFigure({ runs: curves }, { optimum }, shown, allLines = false) {
   const bandOf = learningRateBands(curves.map((curve) => curve.learning_rate));
   const dashes = optimizerStyles(curves.map((curve) => curve.optimizer), DASHES, SPARE_DASHES);
   const traces = new Map();
   const stops = { x: [], y: [], customdata: [] };
   const halts = { x: [], y: [], customdata: [] }; // where early stopping ended a run
   let [lowest, highest, top] = [Infinity, 0, 0];
-  for (const curve of [...curves].sort(byGroup(dashes))) {
+  const sorted = curves.filter((curve) => curve.losses.length > 0).sort(byGroup(dashes));
+  const drawn = allLines ? sorted : evenlyChosen(sorted, MAX_LINES);
+  for (const curve of drawn) {
     const { losses } = curve;
     if (losses.length === 0) continue;
     const band = bandOf.get(curve.learning_rate);
@@ -270,6 +296,8 @@ function curvesFigure({ runs: curves }, { optimum }, shown) {
   const scaleButton = (label) => ({ label, method: "relayout", args: [{ "yaxis.type": label, ...range(label) }] });
   return {
     data,
+    drawn: drawn.length,
+    of: sorted.length,
     layout: {
       uirevision: "sweep", // a redraw keeps what the reader zoomed, scaled or hid
       margin: { l: 70, r: 10, t: 40, b: 50 },
@@ -282,6 +310,18 @@ function curvesFigure({ runs: curves }, { optimum }, shown) {
         pad: { t: 0, b: 0 }, active: scale === "log" ? 0 : 1, buttons: [scaleButton("log"), scaleButton("linear")] }],
     },
   };
+}
+
+// At most `most` of the `sorted` curves, in their order: every k-th (so each optimizer and learning rate keeps
+// its share of seeds) and the sweep's best run, the one a reader looks for first (as the summary's best_run:
+// the lowest best loss of a run that neither diverged nor failed, the lowest id of equals).
+function evenlyChosen(sorted, most) {
+  if (sorted.length <= most) return sorted;
+  const step = Math.ceil(sorted.length / most);
+  const candidates = sorted.filter((curve) => curve.best_loss !== null && !["diverged", "failed"].includes(curve.status));
+  const better = (a, b) => (b.best_loss < a.best_loss || (b.best_loss === a.best_loss && b.run_id < a.run_id) ? b : a);
+  const best = candidates.reduce(better, candidates[0]);
+  return sorted.filter((curve, i) => i % step === 0 || curve === best);
 }
 
 // Sorted learning rates cut into at most MAX_BANDS runs of neighbours: rate → { label, color }.

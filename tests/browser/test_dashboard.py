@@ -441,10 +441,19 @@ def test_a_10000_run_sweep_has_its_runs_table_paged_and_sorted_by_the_server(pag
                               params={"sort": "final_loss", "limit": 1, "offset": 4900}).json()["runs"][0]
     expect(rows.first).to_have_attribute("data-run-id", str(fiftieth["id"]))
 
-    # Every run is in the curves chart: a null after each.
+    # The curves chart draws one run in ten and the best (a null after each line), and says so; every run on asking.
     page.wait_for_function(CHARTS_DRAWN, timeout=60_000)
-    assert page.locator(CURVES).evaluate(
-        "c => c.data.flatMap(t => t.mode === 'lines' ? t.y : []).filter(y => y === null).length") == 10_000
+    lines = "c => c.data.flatMap(t => t.mode === 'lines' ? t.customdata : []).filter(run => run === null).length"
+    drawn_ids = ("c => [...new Set(c.data.flatMap(t => t.mode === 'lines' ? t.customdata : [])"
+                 ".filter(run => run !== null).map(run => run[0]))]")
+    best_id = stack.http.get(f"/sweeps/{sweep_id}").json()["best_run"]["id"]
+    assert page.locator(CURVES).evaluate(lines) in (1_000, 1_001)
+    assert best_id in page.locator(CURVES).evaluate(drawn_ids)
+    expect(page.locator("[data-lines-count]")).to_have_text(
+        re.compile(r"^1,00[01] of 10,000 runs drawn \(one in 10, and the best\)$"))
+    page.get_by_role("button", name="Draw all").click()
+    page.wait_for_function(f"c => ({lines})(document.querySelector(c)) === 10000", arg=CURVES, timeout=60_000)
+    expect(page.locator("[data-lines-note]")).to_be_hidden()
     screenshot(page, "10-big-sweep")
 
 
