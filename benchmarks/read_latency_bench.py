@@ -57,9 +57,13 @@ REQUESTS = {
 # How often a dashboard user asks for each (dashboard.js: POLL_MS and PLOT_MS).
 EVERY_S = {"summary": 2.5, "page of 100 by final loss": 2.5, "200-point curves, every run": 10.0}
 TARGETS_MS = {"summary": 50, "page of 100 by final loss": 50, "200-point curves, every run": 500}
+# Every client's headers: httpx's own (Accept-Encoding "gzip, deflate, zstd", as a browser's takes zstd too)
+# unless --accept-encoding says otherwise ("identity": the curves' JSON uncompressed, as before it was kept so).
+HEADERS: dict[str, str] = {}
 
 
-def load(api_url: str, paths: dict[str, str], every: dict[str, float] | None, clients: int, seconds: float) -> dict:
+def load(api_url: str, paths: dict[str, str], every: dict[str, float] | None, clients: int, seconds: float,
+         headers: dict[str, str]) -> dict:
     """The second process: `clients` threads sending GET of `paths` for `seconds`, each path every `every` seconds
     (None: back to back, one path). Returns latencies and errors by name."""
     latencies: dict[str, list[float]] = {name: [] for name in paths}
@@ -80,7 +84,7 @@ def load(api_url: str, paths: dict[str, str], every: dict[str, float] | None, cl
             errors[name] += not ok
 
     def client(number: int) -> None:
-        with httpx.Client(base_url=api_url, timeout=120) as http:
+        with httpx.Client(base_url=api_url, timeout=120, headers=headers) as http:
             if every is None:
                 (name,) = paths
                 while time.monotonic() < deadline:
@@ -113,7 +117,8 @@ def from_other_processes(api_url: str, loads: list[dict[str, str]], every: dict[
     """
     started = [subprocess.Popen(
         [sys.executable, "-m", "benchmarks.read_latency_bench", "--load", json.dumps(
-            {"api_url": api_url, "paths": paths, "every": every, "clients": clients, "seconds": seconds})],
+            {"api_url": api_url, "paths": paths, "every": every, "clients": clients, "seconds": seconds,
+             "headers": HEADERS})],
         stdout=subprocess.PIPE, text=True) for paths in loads]
     merged: dict = {"latencies": {}, "errors": {}}
     for process in started:
@@ -127,12 +132,15 @@ def from_other_processes(api_url: str, loads: list[dict[str, str]], every: dict[
 
 @contextlib.contextmanager
 def floor_server(http: httpx.Client, paths: dict[str, str]) -> Iterator[str]:
-    """benchmarks/floor_server.py answering each path with the bytes the API answers now; yields its URL."""
+    """benchmarks/floor_server.py answering each path with the bytes the API answers now (compressed as the
+    API sends them to the load's clients, with the same Content-Encoding); yields its URL."""
     with tempfile.TemporaryDirectory() as folder:
         names = {}
         for number, path in enumerate(paths.values()):
-            names[path] = f"answer{number}"
-            (Path(folder) / names[path]).write_bytes(http.get(path).raise_for_status().content)
+            with http.stream("GET", path) as answer:
+                answer.raise_for_status()
+                (Path(folder) / f"answer{number}").write_bytes(b"".join(answer.iter_raw()))
+            names[path] = [f"answer{number}", answer.headers.get("content-encoding")]
         (Path(folder) / "paths.json").write_text(json.dumps(names))
         port = free_port()
         server = subprocess.Popen([sys.executable, "-m", "benchmarks.floor_server", str(port), folder])
@@ -171,7 +179,7 @@ def report(name: str, latencies: list[float], errors: int, alone: str, extra: st
 def bench(backend: str, side: int, epochs: int, clients: int, seconds: float, api_processes: int) -> None:
     header(f"{backend}: a {side * side}-run x {epochs}-epoch sweep read by {clients} clients for {seconds:g} s,"
            f" {api_processes} API processes, while a worker of 2 processes trains a sweep of"
-           f" {side * side} x {20 * epochs}")
+           f" {side * side} x {20 * epochs}; Accept-Encoding: {HEADERS.get('Accept-Encoding', 'httpx default')}")
     body = {"name": "read", "learning_rates": {"logspace": [1e-3, 5e-2, side]}, "seeds": list(range(side)),
             "epochs": epochs}
     empty_broker()
@@ -181,7 +189,7 @@ def bench(backend: str, side: int, epochs: int, clients: int, seconds: float, ap
         storage = Storage(url)
         api_url = started.api()
         started.worker(concurrency=2)
-        http = httpx.Client(base_url=api_url, timeout=300)
+        http = httpx.Client(base_url=api_url, timeout=300, headers=HEADERS)
         sweep_id = http.post("/sweeps", json=body).raise_for_status().json()["id"]
         print(f"  stored sweep {sweep_id} trained in {wait_finished(storage, sweep_id):.1f} s", flush=True)
         busy = http.post("/sweeps", json=body | {"name": "busy", "epochs": 20 * epochs}).raise_for_status().json()
@@ -234,8 +242,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--api-processes", type=int, default=2)
     parser.add_argument("--backend", choices=["postgresql", "sqlite", "both"], default="both")
+    parser.add_argument("--accept-encoding", help="every client's Accept-Encoding (default: httpx's)")
     parser.add_argument("--quick", action="store_true", help="2,500 runs, 10 s a load")
     args = parser.parse_args()
+    if args.accept_encoding:
+        HEADERS["Accept-Encoding"] = args.accept_encoding
     runs, seconds = (2_500, 10.0) if args.quick else (args.runs, args.seconds)
     side = int(round(runs ** 0.5))
     for backend in ("postgresql", "sqlite") if args.backend == "both" else (args.backend,):

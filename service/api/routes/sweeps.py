@@ -4,7 +4,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, Query, Request, status
 from fastapi.responses import Response, StreamingResponse
 
-from service.api.curve_cache import sweep_curves_json
+from service.api.curve_cache import content_encoding, sweep_curves_json
 from service.api.deps import CurveCacheDep, EnqueueDep, Id, Points, StorageDep
 from service.api.exports import losses_csv
 from service.api.schemas import (
@@ -90,7 +90,7 @@ def sweep_runs(
 @router.get("/sweeps/{sweep_id}/losses", response_model=SweepLosses,
             responses={200: {"content": {"text/csv": {}}}, 304: {"description": "unchanged since the ETag given"}})
 def sweep_losses(
-    sweep_id: Id, storage: StorageDep, cache: CurveCacheDep,
+    request: Request, sweep_id: Id, storage: StorageDep, cache: CurveCacheDep,
     format: Annotated[Literal["json", "csv"], Query()] = "json", points: Points = None,
     if_none_match: Annotated[str | None, Header(description="an ETag of an earlier answer")] = None,
 ) -> Response:
@@ -98,18 +98,23 @@ def sweep_losses(
 
     The ETag names the sweep's state: asked again with `If-None-Match`, an unchanged
     sweep answers 304 and no curve, which is what a browser does by itself with `no-cache`.
+    The JSON comes compressed (zstd, else gzip) to a client whose `Accept-Encoding` takes it.
     """
     if format == "csv":
         runs = storage.list_runs(sweep_id)
         curves = storage.sweep_losses(sweep_id)
         return Response(losses_csv(((run, curves[run.id]) for run in runs), points), media_type="text/csv")
     version = storage.sweep_version(sweep_id)
-    headers = {"ETag": f'"{sweep_id}-{points or "all"}-{version}"', "Cache-Control": "no-cache"}
+    encoding = content_encoding(request.headers.get("accept-encoding"))
+    headers = {"ETag": f'"{sweep_id}-{points or "all"}-{version}{f"-{encoding}" if encoding else ""}"',
+               "Cache-Control": "no-cache", "Vary": "Accept-Encoding"}
     if if_none_match is not None and headers["ETag"] in {tag.strip() for tag in if_none_match.split(",")}:
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
     # Encoded by orjson, not by the response model: 10,000 curves through pydantic take seconds.
-    body = memoryview(sweep_curves_json(storage, cache, sweep_id, points, version))
+    body = memoryview(sweep_curves_json(storage, cache, sweep_id, points, version, encoding))
     headers["Content-Length"] = str(len(body))
+    if encoding:
+        headers["Content-Encoding"] = encoding
     return StreamingResponse(_pieces(body), media_type="application/json", headers=headers)
 
 
