@@ -316,6 +316,12 @@ def test_a_pickled_message_is_refused_and_the_worker_keeps_serving(request, tmp_
         redis.Redis.from_url(stack.env["GRADSWEEP_BROKER_URL"]).flushdb()
 
 
+# The kill tests of searches run on the deployment stack only: what they add to the kills above is the search's
+# own state (rungs, waves), stored alike on both backends, and each takes a minute or two (CI's budget is 30).
+ON_POSTGRESQL = pytest.mark.parametrize("stack", ["redis+postgresql"], indirect=True)
+
+
+@ON_POSTGRESQL
 def test_a_job_with_early_stopping_killed_between_its_rungs_replays_their_decisions(stack):
     started(stack, GRADSWEEP_MIN_JOBS_PER_SWEEP="1")
     # Twelve runs in one batch, judged together after 10,000, 30,000 and 90,000 epochs: 4 go past the first
@@ -354,6 +360,7 @@ def test_a_job_with_early_stopping_killed_between_its_rungs_replays_their_decisi
     count("runs checked after faults", len(runs))
 
 
+@ON_POSTGRESQL
 def test_a_bayesian_search_whose_workers_are_killed_proposes_the_same_waves_once(stack):
     started(stack, GRADSWEEP_MAX_ATTEMPTS="5")
     body = {"name": "bayes", "method": "bayes", "run_cap": 6, "wave_size": 2, "search_seed": 4, "parameters": {
