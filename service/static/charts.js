@@ -15,7 +15,8 @@ const POINT_BUDGET = 300_000;
 const CURVE_POINTS = { fewest: 20, most: 400 };
 // At most this many runs are drawn as lines until the reader asks for all: SVG makes an element of each
 // line, and 10,000 of them take 1.4 s to draw and style here (plotly.js itself takes 1.9 s to start),
-// where 1,000 take 0.15 s and show the same bands. The final-loss chart always has every run.
+// where 1,000 take 0.15 s and show the same bands. Every run's mark where it diverged or stopped early
+// stays, so no divergence is hidden, and the final-loss chart always has every run.
 const MAX_LINES = 1000;
 // Learning rates are grouped into at most this many bands per optimizer: one colour, one legend
 // entry and one trace each, so a 100-rate sweep still has a legend one can read and click.
@@ -233,33 +234,36 @@ function curvesFigure({ runs: curves }, { optimum }, shown, allLines = false) {
   const halts = { x: [], y: [], customdata: [] }; // where early stopping ended a run
   let [lowest, highest, top] = [Infinity, 0, 0];
   const sorted = curves.filter((curve) => curve.losses.length > 0).sort(byGroup(dashes));
-  const drawn = allLines ? sorted : evenlyChosen(sorted, MAX_LINES);
-  for (const curve of drawn) {
+  const drawn = new Set(allLines ? sorted : evenlyChosen(sorted, MAX_LINES));
+  for (const curve of sorted) { // every run: its marks (where it diverged or stopped) and the axis; the drawn: a line
     const { losses } = curve;
-    if (losses.length === 0) continue;
-    const band = bandOf.get(curve.learning_rate);
     const stopped = curve.status === STOPPED.status;
-    const key = stopped ? STOPPED.name : `${curve.optimizer}, ${band.label}`;
-    if (!traces.has(key)) {
-      const style = stopped ? { legendgroup: STOPPED.name, line: { color: STOPPED.color, width: 1 } }
-        : { line: { color: band.color, dash: dashes[curve.optimizer], width: 1 } };
-      traces.set(key, { mode: "lines", name: key, runs: 0, x: [], y: [], customdata: [], ...style,
-        hovertemplate: `${RUN_HOVER}<br>epoch %{x} · loss %{y:.3e}<extra></extra>` });
-    }
-    const trace = traces.get(key);
     const run = [curve.run_id, formatLearningRate(curve.learning_rate), curve.seed, curve.optimizer];
     const epochs = curve.sampled_epochs ?? losses.map((_, i) => i);
-    for (let i = 0; i < losses.length; i++) {
-      trace.x.push(epochs[i]);
-      trace.y.push(losses[i]);
-      trace.customdata.push(run);
-      if (losses[i] > 0) lowest = Math.min(lowest, losses[i]);
-      top = Math.max(top, losses[i]);
+    for (const loss of losses) {
+      if (loss > 0) lowest = Math.min(lowest, loss);
+      top = Math.max(top, loss);
     }
-    trace.x.push(null);
-    trace.y.push(null);
-    trace.customdata.push(null);
-    trace.runs += 1;
+    if (drawn.has(curve)) {
+      const band = bandOf.get(curve.learning_rate);
+      const key = stopped ? STOPPED.name : `${curve.optimizer}, ${band.label}`;
+      if (!traces.has(key)) {
+        const style = stopped ? { legendgroup: STOPPED.name, line: { color: STOPPED.color, width: 1 } }
+          : { line: { color: band.color, dash: dashes[curve.optimizer], width: 1 } };
+        traces.set(key, { mode: "lines", name: key, runs: 0, x: [], y: [], customdata: [], ...style,
+          hovertemplate: `${RUN_HOVER}<br>epoch %{x} · loss %{y:.3e}<extra></extra>` });
+      }
+      const trace = traces.get(key);
+      for (let i = 0; i < losses.length; i++) {
+        trace.x.push(epochs[i]);
+        trace.y.push(losses[i]);
+        trace.customdata.push(run);
+      }
+      trace.x.push(null);
+      trace.y.push(null);
+      trace.customdata.push(null);
+      trace.runs += 1;
+    }
     const diverged = curve.status === "diverged";
     highest = Math.max(highest, diverged ? losses[0] : Math.max(...losses));
     const stop = diverged ? stops : stopped ? halts : null;
@@ -296,7 +300,7 @@ function curvesFigure({ runs: curves }, { optimum }, shown, allLines = false) {
   const scaleButton = (label) => ({ label, method: "relayout", args: [{ "yaxis.type": label, ...range(label) }] });
   return {
     data,
-    drawn: drawn.length,
+    drawn: drawn.size,
     of: sorted.length,
     layout: {
       uirevision: "sweep", // a redraw keeps what the reader zoomed, scaled or hid

@@ -34,7 +34,8 @@ GRID = {"name": "learning rate × optimizer", "learning_rates": [0.003, 0.01, 0.
 # About a minute a run: none can finish between the page showing it running and the click on Cancel.
 LONG = {"name": "long runs", "learning_rates": [0.01, 0.02, 0.03], "seeds": [0, 1], "epochs": 3_000_000}
 # 10,000 runs (the most a sweep may have) of a few epochs: trained in seconds.
-BIG = {"name": "ten thousand runs", "learning_rates": {"logspace": [1e-3, 5e-2, 100]}, "seeds": list(range(100)),
+# Its learning rates reach past the stability limit (0.074), so that some of its runs diverge.
+BIG = {"name": "ten thousand runs", "learning_rates": {"logspace": [1e-3, 1.0, 100]}, "seeds": list(range(100)),
        "epochs": 20}
 # A random search over the learning rate, the optimizer and the epochs, each point trained for three seeds;
 # successive halving stops most runs at a rung.
@@ -449,6 +450,10 @@ def test_a_10000_run_sweep_has_its_runs_table_paged_and_sorted_by_the_server(pag
     best_id = stack.http.get(f"/sweeps/{sweep_id}").json()["best_run"]["id"]
     assert page.locator(CURVES).evaluate(lines) in (1_000, 1_001)
     assert best_id in page.locator(CURVES).evaluate(drawn_ids)
+    # Every diverged run has its × where training stopped, drawn as a line or not.
+    diverged = stack.http.get(f"/sweeps/{sweep_id}").json()["counts"]["diverged"]
+    assert diverged > 0 and page.locator(CURVES).evaluate(
+        "c => c.data.find(t => t.name.startsWith('diverged')).x.length") == diverged
     expect(page.locator("[data-lines-count]")).to_have_text(
         re.compile(r"^1,00[01] of 10,000 runs drawn \(one in 10, and the best\)$"))
     page.get_by_role("button", name="Draw all").click()
