@@ -9,7 +9,10 @@ Through `gradsweep api` and one worker of 2 processes, on Redis and PostgreSQL:
 - grid: 10 learning rates log-spaced over [1e-3, 1] x the 3 optimizers (30 points, 90 runs);
 - random: 30 points drawn from the search seed;
 - bayes: 30 points proposed in waves by Optuna's TPE inside the service;
-- random + hyperband: random's points, with `early_stopping` hyperband (min_epochs, eta as given).
+- random + hyperband: random's points, with `early_stopping` hyperband (min_epochs, eta as given);
+- waves: bayes's floor, random points in one sweep per wave (wave_size points), each submitted
+  as soon as the one before has ended (polled every 10 ms): a sequential method's wall time
+  with nothing proposed between its waves.
 Without the service, in this process, Optuna alone: `study.optimize` of 30 trials with
 `TPESampler(seed)`, with its `HyperbandPruner` (the same min_epochs and eta) and without a
 pruner; each trial trains its 3 seeds with `train_batch` and reports their mean loss every epoch.
@@ -42,14 +45,16 @@ import numpy as np
 
 from benchmarks.common import against, database, empty_broker, header, processes, service_env
 from engine.tasks import linear_regression
+from service.bayes import DEFAULT_WAVE_SIZE
 from service.client import ApiError, Client
 
 OPTIMIZERS = ["sgd", "momentum", "adam"]
 SEEDS = [0, 1, 2]  # each point's repeated seeds
 LOW, HIGH = 1e-3, 1.0  # the learning rate's range
-SERVICE_METHODS = ["grid", "random", "bayes", "hyperband"]
+SERVICE_METHODS = ["grid", "random", "bayes", "hyperband", "waves"]
 OPTUNA_METHODS = ["optuna-tpe", "optuna-hyperband"]
 LABELS = {"grid": "grid", "random": "random", "bayes": "bayes (TPE, in waves)", "hyperband": "random + hyperband",
+          "waves": "waves, none proposed",
           "optuna-tpe": "Optuna TPE", "optuna-hyperband": "Optuna TPE + Hyperband"}
 # What makes runs the same point: every hyperparameter but the repeated seed.
 POINT_FIELDS = ("learning_rate", "optimizer", "beta", "beta1", "beta2", "eps", "epochs", "n_samples", "n_features",
@@ -123,7 +128,23 @@ def through_the_service(client: Client, method: str, args: argparse.Namespace, s
                    dict(Counter(run["status"] for run in runs)), sum(map(math.isfinite, scores)))
 
 
-def finished_runs(client: Client, sweep_id: int, n_runs: int) -> list[dict]:
+def in_waves(client: Client, args: argparse.Namespace, search_seed: int) -> Outcome:
+    """`waves` (see the top): random points, a sweep of wave_size points at a time, each after the one before."""
+    wave = args.wave_size or DEFAULT_WAVE_SIZE
+    submitted, runs = time.time(), []
+    for number in range(math.ceil(args.points / wave)):
+        body = {"name": "search-bench waves", "parameters": parameters("random", args.epochs, args.points),
+                "method": "random", "run_cap": min(wave, args.points - number * wave),
+                "search_seed": 1000 * search_seed + number}
+        sweep = client.post("/sweeps", json=body).json()
+        runs += finished_runs(client, sweep["id"], sweep["n_runs"], poll=0.01)
+    wall = max(datetime.fromisoformat(run["finished_at"]).timestamp() for run in runs) - submitted
+    scores = point_scores(runs, args.epochs)
+    return Outcome(min(scores, default=math.inf), sum(run["epochs_done"] for run in runs), wall, len(runs),
+                   dict(Counter(run["status"] for run in runs)), sum(map(math.isfinite, scores)))
+
+
+def finished_runs(client: Client, sweep_id: int, n_runs: int, poll: float = POLL_SECONDS) -> list[dict]:
     """The sweep's runs once all `n_runs` exist and none is queued or running.
 
     A bayes search creates its runs wave by wave, so the sweep may look finished between two waves.
@@ -133,7 +154,7 @@ def finished_runs(client: Client, sweep_id: int, n_runs: int) -> list[dict]:
         if time.monotonic() > deadline:
             raise TimeoutError(f"sweep {sweep_id} is not done after {SWEEP_TIMEOUT} s: {sweep['n_runs']} runs, "
                                f"{sweep['counts']}")
-        time.sleep(POLL_SECONDS)
+        time.sleep(poll)
     return client.runs(sweep_id)
 
 
@@ -261,7 +282,7 @@ def targets(results: dict[str, list[Outcome]], grid_best: float, grid_epochs: in
     else:
         print(f"bayes vs Optuna TPE, same run_cap: best {bayes:.8g} vs {tpe:.8g}, {percent_over(bayes, tpe):+.4f} % "
               f"{against(percent_over(bayes, tpe), 0, unit=' %')}")
-    for method in ("random", "bayes"):
+    for method in ("random", "bayes", "hyperband", "waves"):
         per_run = statistics.median(o.per_run for o in results[method]) if method in results else None
         if per_run is None:
             print(f"{method} wall time per run vs grid: not measured")
@@ -327,6 +348,8 @@ def measure(client: Client, method: str, args: argparse.Namespace, search_seed: 
         return optuna_alone(args.points, args.epochs, search_seed, None)
     if method == "optuna-hyperband":
         return optuna_alone(args.points, args.epochs, search_seed, (args.min_epochs, args.eta))
+    if method == "waves":
+        return in_waves(client, args, search_seed)
     return through_the_service(client, method, args, search_seed)
 
 
