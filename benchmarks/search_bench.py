@@ -122,8 +122,13 @@ def through_the_service(client: Client, method: str, args: argparse.Namespace, s
             raise Refused(str(error)) from None
         raise
     runs = finished_runs(client, sweep["id"], args.points * len(SEEDS))
+    return outcome_of(runs, submitted, args.epochs)
+
+
+def outcome_of(runs: list[dict], submitted: float, epochs: int) -> Outcome:
+    """What a search submitted at `submitted` (time.time()) found in its finished `runs`, and what it cost."""
     wall = max(datetime.fromisoformat(run["finished_at"]).timestamp() for run in runs) - submitted
-    scores = point_scores(runs, args.epochs)
+    scores = point_scores(runs, epochs)
     return Outcome(min(scores, default=math.inf), sum(run["epochs_done"] for run in runs), wall, len(runs),
                    dict(Counter(run["status"] for run in runs)), sum(map(math.isfinite, scores)))
 
@@ -138,10 +143,7 @@ def in_waves(client: Client, args: argparse.Namespace, search_seed: int) -> Outc
                 "search_seed": 1000 * search_seed + number}
         sweep = client.post("/sweeps", json=body).json()
         runs += finished_runs(client, sweep["id"], sweep["n_runs"], poll=0.01)
-    wall = max(datetime.fromisoformat(run["finished_at"]).timestamp() for run in runs) - submitted
-    scores = point_scores(runs, args.epochs)
-    return Outcome(min(scores, default=math.inf), sum(run["epochs_done"] for run in runs), wall, len(runs),
-                   dict(Counter(run["status"] for run in runs)), sum(map(math.isfinite, scores)))
+    return outcome_of(runs, submitted, args.epochs)
 
 
 def finished_runs(client: Client, sweep_id: int, n_runs: int, poll: float = POLL_SECONDS) -> list[dict]:

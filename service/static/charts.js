@@ -240,10 +240,12 @@ function curvesFigure({ runs: curves }, { optimum }, shown, allLines = false) {
     const stopped = curve.status === STOPPED.status;
     const run = [curve.run_id, formatLearningRate(curve.learning_rate), curve.seed, curve.optimizer];
     const epochs = curve.sampled_epochs ?? losses.map((_, i) => i);
+    let peak = 0;
     for (const loss of losses) {
       if (loss > 0) lowest = Math.min(lowest, loss);
-      top = Math.max(top, loss);
+      peak = Math.max(peak, loss);
     }
+    top = Math.max(top, peak);
     if (drawn.has(curve)) {
       const band = bandOf.get(curve.learning_rate);
       const key = stopped ? STOPPED.name : `${curve.optimizer}, ${band.label}`;
@@ -265,7 +267,7 @@ function curvesFigure({ runs: curves }, { optimum }, shown, allLines = false) {
       trace.runs += 1;
     }
     const diverged = curve.status === "diverged";
-    highest = Math.max(highest, diverged ? losses[0] : Math.max(...losses));
+    highest = Math.max(highest, diverged ? losses[0] : peak);
     const stop = diverged ? stops : stopped ? halts : null;
     if (stop) {
       stop.x.push(epochs.at(-1));
