@@ -1,0 +1,31 @@
+"""The attack suite's target: a real `gradsweep api` process on the embedded defaults, probed as an attacker would.
+
+No worker runs: a probe looks at what the API accepts, answers and stores, not at training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.stack import Stack
+
+
+def embedded_settings(workdir: Path, **extra: str) -> dict[str, str]:
+    return {"GRADSWEEP_DATABASE_URL": f"sqlite:///{workdir}/gradsweep.sqlite",
+            "GRADSWEEP_BROKER_URL": f"sqla+sqlite:///{workdir}/gradsweep-broker.sqlite", **extra}
+
+
+@pytest.fixture(scope="module")
+def open_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """An API without a token, as `gradsweep api` starts on a laptop."""
+    workdir = tmp_path_factory.mktemp("attacks")
+    stack = Stack(embedded_settings(workdir), workdir)
+    try:
+        stack.migrate()
+        stack.start_api()
+        yield stack
+    finally:
+        stack.stop()
