@@ -566,6 +566,39 @@ class Storage:
         # PostgreSQL sends an array's binary form, which numpy reads as it is, rather than a list of floats.
         values = func.array_send(_CHUNKS.c.losses) if self._is_postgresql else _CHUNKS.c.losses
         decode = _from_array_send if self._is_postgresql else _from_little_endian
+    def loss_counts(self, sweep_id: int) -> dict[int, int]:
+        """Each run's number of losses stored, by run id in id order: what `curve_pages` pages a sweep by."""
+        with self._transaction() as connection:
+            _require(connection, _SWEEPS, sweep_id)
+            return dict(connection.execute(select(_RUNS.c.id, _RUNS.c.epochs_done)
+                                           .where(_RUNS.c.sweep_id == sweep_id).order_by(_RUNS.c.id)).all())
+
+    def curve_pages(self, counts: dict[int, int], max_losses: int,
+                    max_runs: int = 1000) -> Iterator[list[tuple[Run, np.ndarray]]]:
+        """The runs of `counts` (from `loss_counts`) with their curves, by id, a page of runs per transaction.
+
+        A page holds at most `max_runs` runs and `max_losses` losses together (a longer
+        run comes alone), so a reader of a whole sweep holds one page at a time, however
+        large the sweep (issue 22). Each page is a transaction of its own: of a sweep that
+        runs meanwhile, later pages may show a later state; a run deleted meanwhile is left out.
+        """
+        page: list[int] = []
+        size = 0
+        for run_id, count in counts.items():
+            if page and (size + count > max_losses or len(page) == max_runs):
+                yield self._runs_with_curves(page)
+                page, size = [], 0
+            page.append(run_id)
+            size += count
+        if page:
+            yield self._runs_with_curves(page)
+
+    def _runs_with_curves(self, run_ids: Sequence[int]) -> list[tuple[Run, np.ndarray]]:
+        with self._transaction() as connection:
+            runs = _runs(connection, _RUNS.c.id.in_(run_ids))
+            curves = self._curves(connection, _CHUNKS.c.run_id.in_(run_ids))
+        return [(run, curves.get(run.id, np.empty(0))) for run in runs]
+
         rows = connection.execute(select(_CHUNKS.c.run_id, _CHUNKS.c.first_epoch, values)
                                   .where(*where).order_by(_CHUNKS.c.run_id, _CHUNKS.c.first_epoch))
         return [(run_id, first, decode(chunk)) for run_id, first, chunk in rows]
