@@ -11,6 +11,9 @@ The entries are bounded by bytes (`GRADSWEEP_CURVE_CACHE_BYTES`), least recently
 out first; each API process keeps its own. Requests for the same missing entry wait for
 the one that computes it, rather than all computing it at once.
 
+Only answers down-sampled to a bounded size are kept: every epoch of a large sweep is
+read, encoded and sent a page of runs at a time instead (service/api/exports.py, issue 22).
+
 The answer is also kept compressed, for the clients that accept it (browsers and httpx
 take zstd): JSON of float64 losses compresses 3.1x at zstd's level 1, which costs 0.18 s
 once for 10,000 curves of 200 points (50 MB) and 0.08 s a reading client to undo, while
@@ -21,16 +24,17 @@ from __future__ import annotations
 
 import gzip
 import threading
+import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
+from typing import Any
 
-import orjson
 import zstandard
 
-from service.downsampling import min_max_each
+from service.api.exports import curves_json, sweep_pages
 from service.storage import Storage
 
-__all__ = ["CurveCache", "content_encoding", "sweep_curves_json"]
+__all__ = ["CurveCache", "bounded_curves_json", "content_encoding", "streamed_curves_json", "sweep_curves_json"]
 
 Key = tuple[int, Hashable, int]  # sweep id, what (the points of curves, a plot), version
 
@@ -91,6 +95,14 @@ _COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
     "zstd": lambda data: zstandard.ZstdCompressor(level=1).compress(data),
     "gzip": lambda data: gzip.compress(data, compresslevel=1, mtime=0),
 }
+# The same codings, a piece at a time, for answers too large to hold (`streamed_curves_json`).
+_STREAM_COMPRESSORS: dict[str, Callable[[], Any]] = {
+    "zstd": lambda: zstandard.ZstdCompressor(level=1).compressobj(),
+    "gzip": lambda: zlib.compressobj(1, wbits=31),  # wbits 31: a gzip stream
+}
+# The most losses a down-sampled answer may have to be held whole and kept: some 100 MB of JSON,
+# far above what a dashboard asks (charts.js's POINT_BUDGET); a larger one is streamed.
+CACHED_LOSSES = 4_000_000
 
 
 def content_encoding(accept_encoding: str | None) -> str | None:
@@ -116,24 +128,43 @@ def sweep_curves_json(storage: Storage, cache: CurveCache, sweep_id: int, points
     """`GET /sweeps/{id}/losses` as JSON (schemas.SweepLosses), from the cache when the sweep has not changed.
 
     `version` is `storage.sweep_version(sweep_id)`, read before this call (see above).
-    `encoding` (one `content_encoding` gives): the same JSON, compressed so.
+    `encoding` (one `content_encoding` gives): the same JSON, compressed so. The answer is
+    held whole: `bounded_curves_json` says whether it is small enough to be.
     """
     if encoding is not None:
-        return cache.get_or_compute((sweep_id, (points, encoding), version), lambda: _COMPRESSORS[encoding](
+        return cache.get_or_compute(_key(sweep_id, points, version, encoding), lambda: _COMPRESSORS[encoding](
             sweep_curves_json(storage, cache, sweep_id, points, version)))
-    return cache.get_or_compute((sweep_id, points, version), lambda: _encoded(storage, sweep_id, points))
+    return cache.get_or_compute(_key(sweep_id, points, version, None),
+                                lambda: b"".join(curves_json(sweep_id, sweep_pages(storage, sweep_id), points)))
 
 
-def _encoded(storage: Storage, sweep_id: int, points: int | None) -> bytes:
-    runs = storage.list_runs(sweep_id)
-    curves = storage.sweep_losses(sweep_id)
-    losses = [curves[run.id] for run in runs]
-    sampled = min_max_each(losses, points) if points is not None else [(None, curve) for curve in losses]
-    return orjson.dumps({"sweep_id": sweep_id, "runs": [
-        {"run_id": run.id, "learning_rate": run.config.learning_rate, "seed": run.config.seed,
-         "optimizer": run.config.optimizer, "status": run.status.value, "final_loss": run.final_loss,
-         "best_loss": run.best_loss, "diverged_at": run.diverged_at, "losses": values,
-         "sampled_epochs": epochs}
-        for run, (epochs, values) in zip(runs, sampled, strict=True)
-    ]}, option=orjson.OPT_SERIALIZE_NUMPY)
+def bounded_curves_json(storage: Storage, cache: CurveCache, sweep_id: int, points: int | None, version: int,
+                        encoding: str | None = None) -> bytes | None:
+    """`sweep_curves_json`, if its curves are down-sampled to at most CACHED_LOSSES losses in all;
+    None otherwise: an answer that grows with the sweep is streamed (`streamed_curves_json`), never held."""
+    if points is None:
+        return None
+    found = cache.get(_key(sweep_id, points, version, encoding))
+    if found is None and sum(min(points, n) for n in storage.loss_counts(sweep_id).values()) > CACHED_LOSSES:
+        return None
+    return found or sweep_curves_json(storage, cache, sweep_id, points, version, encoding)
 
+
+def streamed_curves_json(storage: Storage, sweep_id: int, points: int | None,
+                         encoding: str | None = None) -> Iterator[bytes]:
+    """`GET /sweeps/{id}/losses` as JSON, read, encoded and compressed a page of runs at a time, never kept."""
+    pieces = curves_json(sweep_id, sweep_pages(storage, sweep_id), points)
+    if encoding is None:
+        return pieces
+    return _compressed(pieces, _STREAM_COMPRESSORS[encoding]())
+
+
+def _compressed(pieces: Iterator[bytes], compressor: Any) -> Iterator[bytes]:
+    for piece in pieces:
+        if out := compressor.compress(piece):
+            yield out
+    yield compressor.flush()
+
+
+def _key(sweep_id: int, points: int | None, version: int, encoding: str | None) -> Key:
+    return (sweep_id, points if encoding is None else (points, encoding), version)

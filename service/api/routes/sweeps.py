@@ -1,12 +1,13 @@
 from collections.abc import AsyncIterator
+from itertools import chain
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Request, status
 from fastapi.responses import Response, StreamingResponse
 
-from service.api.curve_cache import content_encoding, sweep_curves_json
+from service.api.curve_cache import bounded_curves_json, content_encoding, streamed_curves_json
 from service.api.deps import CurveCacheDep, EnqueueDep, Id, Points, StorageDep
-from service.api.exports import losses_csv
+from service.api.exports import PIECE_BYTES, csv_pieces, sweep_pages
 from service.api.schemas import (
     ErrorMessage,
     Optimizer,
@@ -99,33 +100,34 @@ def sweep_losses(
     The ETag names the sweep's state: asked again with `If-None-Match`, an unchanged
     sweep answers 304 and no curve, which is what a browser does by itself with `no-cache`.
     The JSON comes compressed (zstd, else gzip) to a client whose `Accept-Encoding` takes it.
+    The CSV and every epoch's JSON are read and sent a page of runs at a time, without a
+    Content-Length: the API never holds a whole sweep's curves (service/api/exports.py).
     """
     if format == "csv":
-        runs = storage.list_runs(sweep_id)
-        curves = storage.sweep_losses(sweep_id)
-        return Response(losses_csv(((run, curves[run.id]) for run in runs), points), media_type="text/csv")
+        return StreamingResponse(csv_pieces(chain.from_iterable(sweep_pages(storage, sweep_id)), points),
+                                 media_type="text/csv")
     version = storage.sweep_version(sweep_id)
     encoding = content_encoding(request.headers.get("accept-encoding"))
     headers = {"ETag": f'"{sweep_id}-{points or "all"}-{version}{f"-{encoding}" if encoding else ""}"',
                "Cache-Control": "no-cache", "Vary": "Accept-Encoding"}
     if if_none_match is not None and headers["ETag"] in {tag.strip() for tag in if_none_match.split(",")}:
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
-    # Encoded by orjson, not by the response model: 10,000 curves through pydantic take seconds.
-    body = memoryview(sweep_curves_json(storage, cache, sweep_id, points, version, encoding))
-    headers["Content-Length"] = str(len(body))
     if encoding:
         headers["Content-Encoding"] = encoding
-    return StreamingResponse(_pieces(body), media_type="application/json", headers=headers)
+    # Encoded by orjson, not by the response model: 10,000 curves through pydantic take seconds.
+    body = bounded_curves_json(storage, cache, sweep_id, points, version, encoding)
+    if body is None:
+        return StreamingResponse(streamed_curves_json(storage, sweep_id, points, encoding),
+                                 media_type="application/json", headers=headers)
+    headers["Content-Length"] = str(len(body))
+    return StreamingResponse(_pieces(memoryview(body)), media_type="application/json", headers=headers)
 
 
 async def _pieces(body: memoryview) -> AsyncIterator[memoryview]:
     """The answer a piece at a time: between two, the server answers other requests, rather than
     every one of them waiting for 50 MB of curves to be written out."""
-    for start in range(0, len(body), _PIECE_BYTES):
-        yield body[start:start + _PIECE_BYTES]
-
-
-_PIECE_BYTES = 1 << 20
+    for start in range(0, len(body), PIECE_BYTES):
+        yield body[start:start + PIECE_BYTES]
 
 
 @router.delete("/sweeps/{sweep_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
