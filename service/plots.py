@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-__all__ = ["RunCurve", "plot_curves", "plot_final", "plot_compare"]
+__all__ = ["RunCurve", "as_text", "plot_curves", "plot_final", "plot_compare"]
 
 FORMATS = ("png", "svg")
 FIGSIZE = (9.0, 5.5)
@@ -67,6 +67,9 @@ class RunCurve:
     last finite loss. A run that early stopping ended (status "stopped_early")
     stops where it was judged out: its last loss is real, but not where
     training all its epochs would have led.
+
+    A long curve may come down-sampled (service/downsampling.py): then ``epochs``
+    gives each loss's epoch, ascending, from the first epoch to the last.
     """
 
     learning_rate: float
@@ -76,6 +79,7 @@ class RunCurve:
     diverged: bool
     best_loss: float | None = None
     stopped_early: bool = False
+    epochs: np.ndarray | None = None  # None: losses[k] is epoch k's
 
 
 def plot_curves(
@@ -225,18 +229,28 @@ def plot_compare(
                             band=False, linewidth=1.0, alpha=0.35)
         if best is None:
             handles.append(Line2D([], [], color=color, linewidth=2,
-                                  label=f"{label}: every group diverged"))
+                                  label=f"{as_text(label)}: every group diverged"))
         else:
             learning_rate, optimizer = best
             handles.append(_draw_group(
                 ax, groups[best], color, styles[optimizer], ceiling, band=False, linewidth=2.8,
-                label=f"{label}: best lr = {_format_lr(learning_rate)} ({optimizer})",
+                label=f"{as_text(label)}: best lr = {_format_lr(learning_rate)} ({optimizer})",
             ))
     _limit_loss_axis(ax, ceiling)
     handles += _optimizer_handles(styles)
     handles += _reference_handles(ax, all_runs, optimum)
     _legend_outside(ax, handles, title="thick: best group; faint: the others")
     return _encode(fig, fmt, title)
+
+
+def as_text(text: str) -> str:
+    """`text` as matplotlib draws it character for character.
+
+    Matplotlib reads whatever lies between two `$` as a formula: a sweep named
+    "lr $5 vs $10" lost its dollars, and one named "$\\frac{a}{b$" failed to render.
+    An escaped `\\$` is drawn as a plain `$`.
+    """
+    return text.replace("$", r"\$")
 
 
 def _check_format(fmt: str) -> None:
@@ -249,7 +263,7 @@ def _new_axes(title: str, *, xlabel: str, ylabel: str) -> tuple[Figure, Axes]:
     fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
     # Padded so that a divergence mark on the top edge does not run into the title.
-    ax.set_title(title, pad=14)
+    ax.set_title(as_text(title), pad=14)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(True, which="major", alpha=0.3)
@@ -296,12 +310,23 @@ def _best_group(groups: dict[Group, list[RunCurve]]) -> Group | None:
     return min(final_means, key=final_means.__getitem__, default=None)
 
 
-def _epoch_stats(curves: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean, min and max per epoch over the curves that reached that epoch."""
-    padded = np.full((len(curves), max(len(curve) for curve in curves)), np.nan)
-    for row, curve in zip(padded, curves):
-        row[: len(curve)] = curve
-    return np.nanmean(padded, axis=0), np.nanmin(padded, axis=0), np.nanmax(padded, axis=0)
+def _epoch_stats(runs: Sequence[RunCurve]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Epochs, and mean, min and max at each over the curves that reached it.
+
+    The epochs are every curve's; a down-sampled curve is interpolated at the epochs it
+    lacks, so that seeds sampled at different epochs still line up (a whole curve has them all).
+    """
+    epochs = np.unique(np.concatenate([_epochs(run) for run in runs]))
+    padded = np.full((len(runs), len(epochs)), np.nan)
+    for row, run in zip(padded, runs):
+        own = _epochs(run)
+        reached = epochs <= own[-1]
+        row[reached] = np.interp(epochs[reached], own, run.losses)
+    return epochs, np.nanmean(padded, axis=0), np.nanmin(padded, axis=0), np.nanmax(padded, axis=0)
+
+
+def _epochs(run: RunCurve) -> np.ndarray:
+    return np.arange(len(run.losses)) if run.epochs is None else run.epochs
 
 
 def _draw_group(
@@ -321,18 +346,17 @@ def _draw_group(
 
     The '×' is not clipped, so one held down to the ceiling stays whole on the top edge.
     """
-    mean, low, high = _epoch_stats([run.losses for run in runs])
-    epochs = np.arange(len(mean))
+    epochs, mean, low, high = _epoch_stats(runs)
     if band and len(runs) > 1:
         ax.fill_between(epochs, _positive(low), _positive(high), color=color, alpha=0.15, linewidth=0)
     (line,) = ax.plot(epochs, _positive(mean), color=color, linestyle=linestyle,
                       linewidth=linewidth, alpha=alpha, label=label)
     for run in runs:
         if run.diverged:
-            ax.plot(len(run.losses) - 1, _positive(min(run.losses[-1], ceiling)), "x", color=color,
+            ax.plot(_epochs(run)[-1], _positive(min(run.losses[-1], ceiling)), "x", color=color,
                     markersize=10, markeredgewidth=2.5, zorder=3, clip_on=False)
         elif run.stopped_early:
-            ax.plot(len(run.losses) - 1, _positive(run.losses[-1]), "s", markerfacecolor="none",
+            ax.plot(_epochs(run)[-1], _positive(run.losses[-1]), "s", markerfacecolor="none",
                     markeredgecolor=STOPPED_EARLY_COLOR, markersize=7, markeredgewidth=1.8, zorder=3)
     return line
 
