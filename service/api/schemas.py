@@ -13,16 +13,30 @@ from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import (
-    BaseModel, ConfigDict, Discriminator, Field, Strict, Tag, ValidationInfo, field_validator, model_validator,
+    AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Strict, Tag, ValidationInfo, field_validator,
+    model_validator,
 )
 
 from service import bayes, search_space
 from service.early_stopping import EarlyStopping
 from service.search_space import LearningRate, Optimizer, SearchSpace, Seed
 from service.settings import get_settings
+from service.text import first_hidden
 from service.storage import Run, RunConfig, Sweep
 
 TASK_SIZE_LIMITS = {"tensor": 10_000_000, "scalar": 100_000}
+
+
+def _without_hidden_characters(text: str) -> str:
+    """Refused here, where the user can fix the name, rather than shown to every terminal and page later."""
+    character = first_hidden(text)
+    if character is not None:
+        raise ValueError(f"must not hold control or invisible characters, and U+{ord(character):04X} is one")
+    return text
+
+
+# Any free text a sweep carries: see service/text.py for the characters it may not hold.
+Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_without_hidden_characters)]
 
 
 class LogSpace(BaseModel):
@@ -51,7 +65,7 @@ class GridSweepCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     learning_rates: Annotated[list[LearningRate], Field(min_length=1)] | LogSpace
     seeds: Annotated[list[Seed], Field(min_length=1)]
     epochs: Annotated[int, Strict(), Field(ge=1)]
@@ -122,7 +136,7 @@ class SearchSweepCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     method: Literal["grid", "random", "bayes"] = "grid"
     parameters: SearchSpace
     run_cap: Annotated[int, Strict(), Field(ge=1, description="points a random or bayes search makes")] | None = None
