@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Mapping
@@ -12,12 +13,14 @@ import numpy as np
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from engine.tasks import linear_regression
 from service.client import MAX_PAGE, ApiError, Client
 from service.plots import RunCurve, plot_curves
 from service.settings import get_settings
+from service.text import printable
 
 app = typer.Typer(help="gradsweep: hyperparameter sweeps on a small reverse-mode autodiff engine.", no_args_is_help=True)
 db_app = typer.Typer(help="The results database.", no_args_is_help=True)
@@ -132,7 +135,7 @@ def submit(
     console.print(f"sweep {sweep['id']}: {sweep['n_runs']} runs queued in {sweep['n_jobs']} jobs")
     if wait:
         sweep = wait_for_sweep(client, sweep["id"])
-        console.print(_counts_line(sweep))
+        console.print(_shown(_counts_line(sweep)))
 
 
 @app.command()
@@ -146,7 +149,8 @@ def status(
     """A sweep's progress and its runs, a page of them: `--sort final_loss --limit 10` shows the ten best."""
     client = Client()
     sweep = _call(lambda: client.get(f"/sweeps/{sweep_id}").json())
-    console.print(f"sweep {sweep['id']} “{sweep['name']}”: {sweep['status']}; {_counts_line(sweep)}")
+    console.print(f"sweep {sweep['id']} “{_shown(sweep['name'])}”: {_shown(sweep['status'])}; "
+                  f"{_shown(_counts_line(sweep))}")
     query = {"sort": sort, "order": "desc" if descending else "asc"} | ({"status": only} if only else {})
     if 0 < limit <= MAX_PAGE:
         page = _call(lambda: client.get(f"/sweeps/{sweep_id}/runs", limit=limit, **query).json())
@@ -156,9 +160,9 @@ def status(
         total, runs = len(runs), runs[:limit or None]
     table = Table("run", "lr", "seed", "optimizer", "status", "epochs", "final loss", "best loss", "worker")
     for run in runs:
-        table.add_row(str(run["id"]), f"{run['learning_rate']:.4g}", str(run["seed"]), run["optimizer"],
-                      run["status"], f"{run['epochs_done']}/{run['epochs']}", _num(run["final_loss"]),
-                      _num(run["best_loss"]), run["worker"] or "")
+        table.add_row(str(run["id"]), f"{run['learning_rate']:.4g}", str(run["seed"]), _shown(run["optimizer"]),
+                      _shown(run["status"]), f"{run['epochs_done']}/{run['epochs']}", _num(run["final_loss"]),
+                      _num(run["best_loss"]), _shown(run["worker"] or ""))
     console.print(table)
     if total > len(runs):
         console.print(f"{len(runs)} of {total} runs shown: --limit 0 shows them all")
@@ -170,7 +174,7 @@ def delete(sweep_id: int, yes: bool = typer.Option(False, "--yes", "-y", help="d
     client = Client()
     sweep = _call(lambda: client.get(f"/sweeps/{sweep_id}").json())
     if not yes:
-        typer.confirm(f"Delete sweep {sweep['id']} “{sweep['name']}”, its {sweep['n_runs']} runs and their losses?",
+        typer.confirm(f"Delete sweep {sweep['id']} “{printable(sweep['name'])}”, its {sweep['n_runs']} runs and their losses?",
                       abort=True)
     _call(lambda: client.delete(f"/sweeps/{sweep_id}"))
     console.print(f"sweep {sweep_id} deleted")
@@ -271,15 +275,51 @@ def _num(value: float | None) -> str:
     return "" if value is None else f"{value:.6g}"
 
 
+class SweepFileLoader(yaml.SafeLoader):
+    """YAML without aliases. An alias (`*a`) repeats its anchor's node without copying it, so a 500-byte
+    file can stand for a billion strings, which the JSON sent to the API would spell out in full."""
+
+    def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a sweep file",
+                                              self.peek_event().start_mark)
+        return super().compose_node(parent, index)
+
+
 def _sweep_file(path: Path) -> dict:
-    """The body a sweep file holds: YAML (of which JSON is a part), a mapping; named after the file if it has no name."""
+    """The body a sweep file holds: YAML (of which JSON is a part), a mapping; named after the file if it has no name.
+
+    At most the API's GRADSWEEP_MAX_REQUEST_BYTES is read: a larger body would be refused anyway.
+    """
+    limit = get_settings().max_request_bytes
+    with path.open("rb") as file:
+        data = file.read(limit + 1)
+    if len(data) > limit:
+        _fail(f"{path} is larger than {limit} bytes, the most the API takes in a request")
     try:
-        body = yaml.safe_load(path.read_text())
+        body = yaml.load(data.decode(), Loader=SweepFileLoader)
     except (yaml.YAMLError, UnicodeDecodeError) as error:
-        _fail(f"{path} is not YAML or JSON: {error}")
+        _fail(f"{path} is not a sweep file's YAML or JSON: {error}")
+    except RecursionError:
+        _fail(f"{path} is nested too deeply")
     if not isinstance(body, dict):
         _fail(f"{path} must hold a mapping (name, method, parameters, ...), not {type(body).__name__}")
+    where = _not_finite(body)
+    if where is not None:
+        _fail(f"{path}: {where} is not a finite number (.nan and .inf are not allowed)")
     return {"name": path.stem} | body
+
+
+def _not_finite(value: object, where: str = "") -> str | None:
+    """Where in a sweep file's body the first NaN or infinity is, as `parameters.learning_rate.values[1]`."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _not_finite(item, f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}".lstrip("."))
+        if found is not None:
+            return found
+    return None
 
 
 def _call(request):
@@ -289,6 +329,11 @@ def _call(request):
         _fail(str(error))
 
 
+def _shown(text: str) -> str:
+    """Text from the server or a file, printed as it is: no Rich markup read in it, no terminal escape let through."""
+    return escape(printable(text))
+
+
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
+    console.print(f"[red]error:[/red] {_shown(message)}")
     raise typer.Exit(1)
