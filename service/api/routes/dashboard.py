@@ -37,6 +37,9 @@ STATIC_DIR = SERVICE_DIR / "static"
 PAGE_SIZE = 50
 RUNS_PAGE_SIZE = 100  # rows of a sweep's runs table; the server sorts and pages, so a 10,000-run sweep is 100 pages
 COMPARE_CHOICES = 200
+# A page past the last shows the last; beyond this a page number is refused (422), as the offset
+# it makes, page × RUNS_PAGE_SIZE, must stay a 64-bit integer for the database.
+MAX_PAGE_NUMBER = 1_000_000
 COMPARE_LIMIT = 20  # as many sweeps as /compare/plot.png takes
 FRAGMENT_HEADER = "X-Gradsweep-Fragment"
 # plotly.js, as the Python package `plotly` ships it: served by us, so the charts need no internet. Its
@@ -44,6 +47,7 @@ FRAGMENT_HEADER = "X-Gradsweep-Fragment"
 PLOTLY_URL = f"/ui/vendor/plotly.min.js?v={metadata.version('plotly')}"
 RunSort = Literal[RUN_SORT_KEYS]  # type: ignore[valid-type]
 Order = Literal["asc", "desc"]
+Page = Annotated[int, Query(ge=1, le=MAX_PAGE_NUMBER)]
 
 
 # The pages are open: each one checks the token itself, see `_render`.
@@ -89,14 +93,14 @@ templates.env.filters.update(loss=format_loss, lr=format_learning_rate, age=form
 
 
 @router.get("/")
-def sweeps_page(request: Request, storage: StorageDep, page: Annotated[int, Query(ge=1)] = 1) -> Response:
+def sweeps_page(request: Request, storage: StorageDep, page: Page = 1) -> Response:
     """Every sweep, newest first, 50 to a page."""
     return _render(request, "sweeps.html", lambda: _sweeps_context(storage, page))
 
 
 @router.get("/ui/sweeps/{sweep_id}")
 def sweep_page(
-    request: Request, sweep_id: Id, storage: StorageDep, page: Annotated[int, Query(ge=1)] = 1,
+    request: Request, sweep_id: Id, storage: StorageDep, page: Page = 1,
     sort: RunSort = "id", order: Order = "asc",
 ) -> Response:
     """The sweep, its charts, and one page of its runs table in the order asked for."""
@@ -105,7 +109,7 @@ def sweep_page(
 
 @router.get("/ui/sweeps/{sweep_id}/runs")
 def runs_table(
-    request: Request, sweep_id: Id, storage: StorageDep, page: Annotated[int, Query(ge=1)] = 1,
+    request: Request, sweep_id: Id, storage: StorageDep, page: Page = 1,
     sort: RunSort = "id", order: Order = "asc",
 ) -> Response:
     """The sweep page's runs table alone: what dashboard.js puts in place to page, sort and follow a sweep."""
