@@ -28,7 +28,7 @@ def api(tmp_path):
     storage.upgrade()
     app = create_app()
     app.dependency_overrides[get_storage] = lambda: storage
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://127.0.0.1") as client:
         yield client
     storage.close()
 

@@ -31,7 +31,7 @@ def api(tmp_path, queued):
     app = create_app()
     app.dependency_overrides[get_storage] = lambda: storage
     app.dependency_overrides[get_enqueue] = lambda: queued.extend
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://127.0.0.1") as client:
         yield client
     storage.close()
 
@@ -209,7 +209,7 @@ def test_cors_is_closed_unless_configured(tmp_path, monkeypatch):
         get_settings.cache_clear()
         app = create_app()
         app.dependency_overrides[get_storage] = lambda: storage
-        with TestClient(app) as client:
+        with TestClient(app, base_url="http://127.0.0.1") as client:
             response = client.options("/sweeps", headers=preflight)
             assert response.headers.get("access-control-allow-origin") == allowed
     get_settings.cache_clear()

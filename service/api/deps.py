@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Annotated
 
@@ -14,7 +15,7 @@ from fastapi import Depends, Header, HTTPException, Path, Query, status
 
 from service.api.curve_cache import CurveCache
 from service.settings import get_settings
-from service.storage import Job, Storage
+from service.storage import Job, Role, Storage
 
 
 @lru_cache
@@ -43,14 +44,57 @@ Points = Annotated[int | None, Query(ge=2, le=100_000, description="at most this
 EnqueueDep = Annotated[Callable[[Sequence[Job]], None], Depends(get_enqueue)]
 
 
-def require_token(authorization: Annotated[str | None, Header()] = None) -> None:
-    """With GRADSWEEP_API_TOKEN set, every request must carry `Authorization: Bearer <token>`."""
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: the token's name and role. Without any token configured, everyone is the
+    `anonymous` writer, which `gradsweep api` allows on loopback only."""
+
+    name: str
+    role: Role
+
+    @property
+    def can_write(self) -> bool:
+        return self.role is Role.WRITE
+
+
+ENV_TOKEN_NAME = "GRADSWEEP_API_TOKEN"
+ANONYMOUS = Caller("anonymous", Role.WRITE)
+
+
+def authenticate(authorization: str | None, storage: Storage) -> Caller:
+    """The caller an `Authorization: Bearer <token>` header names; 401 unless it names an active token.
+
+    With no token at all (neither GRADSWEEP_API_TOKEN nor a named one) the API is open. Named
+    tokens are read from the database on each request, so one made or revoked by
+    `gradsweep token` counts at once, in every API process.
+    """
     expected = get_settings().api_token
-    if not expected:
-        return
     scheme, _, given = (authorization or "").partition(" ")
+    given = given.strip() if scheme.lower() == "bearer" else ""
     # compare_digest takes as long for a wrong token as for a right one.
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), expected.encode()):
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, "a valid API token is required", headers={"WWW-Authenticate": "Bearer"}
-        )
+    if expected and given and hmac.compare_digest(given.encode(), expected.encode()):
+        return Caller(ENV_TOKEN_NAME, Role.WRITE)
+    if given:
+        token = storage.token_of(given)  # looked up by its SHA-256: no secret is compared byte by byte
+        if token is not None:
+            return Caller(token.name, token.role)
+    elif not expected and not storage.has_active_tokens():
+        return ANONYMOUS
+    raise HTTPException(
+        status.HTTP_401_UNAUTHORIZED, "a valid API token is required", headers={"WWW-Authenticate": "Bearer"}
+    )
+
+
+def get_caller(storage: StorageDep, authorization: Annotated[str | None, Header()] = None) -> Caller:
+    return authenticate(authorization, storage)
+
+
+def require_write(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
+    if not caller.can_write:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"token {caller.name!r} may only read: this needs a write token")
+    return caller
+
+
+# FastAPI resolves get_caller once per request, however many dependencies name it.
+CallerDep = Annotated[Caller, Depends(get_caller)]
+WriterDep = Annotated[Caller, Depends(require_write)]

@@ -15,12 +15,13 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
-from service.api.deps import get_storage, require_token
+from service.api.deps import get_caller, get_storage
 from service.api.limits import BodySizeLimit
 from service.api.schemas import ERROR_RESPONSES
-from service.api.routes import dashboard, health, plots, runs, sweeps
+from service.api.routes import access, dashboard, health, plots, runs, sweeps
+from service.api.security import CrossSiteGuard, HostGuard, SecurityHeaders, allowed_hosts
 from service.settings import get_settings
-from service.storage import DatabaseUnavailable, NotFound, SchemaOutOfDate, SweepActive
+from service.storage import DatabaseUnavailable, NotFound, SchemaOutOfDate, SweepActive, TokenExists
 from worker.queue import BrokerUnavailable
 
 
@@ -42,12 +43,17 @@ def create_app() -> FastAPI:
         static_url="/static-offline-docs",
     )
     settings = get_settings()
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    # The last added runs first: security headers on every answer, refusals included.
     if settings.cors_origins:  # closed unless configured
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "Content-Type"])
-    protected = [Depends(require_token)]
-    for router in (sweeps.router, runs.router, plots.router):
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                           allow_methods=["GET", "POST", "DELETE"], allow_headers=["Authorization", "Content-Type"])
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(CrossSiteGuard, trusted_origins=settings.cors_origins)
+    app.add_middleware(HostGuard, hosts=allowed_hosts(settings.api_host, settings.allowed_hosts))
+    app.add_middleware(SecurityHeaders)
+    # Every data route needs a token once there is one; those that change anything, a write token.
+    protected = [Depends(get_caller)]
+    for router in (sweeps.router, runs.router, plots.router, access.router):
         app.include_router(router, dependencies=protected, responses=ERROR_RESPONSES)
     app.include_router(health.router)
     app.include_router(dashboard.router)
@@ -76,7 +82,8 @@ def create_app() -> FastAPI:
         return JSONResponse({"detail": str(error)}, status_code=404)
 
     @app.exception_handler(SweepActive)
-    async def sweep_active(request: Request, error: SweepActive) -> JSONResponse:
+    @app.exception_handler(TokenExists)
+    async def conflict(request: Request, error: SweepActive | TokenExists) -> JSONResponse:
         return JSONResponse({"detail": str(error)}, status_code=409)
 
     @app.exception_handler(DatabaseUnavailable)

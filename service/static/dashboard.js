@@ -235,6 +235,17 @@ document.addEventListener("click", async (event) => {
     return;
   }
 
+  const revoke = event.target.closest("button[data-revoke]");
+  if (revoke) {
+    if (!window.confirm(revoke.dataset.confirm)) return;
+    revoke.disabled = true;
+    const response = await api(revoke.dataset.revoke, { method: "DELETE" }).catch(() => null);
+    if (response?.ok) return loadContent();
+    if (response) showProblem(await response.json().then((body) => body.detail, () => response.statusText));
+    revoke.disabled = false;
+    return;
+  }
+
   const download = event.target.closest("a[data-download]");
   if (download && storedToken()) {
     event.preventDefault();
@@ -275,4 +286,28 @@ document.addEventListener("DOMContentLoaded", () => {
   if (!$("#content").hasAttribute("data-shell")) start();
   else if (storedToken()) loadContent();
   else askForToken("");
+});
+
+// A new token: its secret is shown once, in the page, and the table is fetched again.
+document.addEventListener("submit", async (event) => {
+  const form = event.target.closest("form[data-token-create]");
+  if (!form) return;
+  event.preventDefault();
+  const error = $("[data-token-create-error]", form);
+  const body = JSON.stringify({ name: form.elements.name.value, role: form.elements.role.value });
+  const response = await api("/tokens", { method: "POST", headers: { "Content-Type": "application/json" }, body })
+    .catch(() => null);
+  if (!response) return;
+  const answer = await response.json();
+  error.hidden = response.ok;
+  if (!response.ok) {
+    const detail = Array.isArray(answer.detail) ? answer.detail.map((e) => e.msg).join("; ") : answer.detail;
+    error.textContent = `Not created: ${detail}`;
+    return;
+  }
+  const rows = $("tbody", (await fetchPage()).body);
+  if (rows) $("[data-tokens] tbody").replaceWith(rows);
+  $("[data-token-secret-value]", form).textContent = answer.token;
+  $("[data-token-secret]", form).hidden = false;
+  form.reset();
 });

@@ -4,8 +4,12 @@ Callers get frozen records (`Sweep`, `Run`) and our exceptions (`StorageError`
 and its subclasses), never SQLAlchemy's rows or errors.
 """
 
+from service.storage.access import TokenExists
 from service.storage.errors import DatabaseUnavailable, NotFound, SchemaOutOfDate, StorageError, SweepActive
 from service.storage.records import (
+    ApiToken,
+    AuditEntry,
+    Role,
     FINISHED_STATUSES,
     Job,
     LossWrite,
@@ -24,6 +28,10 @@ from service.storage.records import (
 from service.storage.storage import Storage
 
 __all__ = [
+    "ApiToken",
+    "AuditEntry",
+    "Role",
+    "TokenExists",
     "FINISHED_STATUSES",
     "DatabaseUnavailable",
     "Job",

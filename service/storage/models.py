@@ -69,6 +69,7 @@ class SweepRow(Base):
     search: Mapped[dict | None] = mapped_column(JSON)  # the search that chose its runs (migration 0006)
     # A Bayesian search whose waves are not all proposed yet: it goes on when its runs end (migration 0007).
     searching: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    created_by: Mapped[str | None] = mapped_column(String(64))  # the token's name (migration 0008)
 
 
 class RunRow(Base):
@@ -160,3 +161,36 @@ class RungRow(Base):
     bracket: Mapped[int] = mapped_column(Integer)
     loss: Mapped[float] = mapped_column(Double)  # +inf for a point whose run diverged
     kept: Mapped[bool] = mapped_column(Boolean)
+
+
+class ApiTokenRow(Base):
+    """A named API token with its role. Only the SHA-256 of its secret is kept: the secret is 256 random
+    bits, so a fast hash is as safe as a slow one, and a request is checked with one indexed lookup
+    (migration 0008)."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (CheckConstraint("role IN ('read', 'write')", name="role"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(8))
+    secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(64))
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuditEntryRow(Base):
+    """Who created, cancelled, retried or deleted a sweep, or made or revoked a token (migration 0008).
+
+    `sweep_id` is not a foreign key: the entry of a deletion outlives its sweep.
+    """
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))
+    sweep_id: Mapped[int | None] = mapped_column(Id)
+    detail: Mapped[str | None] = mapped_column(String(200))

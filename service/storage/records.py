@@ -87,6 +87,7 @@ class Sweep:
     n_runs: int
     counts: dict[str, int]  # runs per status; every status is a key, in RunStatus order
     searching: bool = False  # a Bayesian search with waves still to come: not finished when its runs are
+    created_by: str | None = None  # the name of the token that submitted it; None before tokens had names
 
 
 @dataclass(frozen=True)
@@ -174,3 +175,37 @@ class LossWrite:
     losses: np.ndarray
     attempt: int | None = None
     outcome: Outcome | None = None
+
+
+class Role(StrEnum):
+    """What an API token may do: `read` sees everything; `write` also submits, cancels, retries and deletes."""
+
+    READ = "read"
+    WRITE = "write"
+
+
+@dataclass(frozen=True)
+class ApiToken:
+    """A named token; its secret is shown once, when it is made, and only its hash is kept."""
+
+    name: str
+    role: Role
+    created_at: datetime
+    created_by: str
+    revoked_at: datetime | None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """Who did what to which sweep or token, and when: one row per change made through the API or the CLI."""
+
+    id: int
+    at: datetime
+    actor: str
+    action: str  # "create", "cancel", "retry" or "delete" a sweep; "create token" or "revoke token"
+    sweep_id: int | None
+    detail: str | None
