@@ -5,6 +5,9 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 
 from service.api.deps import CurveCacheDep, Id, StorageDep
+from service.api.exports import PAGE_LOSSES
+from service.api.routes.dashboard import COMPARE_LIMIT
+from service.downsampling import min_max_each
 from service.plots import RunCurve, plot_compare, plot_curves, plot_final
 from service.reference_lines import reference_lines
 from service.storage import Run, RunStatus, Storage
@@ -12,6 +15,12 @@ from service.storage import Run, RunStatus, Storage
 router = APIRouter(tags=["plots"])
 Format = Literal["png", "svg"]
 MEDIA_TYPES = {"png": "image/png", "svg": "image/svg+xml"}
+# Points per curve of a plot: a bucket's min and max for every pixel column of the 990-pixel-wide image
+# look the same as every epoch. Fewer when many curves share the image, so that it never holds more
+# than PLOT_LOSSES (32 MB of float64; 20 sweeps of 10,000 runs would be 200,000 curves), but never below FEWEST_POINTS.
+PLOT_POINTS = 2_000
+PLOT_LOSSES = 4_000_000
+FEWEST_POINTS = 20
 
 
 @router.get("/sweeps/{sweep_id}/plot.{fmt}", response_class=Response,
@@ -34,7 +43,8 @@ def _sweep_plot(storage: Storage, sweep_id: int, kind: str, fmt: str) -> bytes:
     sweep = storage.get_sweep(sweep_id)
     title = f"Sweep {sweep.id} “{sweep.name}”"
     if kind == "curves":
-        runs, curves = _curves(storage, sweep_id)
+        counts = storage.loss_counts(sweep_id)
+        runs, curves = _curves(storage, counts, _points_per_curve(len(counts)))
         return plot_curves(curves, title=f"{title}: loss curves", optimum=_optimum(runs), fmt=fmt)
     # Each finished run's final loss is its last, so this plot needs no curve.
     runs = storage.list_runs(sweep_id)
@@ -64,18 +74,21 @@ def run_plot(run_id: Id, fmt: Format, storage: StorageDep) -> Response:
 @router.get("/compare/plot.{fmt}", response_class=Response,
             responses={200: {"content": {"image/png": {}, "image/svg+xml": {}}}})
 def compare_plot(fmt: Format, storage: StorageDep, sweeps: Annotated[str, Query(examples=["1,2"])]) -> Response:
-    """The loss curves of several sweeps on one plot; `sweeps` is a comma-separated list of ids."""
+    """The loss curves of several sweeps on one plot; `sweeps` is a comma-separated list of ids, each drawn once."""
     try:
-        ids = [int(part) for part in sweeps.split(",")]
+        ids = list(dict.fromkeys(int(part) for part in sweeps.split(",")))  # in order, without repeats
     except ValueError:
         ids = []
-    if not ids or any(not 1 <= i < 2**63 for i in ids) or len(ids) > 20:
+    if not ids or any(not 1 <= i < 2**63 for i in ids) or len(ids) > COMPARE_LIMIT:
         raise HTTPException(422, [{"loc": ["query", "sweeps"], "type": "value_error",
-                                   "msg": "sweeps must be 1 to 20 sweep ids separated by commas, e.g. 1,2"}])
+                                   "msg": f"sweeps must be 1 to {COMPARE_LIMIT} different sweep ids separated by "
+                                          "commas, e.g. 1,2"}])
+    counts = {sweep_id: storage.loss_counts(sweep_id) for sweep_id in ids}
+    points = _points_per_curve(sum(len(runs) for runs in counts.values()))
     groups, optima = [], set()
     for sweep_id in ids:
         sweep = storage.get_sweep(sweep_id)
-        runs, curves = _curves(storage, sweep_id)
+        runs, curves = _curves(storage, counts[sweep_id], points)
         groups.append((f"{sweep.id} {sweep.name}", curves))
         optima.add(_optimum(runs))
     optimum = optima.pop() if len(optima) == 1 else None  # one line only when the sweeps share their data
@@ -83,16 +96,33 @@ def compare_plot(fmt: Format, storage: StorageDep, sweeps: Annotated[str, Query(
     return Response(image, media_type=MEDIA_TYPES[fmt])
 
 
-def _curves(storage: Storage, sweep_id: int) -> tuple[list[Run], list[RunCurve]]:
-    runs = storage.list_runs(sweep_id)
-    losses = storage.sweep_losses(sweep_id)
-    curves = [
-        RunCurve(run.config.learning_rate, run.config.seed, run.config.optimizer, losses[run.id],
-                 diverged=run.status == RunStatus.DIVERGED, best_loss=run.best_loss,
-                 stopped_early=run.status == RunStatus.STOPPED_EARLY)
-        for run in runs if len(losses[run.id])
-    ]
+def _points_per_curve(n_runs: int) -> int:
+    """At most PLOT_POINTS, and fewer when many curves share the image's PLOT_LOSSES."""
+    return max(FEWEST_POINTS, min(PLOT_POINTS, PLOT_LOSSES // max(1, n_runs)))
+
+
+def _curves(storage: Storage, counts: dict[int, int], points: int) -> tuple[list[Run], list[RunCurve]]:
+    """The runs of `counts` (`Storage.loss_counts`), and the curves of those with a loss, each down-sampled
+    to about `points` points as its page of runs is read: a plot never holds a sweep's every loss (issue 22)."""
+    runs, curves = [], []
+    for page in storage.curve_pages(counts, PAGE_LOSSES):
+        runs += [run for run, _ in page]
+        drawn = [(run, losses) for run, losses in page if len(losses)]
+        for (run, losses), (epochs, sampled) in zip(drawn, _sampled([losses for _, losses in drawn], points)):
+            curves.append(RunCurve(run.config.learning_rate, run.config.seed, run.config.optimizer, sampled,
+                                   diverged=run.status == RunStatus.DIVERGED, best_loss=run.best_loss,
+                                   stopped_early=run.status == RunStatus.STOPPED_EARLY, epochs=epochs))
     return runs, curves
+
+
+def _sampled(curves: list[np.ndarray], points: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`min_max_each`, each curve keeping its first and last epochs too: the plots mark where a run ended,
+    at its last loss, and scale their loss axis by a diverged run's first."""
+    sampled = []
+    for curve, (epochs, _) in zip(curves, min_max_each(curves, points), strict=True):
+        epochs = np.union1d(epochs, [0, len(curve) - 1])
+        sampled.append((epochs, curve[epochs]))
+    return sampled
 
 
 def _task(run: Run) -> tuple[int, int, int]:
