@@ -109,6 +109,7 @@ class GridSweepCreate(BaseModel):
         if size > limit:
             raise ValueError(f"the grid learning_rates × seeds × optimizers has {size} runs; at most {limit} are allowed")
         return self
+        _check_losses(size, self.epochs)
 
     def search(self) -> dict | None:
         return None
@@ -184,6 +185,7 @@ class SearchSweepCreate(BaseModel):
         if size > limit:
             raise ValueError(f"the search makes {size} runs; at most {limit} are allowed")
         return self
+        _check_losses(size, _largest(self.parameters.epochs, 0))
 
     @model_validator(mode="after")
     def _task_within_limit(self) -> SearchSweepCreate:
@@ -215,6 +217,13 @@ class SearchSweepCreate(BaseModel):
 
 
 def _largest(parameter: search_space.Parameter | None, default: int) -> int:
+def _check_losses(runs: int, epochs: int) -> None:
+    """A sweep's losses are bounded (GRADSWEEP_MAX_LOSSES_PER_SWEEP), as its runs and epochs are each."""
+    limit = get_settings().max_losses_per_sweep
+    if runs * epochs > limit:
+        raise ValueError(f"runs × epochs is {runs} × {epochs} = {runs * epochs} losses; at most {limit} are allowed")
+
+
     if parameter is None:
         return default
     return max(parameter.choices() or [parameter.max])
