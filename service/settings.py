@@ -22,15 +22,15 @@ class Settings(BaseSettings):
 
     max_runs_per_sweep: int = Field(10_000, ge=1)
     max_epochs: int = Field(100_000, ge=1)
+    # Runs × epochs of one sweep. The two limits above allow 10^9 losses (8 GB of float64 in the
+    # database, some 50 GB of CSV); 10^8 (800 MB) still lets the largest sweep train 10,000 epochs, and a
+    # 100,000-epoch sweep 1,000 runs. Reads are streamed whatever this is (issue 22): it bounds disk and export time.
+    max_losses_per_sweep: int = Field(100_000_000, ge=1)
 
     worker_concurrency: int | None = Field(None, ge=1)
     # Training processes run at this niceness, so that an API on the same machine answers first.
     worker_nice: int = Field(10, ge=0, le=19)
 
-    # Runs × epochs of one sweep. The two limits above allow 10^9 losses (8 GB of float64 in the
-    # database, some 50 GB of CSV); 10^8 (800 MB) still lets the largest sweep train 10,000 epochs, and a
-    # 100,000-epoch sweep 1,000 runs. Reads are streamed whatever this is (issue 22): it bounds disk and export time.
-    max_losses_per_sweep: int = Field(100_000_000, ge=1)
     # A sweep's runs that differ only in learning rate and seed train together, as one
     # computation, in jobs of at most this many runs, and of at most job_memory_bytes of
     # arrays; and in at least min_jobs_per_sweep jobs, so that as many worker processes share it.

@@ -108,8 +108,8 @@ class GridSweepCreate(BaseModel):
         limit = get_settings().max_runs_per_sweep
         if size > limit:
             raise ValueError(f"the grid learning_rates × seeds × optimizers has {size} runs; at most {limit} are allowed")
-        return self
         _check_losses(size, self.epochs)
+        return self
 
     def search(self) -> dict | None:
         return None
@@ -184,8 +184,8 @@ class SearchSweepCreate(BaseModel):
         limit = get_settings().max_runs_per_sweep
         if size > limit:
             raise ValueError(f"the search makes {size} runs; at most {limit} are allowed")
-        return self
         _check_losses(size, _largest(self.parameters.epochs, 0))
+        return self
 
     @model_validator(mode="after")
     def _task_within_limit(self) -> SearchSweepCreate:
@@ -216,7 +216,6 @@ class SearchSweepCreate(BaseModel):
         return self.method == "bayes" and self.run_cap > (self.wave_size or bayes.DEFAULT_WAVE_SIZE)
 
 
-def _largest(parameter: search_space.Parameter | None, default: int) -> int:
 def _check_losses(runs: int, epochs: int) -> None:
     """A sweep's losses are bounded (GRADSWEEP_MAX_LOSSES_PER_SWEEP), as its runs and epochs are each."""
     limit = get_settings().max_losses_per_sweep
@@ -224,6 +223,7 @@ def _check_losses(runs: int, epochs: int) -> None:
         raise ValueError(f"runs × epochs is {runs} × {epochs} = {runs * epochs} losses; at most {limit} are allowed")
 
 
+def _largest(parameter: search_space.Parameter | None, default: int) -> int:
     if parameter is None:
         return default
     return max(parameter.choices() or [parameter.max])

@@ -554,18 +554,6 @@ class Storage:
             in_sweep = _CHUNKS.c.run_id.in_(select(_RUNS.c.id).where(_RUNS.c.sweep_id == sweep_id))
             return curves | self._curves(connection, in_sweep)
 
-    # Chunks of losses, as each backend stores them
-
-    def _curves(self, connection: Connection, *where: Any) -> dict[int, np.ndarray]:
-        """The curves whose chunks match `where`, by run id, each its chunks end to end."""
-        return {run_id: np.concatenate([values for _, _, values in chunks])
-                for run_id, chunks in groupby(self._chunks(connection, *where), key=lambda chunk: chunk[0])}
-
-    def _chunks(self, connection: Connection, *where: Any) -> list[tuple[int, int, np.ndarray]]:
-        """(run id, first epoch, losses) of the chunks that match `where`, by run and epoch."""
-        # PostgreSQL sends an array's binary form, which numpy reads as it is, rather than a list of floats.
-        values = func.array_send(_CHUNKS.c.losses) if self._is_postgresql else _CHUNKS.c.losses
-        decode = _from_array_send if self._is_postgresql else _from_little_endian
     def loss_counts(self, sweep_id: int) -> dict[int, int]:
         """Each run's number of losses stored, by run id in id order: what `curve_pages` pages a sweep by."""
         with self._transaction() as connection:
@@ -599,6 +587,18 @@ class Storage:
             curves = self._curves(connection, _CHUNKS.c.run_id.in_(run_ids))
         return [(run, curves.get(run.id, np.empty(0))) for run in runs]
 
+    # Chunks of losses, as each backend stores them
+
+    def _curves(self, connection: Connection, *where: Any) -> dict[int, np.ndarray]:
+        """The curves whose chunks match `where`, by run id, each its chunks end to end."""
+        return {run_id: np.concatenate([values for _, _, values in chunks])
+                for run_id, chunks in groupby(self._chunks(connection, *where), key=lambda chunk: chunk[0])}
+
+    def _chunks(self, connection: Connection, *where: Any) -> list[tuple[int, int, np.ndarray]]:
+        """(run id, first epoch, losses) of the chunks that match `where`, by run and epoch."""
+        # PostgreSQL sends an array's binary form, which numpy reads as it is, rather than a list of floats.
+        values = func.array_send(_CHUNKS.c.losses) if self._is_postgresql else _CHUNKS.c.losses
+        decode = _from_array_send if self._is_postgresql else _from_little_endian
         rows = connection.execute(select(_CHUNKS.c.run_id, _CHUNKS.c.first_epoch, values)
                                   .where(*where).order_by(_CHUNKS.c.run_id, _CHUNKS.c.first_epoch))
         return [(run_id, first, decode(chunk)) for run_id, first, chunk in rows]
