@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from kombu.exceptions import ChannelError, OperationalError
 
-from service.storage import Job
+from service.storage import Job, RunConfig
 from worker.app import QUEUE, TRAIN_JOB, app
 
 # Fail fast when the broker is down: the API answers 503 instead of hanging.
@@ -23,10 +23,14 @@ SECONDS_PER_ELEMENT_EPOCH = {"scalar": 2e-5, "tensor": 2e-8}
 SECONDS_PER_EPOCH = 2e-3
 
 
-def time_limit(job: Job) -> float:
-    """The soft time limit of a job, in seconds: long enough for its whole batch, at any load."""
-    config = job.config
-    elements = job.batch_size * config.n_samples * config.n_features
+# After its soft limit a job has this long to record its runs as failed before it is killed.
+HARD_LIMIT_GRACE_SECONDS = 30
+
+
+def time_limit(config: RunConfig, batch_size: int) -> float:
+    """The soft time limit of a job of `batch_size` runs like `config`, in seconds: long enough for its whole
+    batch, at any load. The sender puts it in the job's message; the worker takes no less (worker.tasks.JobRequest)."""
+    elements = batch_size * config.n_samples * config.n_features
     return 60 + config.epochs * (SECONDS_PER_EPOCH + elements * SECONDS_PER_ELEMENT_EPOCH[config.mode])
 
 
@@ -35,9 +39,9 @@ def enqueue_jobs(jobs: Sequence[Job]) -> None:
     try:
         with app.producer_or_acquire() as producer:
             for job in jobs:
-                limit = time_limit(job)
+                limit = time_limit(job.config, job.batch_size)
                 app.send_task(TRAIN_JOB, args=[list(job.run_ids), job.queued_at.isoformat()],
-                              soft_time_limit=limit, time_limit=limit + 30,
+                              soft_time_limit=limit, time_limit=limit + HARD_LIMIT_GRACE_SECONDS,
                               producer=producer, retry=True, retry_policy=RETRY_POLICY)
     except (OperationalError, OSError) as error:
         raise BrokerUnavailable(f"the broker is unreachable: {error}") from error

@@ -23,6 +23,7 @@ from typing import TypeVar, cast
 import numpy as np
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.worker.request import Request
 from celery.signals import worker_process_init
 
 from engine.optimizers import CONSTANTS
@@ -31,10 +32,10 @@ from engine.tasks.linear_regression import TrainResult
 from service.early_stopping import EarlyStopping
 from service.settings import get_settings
 from service.storage import (
-    DatabaseUnavailable, LossWrite, NotFound, Outcome, RungLoss, RunStatus, StartedJob, Storage,
+    DatabaseUnavailable, LossWrite, NotFound, Outcome, RungLoss, RunStatus, StartedJob, Storage, StorageError,
 )
 from worker.app import TRAIN_JOB, app
-from worker.queue import enqueue_jobs
+from worker.queue import HARD_LIMIT_GRACE_SECONDS, enqueue_jobs, time_limit
 from worker.waves import propose_next_wave
 
 log = logging.getLogger(__name__)
@@ -188,7 +189,54 @@ def _mean_or_inf(losses: np.ndarray) -> float:
     return math.inf if np.isnan(losses).any() else float(losses.mean())
 
 
-@app.task(name=TRAIN_JOB, bind=True)
+class JobRequest(Request):
+    """A job's message as this worker runs it: never with less time than the job needs.
+
+    The sender sizes the job's limits into its message (worker.queue.time_limit), and
+    Celery takes those. But a message may carry lower limits (one sent by hand, or by an
+    older sender) or none, and then the worker's --soft-time-limit and --time-limit, or
+    Celery's task_time_limit, apply: any of them may be shorter than the job takes, and
+    would fail runs that were training well. So the worker sizes the job itself, from
+    its runs in the database, and takes the longer of the two.
+    """
+
+    _given: tuple[float | None, float | None] = (None, None)
+    _needed: tuple[float, float] | None = None
+
+    @property
+    def time_limits(self) -> tuple[float | None, float | None]:
+        """(hard, soft), as Celery reads them just before it hands the job to a pool process."""
+        if self._needed is None:
+            soft = _time_needed(self.args[0] if self.args else [])
+            if soft is None:
+                return self._given
+            self._needed = (soft + HARD_LIMIT_GRACE_SECONDS, soft)
+        given = (self._given[0] or self.task.time_limit, self._given[1] or self.task.soft_time_limit)
+        return (max(given[0] or 0, self._needed[0]), max(given[1] or 0, self._needed[1]))
+
+    @time_limits.setter
+    def time_limits(self, limits: tuple[float | None, float | None]) -> None:
+        self._given = tuple(limits)
+
+
+def _time_needed(run_ids: list[int]) -> float | None:
+    """The soft time limit the job of these runs needs; None if it cannot be known (the task then finds out why).
+
+    Runs in the worker's main process, which forks pool processes: the connection is closed before it returns.
+    """
+    if not run_ids:
+        return None
+    reader = Storage(get_settings().database_url)
+    try:
+        run = reader.get_run(run_ids[0])
+    except (StorageError, TypeError):
+        return None
+    finally:
+        reader.close()
+    return time_limit(run.config, run.batch_size)
+
+
+@app.task(name=TRAIN_JOB, bind=True, Request=JobRequest)
 def train_job(self: Task, run_ids: list[int], queued_at: str | None = None) -> str:
     """Train the runs `run_ids` (of one batch) queued at `queued_at`; returns how it ended (for the worker's log)."""
     queued = None if queued_at is None else datetime.fromisoformat(queued_at)
