@@ -21,11 +21,20 @@ from tests.services import unavailable
 ROOT = Path(__file__).resolve().parents[2]
 
 
+# Variables docker-compose.yml refuses to start without (`${NAME:?...}`).
+REQUIRED = ("POSTGRES_PASSWORD", "POSTGRES_SUPERUSER_PASSWORD", "REDIS_PASSWORD", "GRADSWEEP_API_TOKEN")
+
+
+def readme_commands(heading: str, block: int = 0) -> list[str]:
+    """The commands of a README section's `block`-th bash block, one per line, without their comments."""
+    section = (ROOT / "README.md").read_text().split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    text = section.split("```bash", block + 1)[block + 1].split("```", 1)[0]
+    return [line.split("  #", 1)[0].strip() for line in text.strip().splitlines() if line.strip()]
+
+
 def readme_compose_commands() -> list[str]:
-    """The commands of the README's compose section, one per line, without their comments."""
-    section = (ROOT / "README.md").read_text().split("## Deploy with docker compose", 1)[1]
-    block = section.split("```bash", 1)[1].split("```", 1)[0]
-    return [line.split("  #", 1)[0].strip() for line in block.strip().splitlines() if line.strip()]
+    """The commands of the README's compose section."""
+    return readme_commands("Deploy with docker compose")
 
 
 def compose_program() -> list[str]:
@@ -56,10 +65,10 @@ class Project:
         self.ports = {name: free_port() for name in ("API_PORT", "POSTGRES_PORT", "REDIS_PORT", "FLOWER_PORT")}
         self.token = uuid.uuid4().hex
         self.flower_password = uuid.uuid4().hex
+        # The settings docker-compose.yml requires, as a user makes them (letters and digits).
+        self.required = {name: uuid.uuid4().hex for name in REQUIRED} | {"GRADSWEEP_API_TOKEN": self.token}
         self.ran: list[str] = []  # every README command run, in order
         self.api_url = f"http://127.0.0.1:{self.ports['API_PORT']}"
-        self.database_url = (f"postgresql://gradsweep:gradsweep@127.0.0.1:{self.ports['POSTGRES_PORT']}"
-                             "/gradsweep")
         self.http = httpx.Client(base_url=self.api_url, timeout=30,
                                  headers={"Authorization": f"Bearer {self.token}"})
         # The working tree as it is, without what git ignores (.env, .venv, the wheelhouse's wheels).
@@ -77,13 +86,51 @@ class Project:
     def environment(self) -> dict[str, str]:
         return {**os.environ, "COMPOSE_PROJECT_NAME": self.name}
 
-    def settings(self, **values: str | int) -> None:
-        """Set lines of .env, as a user edits it: a variable set again replaces its line."""
+    def settings(self, **values: str | int | None) -> None:
+        """Set lines of .env, as a user edits it: a variable set again replaces its line; None removes it."""
         env_file = self.directory / ".env"
         lines = env_file.read_text().splitlines() if env_file.exists() else []
         for name, value in values.items():
-            lines = [line for line in lines if not line.startswith(f"{name}=")] + [f"{name}={value}"]
+            lines = [line for line in lines if not line.startswith(f"{name}=")]
+            lines += [] if value is None else [f"{name}={value}"]
         env_file.write_text("\n".join(lines) + "\n")
+
+    def setting(self, name: str) -> str | None:
+        lines = (self.directory / ".env").read_text().splitlines()
+        return next((line.split("=", 1)[1] for line in lines if line.startswith(f"{name}=")), None)
+
+    @property
+    def tls(self) -> bool:
+        return "docker-compose.tls.yml" in (self.setting("COMPOSE_FILE") or "")
+
+    @property
+    def database_url(self) -> str:
+        """The application's role's URL, as the host reaches PostgreSQL: with TLS through the published port
+        (its certificate names 127.0.0.1), else at the container's address on its network (it is not published)."""
+        password = self.required["POSTGRES_PASSWORD"]
+        if self.tls:
+            tls = self.directory / "docker" / "tls"
+            return (f"postgresql://gradsweep:{password}@127.0.0.1:{self.ports['POSTGRES_PORT']}/gradsweep"
+                    f"?sslmode=verify-full&sslrootcert={tls}/ca.crt&sslcert={tls}/worker.crt&sslkey={tls}/worker.key")
+        return f"postgresql://gradsweep:{password}@{self.address_of('postgres')}:5432/gradsweep"
+
+    def address_of(self, service: str) -> str:
+        """The address of the service's (first) container on the project's network, which this host reaches."""
+        container = self.containers(service)[0]
+        return self.inspect(container)["NetworkSettings"]["Networks"][self.network_of(container)]["IPAddress"]
+
+    def published(self) -> set[tuple[str, str, str]]:
+        """(service, container port, host address) for each port of the project's running containers that
+        is published on the host."""
+        ids = subprocess.run(["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={self.name}"],
+                             capture_output=True, text=True, timeout=60, check=True).stdout.split()
+        found = set()
+        for container in ids:
+            described = self.inspect(container)
+            service = described["Config"]["Labels"]["com.docker.compose.service"]
+            for port, bindings in (described["NetworkSettings"]["Ports"] or {}).items():
+                found |= {(service, port, binding["HostIp"]) for binding in bindings or []}
+        return found
 
     def argv(self, command: str) -> list[str]:
         """A README command as this machine runs it: `docker compose` may be docker-compose; `exec` gets

@@ -1,20 +1,24 @@
 """The README's compose section, run line by line on a real Docker engine, with the token on.
 
 Each command is the README's own (see `Project.argv` for the two changes a script needs);
-after each one, what the README says it does is checked. The images are built offline
-(docker/offline-build.sh), as on a machine that reaches no registry.
+after each one, what the README says it does is checked, and that the stack is safe when
+published (issue 22): no start without passwords, only the API on the host, an application
+role that cannot reach the server. The images are built offline (docker/offline-build.sh), as
+on a machine that reaches no registry.
 """
 
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 
 import httpx
+import psycopg
 import pytest
 
 from tests.curves import assert_each_epoch_stored_once, expected_curves
-from tests.deploy.compose import Project, readme_compose_commands
+from tests.deploy.compose import REQUIRED, Project, readme_compose_commands
 from tests.integration.faults import count
 from tests.integration.stack import gradsweep
 from tests.pages import all_runs
@@ -41,9 +45,45 @@ def sweep_id_of(output: str) -> int:
     return int(re.search(r"sweep (\d+): \d+ runs queued", output).group(1))
 
 
+def test_the_stack_refuses_to_start_without_each_password_and_names_it(project: Project):
+    started = time.monotonic()
+    for missing in REQUIRED:
+        project.settings(**project.required, **project.ports)
+        project.settings(**{missing: None})
+        refused = project.run("docker compose up -d", check=False)
+        assert refused.returncode != 0 and f"set {missing} in .env" in refused.stderr, (missing, refused.stderr)
+    assert not subprocess.run(["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project.name}"],
+                              capture_output=True, text=True, check=True).stdout.split()
+    count("deploy: seconds to check that compose refuses to start without each password",
+          round(time.monotonic() - started))
+
+
+def assert_safe_when_published(project: Project) -> None:
+    """Only the API listens on the host, on 127.0.0.1; every container is capped; the application's role owns its
+    database and nothing more, and the superuser cannot log in over the network."""
+    assert project.published() == {("api", "8000/tcp", "127.0.0.1")}
+    for container in project.containers("api") + project.containers("worker") + project.containers("postgres") \
+            + project.containers("redis"):
+        host = project.inspect(container)["HostConfig"]
+        assert host["CapDrop"] == ["ALL"] and not host["CapAdd"], container
+        assert host["SecurityOpt"] == ["no-new-privileges:true"] and host["Memory"] > 0, container
+    with psycopg.connect(project.database_url, autocommit=True) as connection:
+        role = connection.execute("SELECT rolsuper, rolcreaterole, rolcreatedb FROM pg_roles "
+                                  "WHERE rolname = current_user").fetchone()
+        assert role == (False, False, False)
+        for statement in ("CREATE ROLE intruder", "COPY (SELECT 1) TO PROGRAM 'true'",
+                          "ALTER ROLE gradsweep SUPERUSER"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                connection.execute(statement)
+    superuser = project.database_url.replace(f"gradsweep:{project.required['POSTGRES_PASSWORD']}@",
+                                             f"postgres:{project.required['POSTGRES_SUPERUSER_PASSWORD']}@")
+    with pytest.raises(psycopg.OperationalError, match="rejects connection"):
+        psycopg.connect(superuser.replace("/gradsweep", "/postgres"))
+
+
 def test_the_readme_compose_section_runs_as_written(project: Project):
     commands = readme_compose_commands()
-    project.settings(GRADSWEEP_API_TOKEN=project.token, FLOWER_PASSWORD=project.flower_password,
+    project.settings(**project.required, FLOWER_PASSWORD=project.flower_password,
                      # Eight jobs a sweep: one per worker process once there are four workers.
                      GRADSWEEP_MIN_JOBS_PER_SWEEP=8, GRADSWEEP_RUN_LEASE_SECONDS=5, **project.ports)
 
@@ -56,6 +96,7 @@ def test_the_readme_compose_section_runs_as_written(project: Project):
     assert len(re.findall(r"\(healthy\)", status)) == 4, status
     migrate = project.containers("migrate", every=True)
     assert [project.inspect(c)["State"]["ExitCode"] for c in migrate] == [0]
+    assert_safe_when_published(project)
 
     # The token guards the data, through the published port; the health check and the docs stay open.
     assert httpx.get(f"{project.api_url}/sweeps", timeout=10).status_code == 401
@@ -104,6 +145,7 @@ def test_the_readme_compose_section_runs_as_written(project: Project):
     assert httpx.get(f"{flower}/", timeout=10).status_code == 401
     assert httpx.get(f"{flower}/api/workers", timeout=10).status_code == 401
     login = ("gradsweep", project.flower_password)
+    assert project.published() == {("api", "8000/tcp", "127.0.0.1"), ("flower", "5555/tcp", "127.0.0.1")}
     assert httpx.get(f"{flower}/", auth=login, timeout=10).status_code == 200
     workers = wait_for(lambda: len(seen := httpx.get(f"{flower}/api/workers?refresh=1", auth=login, timeout=30).json()) == 4
                        and seen, timeout=60)

@@ -1,18 +1,29 @@
-"""Faults that need separate hosts: containers cut off the network, databases restarted, workers stopped warmly.
+"""Faults that need separate hosts: containers cut off the network, databases restarted, workers stopped warmly;
+and a worker on "another machine" that reaches PostgreSQL and Redis over TLS only.
 
 Each container is a host with its own address, so a worker can lose the network while
-its processes live on, which no local process can. Each test ends with every run
-complete, each epoch stored once and every curve bit-equal to its batch trained here.
+its processes live on, which no local process can. The stack is the README's multi-machine
+one (TLS on, PostgreSQL and Redis published), so every fault happens over TLS. Each test
+ends with every run complete, each epoch stored once and every curve bit-equal to its batch
+trained here.
 """
 
 from __future__ import annotations
 
+import os
+import shlex
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
+import psycopg
 import pytest
+import redis
 
-from tests.deploy.compose import Project
+from tests.deploy.compose import Project, readme_commands
 from tests.deploy.test_compose import assert_exact
 from tests.integration.faults import count
 from tests.pages import all_runs
@@ -25,14 +36,27 @@ WORKERS = 3
 STACK = {"redis": 1, "postgres": 1, "api": 1, "worker": WORKERS}
 
 
+MULTI_MACHINE = "Add workers on other machines"
+
+
 @pytest.fixture(scope="module")
 def stack(built_project: Project) -> Iterator[Project]:
-    built_project.settings(GRADSWEEP_API_TOKEN=built_project.token, GRADSWEEP_RUN_LEASE_SECONDS=LEASE,
+    """The README's multi-machine stack: its certificates made, its COMPOSE_FILE line in .env, then `up --build`."""
+    built_project.settings(**built_project.required, GRADSWEEP_RUN_LEASE_SECONDS=LEASE,
                            GRADSWEEP_MIN_JOBS_PER_SWEEP=2 * WORKERS, **built_project.ports)
+    certificates, compose_file, up = readme_commands(MULTI_MACHINE)
+    assert up == "docker compose up -d"
+    # As root already (the key files change owners), sudo is not needed.
+    built_project.run(certificates.removeprefix("sudo " if os.geteuid() == 0 else ""))
+    subprocess.run(["bash", "-c", compose_file], cwd=built_project.directory, check=True)
+    assert built_project.tls
+    started = time.monotonic()
     built_project.compose_run("up", "-d", "--build", "--scale", f"worker={WORKERS}", timeout=900)
     built_project.wait_healthy(STACK)
+    count("deploy: TLS stack, up --build until healthy, seconds", round(time.monotonic() - started))
     yield built_project
     built_project.down()
+    built_project.settings(COMPOSE_FILE=None)
 
 
 def submit(stack: Project, epochs: int, seeds: int = 4) -> int:
@@ -66,6 +90,60 @@ def finished_exactly(stack: Project, sweep_id: int, expected: dict[int, list[flo
     if expected is None:
         count("deploy: runs checked after faults", sweep["n_runs"])
     return sweep
+
+
+def worker_environment(stack: Project) -> dict[str, str]:
+    """The README's two variables for a worker on another machine, for this one: the stack's host is localhost
+    (the certificate names it), its published ports the test's, the certificates where make-certs.sh wrote them."""
+    exports = [line for line in readme_commands(MULTI_MACHINE, 1) if line.startswith("export ")]
+    env = {}
+    for line in exports:
+        name, _, value = shlex.split(line.removeprefix("export "))[0].partition("=")
+        for placeholder, actual in (("<POSTGRES_PASSWORD>", stack.required["POSTGRES_PASSWORD"]),
+                                    ("<REDIS_PASSWORD>", stack.required["REDIS_PASSWORD"]),
+                                    ("stack.example.org", "localhost"),
+                                    (":5432/", f":{stack.ports['POSTGRES_PORT']}/"),
+                                    (":6379/", f":{stack.ports['REDIS_PORT']}/"),
+                                    ("$HOME/gradsweep-tls", str(stack.directory / "docker" / "tls"))):
+            value = value.replace(placeholder, actual)
+        env[name] = value
+    assert set(env) == {"GRADSWEEP_DATABASE_URL", "GRADSWEEP_BROKER_URL"}
+    return env
+
+
+def test_a_worker_on_another_machine_trains_a_sweep_over_tls_only(stack, tmp_path: Path):
+    started = time.monotonic()
+    env = worker_environment(stack)
+    # Plain connections to the published ports are refused: PostgreSQL has no entry for them, Redis speaks TLS only.
+    plain = f"postgresql://gradsweep:{stack.required['POSTGRES_PASSWORD']}@127.0.0.1:{stack.ports['POSTGRES_PORT']}" \
+            "/gradsweep?sslmode=disable"
+    with pytest.raises(psycopg.OperationalError, match="no pg_hba.conf entry"):
+        psycopg.connect(plain, connect_timeout=10)
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis(port=stack.ports["REDIS_PORT"], password=stack.required["REDIS_PASSWORD"],
+                    socket_timeout=5, retry_on_timeout=False).ping()
+
+    stack.run("docker compose stop worker")
+    worker = subprocess.Popen([sys.executable, "-m", "service", "worker", "--concurrency=2"],
+                              env={**os.environ, **env}, cwd=tmp_path, stdout=open(tmp_path / "worker.log", "wb"),
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        sweep_id = submit(stack, epochs=3_000, seeds=2)
+        sweep = finished_exactly(stack, sweep_id)
+        assert {r["worker"].split()[0].split("@")[1] for r in sweep["runs"]} == {socket.gethostname()}
+        with psycopg.connect(stack.database_url) as connection:
+            sessions = connection.execute("SELECT a.client_addr IS NULL, s.ssl FROM pg_stat_ssl s "
+                                          "JOIN pg_stat_activity a USING (pid) WHERE a.usename = 'gradsweep'").fetchall()
+        assert sessions and all(ssl for local, ssl in sessions if not local), sessions
+    finally:
+        os.killpg(worker.pid, 15)
+        worker.wait(timeout=60)
+    log = (tmp_path / "worker.log").read_text()
+    assert "Connected to rediss://" in log, log[-3000:]
+    count("deploy: runs trained over TLS by a worker outside the stack", sweep["n_runs"])
+    stack.run(f"docker compose up -d --scale worker={WORKERS}")
+    stack.wait_healthy(STACK)
+    count("deploy: seconds for the TLS worker test", round(time.monotonic() - started))
 
 
 def test_a_worker_cut_off_the_network_for_longer_than_its_lease_loses_its_runs_and_writes_nothing_late(stack):

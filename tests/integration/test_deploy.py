@@ -8,6 +8,7 @@ file on a real Docker engine.
 from __future__ import annotations
 
 import importlib
+import os
 import re
 import shlex
 import shutil
@@ -25,6 +26,10 @@ from tests.services import unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+# Overrides: TLS for PostgreSQL and Redis; both published for workers on other machines.
+TLS_FILE = ROOT / "docker-compose.tls.yml"
+PUBLISH_FILE = ROOT / "docker-compose.publish.yml"
+REQUIRED = ("POSTGRES_PASSWORD", "POSTGRES_SUPERUSER_PASSWORD", "REDIS_PASSWORD", "GRADSWEEP_API_TOKEN")
 GRADSWEEP_SERVICES = ("migrate", "api", "worker")
 AFTER_MIGRATION = {
     "migrate": "service_completed_successfully",
@@ -66,11 +71,14 @@ def parse_gradsweep(arguments: list[str]):
 # ---- the compose file ----
 
 
-def test_the_compose_file_is_valid_for_docker_compose():
+@pytest.mark.parametrize("files", [[COMPOSE_FILE], [COMPOSE_FILE, TLS_FILE, PUBLISH_FILE]],
+                         ids=["alone", "tls+publish"])
+def test_the_compose_file_is_valid_for_docker_compose(files):
     if shutil.which("docker-compose") is None:
         unavailable("docker-compose is not installed (apt-get install docker-compose)")
-    checked = subprocess.run(["docker-compose", "-f", str(COMPOSE_FILE), "config", "-q"],
-                             cwd=ROOT, capture_output=True, text=True, timeout=60)
+    env = {"PATH": os.environ["PATH"]} | {name: "secret" for name in REQUIRED}
+    checked = subprocess.run(["docker-compose", *[f"--file={file}" for file in files], "config", "-q"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)
     assert checked.returncode == 0, checked.stderr
 
 
@@ -136,14 +144,62 @@ def test_flower_monitors_the_same_broker_under_its_own_profile(services):
 def test_env_example_documents_every_variable_and_names_only_real_settings(services):
     documented = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]*)=", (ROOT / ".env.example").read_text(), re.MULTILINE))
     assert {name for name in documented if name.startswith("GRADSWEEP_")} <= setting_names()
-    interpolated = set(INTERPOLATED.findall(COMPOSE_FILE.read_text()))
+    interpolated = {name for file in (COMPOSE_FILE, TLS_FILE, PUBLISH_FILE) for name in INTERPOLATED.findall(file.read_text())}
     set_in_services = {name for service in services.values() for name in service.get("environment") or {}}
     settings_set = {name for name in set_in_services if name.startswith("GRADSWEEP_")}
     assert interpolated | settings_set <= documented
 
 
-def test_no_secret_is_written_in_the_compose_file_but_the_development_default():
-    text = COMPOSE_FILE.read_text()
-    for password in ("POSTGRES_PASSWORD", "REDIS_PASSWORD"):
-        assert set(re.findall(r"\$\{" + password + r":-([^}]*)\}", text)) == {"gradsweep"}
-    assert "${GRADSWEEP_API_TOKEN:-}" in text
+def test_no_password_has_a_default_and_each_missing_one_is_named():
+    for file in (COMPOSE_FILE, TLS_FILE):
+        text = file.read_text()
+        for name in REQUIRED:
+            uses = re.findall(r"\$\{" + name + r"(:?[-?][^}]*)?\}", text)
+            assert set(uses) <= {f":?set {name} in .env (see .env.example)"}, (file.name, name, uses)
+            assert uses or file != COMPOSE_FILE, name
+    assert "${FLOWER_PASSWORD:-}" in COMPOSE_FILE.read_text()  # Flower's own command refuses an empty one
+
+
+def test_every_container_is_capped_and_only_the_api_and_flower_publish_a_port(services):
+    for name, service in services.items():
+        assert service["cap_drop"] == ["ALL"] and "cap_add" not in service, name
+        assert service["security_opt"] == ["no-new-privileges:true"], name
+        assert service["mem_limit"], name
+        assert "privileged" not in service and "network_mode" not in service, name
+    assert {name for name, service in services.items() if "ports" in service} == {"api", "flower"}
+    assert services["api"]["ports"] == ["${API_ADDRESS:-127.0.0.1}:${API_PORT:-8000}:8000"]
+    assert services["flower"]["ports"] == ["${FLOWER_ADDRESS:-127.0.0.1}:${FLOWER_PORT:-5555}:5555"]
+    # Each server runs as its own user from the start: the images' root steps would need capabilities.
+    assert services["postgres"]["user"] == "postgres" and services["redis"]["user"] == "redis"
+
+
+def test_the_application_connects_as_its_own_role_not_the_superuser(services):
+    postgres = services["postgres"]["environment"]
+    assert postgres["POSTGRES_USER"] == "postgres" and postgres["POSTGRES_DB"] == "gradsweep"
+    assert postgres["POSTGRES_PASSWORD"].startswith("${POSTGRES_SUPERUSER_PASSWORD:?")
+    assert postgres["APP_ROLE_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
+    assert services["api"]["environment"]["GRADSWEEP_DATABASE_URL"].startswith(
+        "postgresql://gradsweep:${POSTGRES_PASSWORD:?")
+    assert "./docker/postgres/initdb:/docker-entrypoint-initdb.d:ro" in services["postgres"]["volumes"]
+    script = (ROOT / "docker" / "postgres" / "initdb" / "gradsweep-role.sh").read_text()
+    assert "CREATE ROLE gradsweep LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE" in script
+    assert "$APP_ROLE_PASSWORD" in script
+
+
+def test_with_tls_every_connection_is_verified_and_no_plain_one_is_accepted():
+    tls = yaml.safe_load(TLS_FILE.read_text())["services"]
+    for name in ("migrate", "api", "worker"):
+        database, broker = tls[name]["environment"]["GRADSWEEP_DATABASE_URL"], tls[name]["environment"]["GRADSWEEP_BROKER_URL"]
+        assert database.startswith("postgresql://gradsweep:") and "sslmode=verify-full" in database, name
+        assert broker.startswith("rediss://") and "ssl_cert_reqs=required" in broker, name
+    assert tls["flower"]["environment"]["GRADSWEEP_BROKER_URL"] == tls["api"]["environment"]["GRADSWEEP_BROKER_URL"]
+    redis_command = tls["redis"]["command"]
+    assert redis_command[redis_command.index("--port") + 1] == "0"  # no plain port
+    assert "ssl=on" in tls["postgres"]["command"]
+    hba = [line.split() for line in (ROOT / "docker" / "postgres" / "pg_hba-tls.conf").read_text().splitlines()
+           if line.strip() and not line.startswith("#")]
+    assert {line[0] for line in hba} == {"local", "hostssl"}
+    assert all(line[1:3] == ["gradsweep", "gradsweep"] and "clientcert=verify-ca" in line
+               for line in hba if line[0] == "hostssl")
+    published = yaml.safe_load(PUBLISH_FILE.read_text())["services"]
+    assert set(published) == {"postgres", "redis"}
