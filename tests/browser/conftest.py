@@ -80,6 +80,9 @@ def open_page(browser) -> Iterator[Callable]:
         contexts.append(context)
         page = context.new_page()
         page.on("pageerror", lambda error: errors.append(str(error)))
+        # A script, style or image the page's Content-Security-Policy blocks is a console error, not an exception.
+        page.on("console", lambda message: errors.append(message.text)
+                if message.type == "error" and "Content Security Policy" in message.text else None)
         return page
 
     yield open_page
