@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import typer
@@ -21,6 +22,9 @@ from service.client import MAX_PAGE, ApiError, Client
 from service.plots import RunCurve, plot_curves
 from service.settings import get_settings
 from service.text import printable
+
+if TYPE_CHECKING:
+    from service.storage import Storage
 
 app = typer.Typer(help="gradsweep: hyperparameter sweeps on a small reverse-mode autodiff engine.", no_args_is_help=True)
 db_app = typer.Typer(help="The results database.", no_args_is_help=True)
@@ -44,14 +48,116 @@ def db_upgrade() -> None:
 
 
 @app.command()
-def api(host: str = "127.0.0.1", port: int = 8000) -> None:
+def api(
+    host: Optional[str] = typer.Option(None, help="the address to listen on; default GRADSWEEP_API_HOST (127.0.0.1)"),
+    port: int = 8000,
+    allow_open: bool = typer.Option(False, "--allow-open",
+                                    help="listen beyond loopback even though the API has no token: anyone who "
+                                         "reaches the port may read, submit, cancel and delete"),
+) -> None:
     """Serve the HTTP API."""
     import uvicorn
 
+    settings = get_settings()
+    host = host or settings.api_host
     _require_migrated_database()
-    processes = get_settings().api_processes
+    if not _loopback(host) and not allow_open and not _has_tokens():
+        _fail(f"refusing to listen on {host} without a token: anyone who reaches it could read, cancel and delete "
+              "every sweep. Make one (`gradsweep token create NAME --role write`, or set GRADSWEEP_API_TOKEN), "
+              "or pass --allow-open if a proxy in front of it authenticates.")
+    # The API's processes read the address from the settings: it is one of the Host names they answer to.
+    os.environ["GRADSWEEP_API_HOST"] = host
+    get_settings.cache_clear()
+    processes = settings.api_processes
     uvicorn.run("service.api.main:create_app", factory=True, host=host, port=port, log_level="info",
                 workers=processes if processes > 1 else None)
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to any address
+
+
+def _has_tokens() -> bool:
+    from service.storage import Storage
+
+    if get_settings().api_token:
+        return True
+    storage = Storage(get_settings().database_url)
+    try:
+        return storage.has_active_tokens()
+    finally:
+        storage.close()
+
+
+# ---- API tokens, straight on the database (how the first one is made) ----
+
+token_app = typer.Typer(help="The API's named tokens: read or write. Changes count at once, without a restart.",
+                        no_args_is_help=True)
+app.add_typer(token_app, name="token")
+CLI_ACTOR = "cli"  # the audit log's name for what was done here, on the database itself
+
+
+@token_app.command("create")
+def token_create(
+    name: str = typer.Argument(help="who or what uses it: letters, digits, '_', '.', '-'"),
+    role: str = typer.Option("read", help="read (see everything) or write (also submit, cancel, retry, delete)"),
+) -> None:
+    """Make a token and print its secret, once: only its hash is kept."""
+    from service.storage import Role, TokenExists
+
+    if role not in {r.value for r in Role}:
+        _fail(f"--role is read or write, not {role!r}")
+    with _storage() as storage:
+        try:
+            token, secret = storage.create_token(name, Role(role), actor=CLI_ACTOR)
+        except (TokenExists, ValueError) as error:
+            _fail(str(error))
+    console.print(f"token {token.name} ({token.role.value}); keep it now, it is not shown again:", markup=False)
+    print(secret)
+
+
+@token_app.command("list")
+def token_list() -> None:
+    """Every token with its role, creation and revocation; never a secret."""
+    with _storage() as storage:
+        tokens = storage.list_tokens()
+    table = Table("name", "role", "created", "by", "revoked")
+    for token in tokens:
+        table.add_row(token.name, token.role.value, f"{token.created_at:%Y-%m-%d %H:%M}", token.created_by,
+                      "—" if token.revoked_at is None else f"{token.revoked_at:%Y-%m-%d %H:%M}")
+    console.print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(name: str) -> None:
+    """Revoke a token: its next request is refused, by every API process."""
+    from service.storage import NotFound
+
+    with _storage() as storage:
+        try:
+            storage.revoke_token(name, actor=CLI_ACTOR)
+        except NotFound as error:
+            _fail(str(error))
+    console.print(f"token {name} revoked", markup=False)
+
+
+@contextmanager
+def _storage() -> Iterator[Storage]:
+    from service.storage import Storage
+
+    _require_migrated_database()
+    storage = Storage(get_settings().database_url)
+    try:
+        yield storage
+    finally:
+        storage.close()
 
 
 @app.command()

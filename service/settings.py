@@ -17,8 +17,13 @@ class Settings(BaseSettings):
     # broker (kombu's SQLAlchemy transport), so one machine needs no server at all.
     database_url: str = "sqlite:///gradsweep.sqlite"
     broker_url: str = "sqla+sqlite:///gradsweep-broker.sqlite"
+    # A write token that needs no database (named tokens with roles: `gradsweep token create`).
     api_token: str | None = None
     api_url: str = "http://127.0.0.1:8000"
+    # The address `gradsweep api` listens on, and the names a request's Host may give besides the
+    # loopback ones and that address: any other Host is refused, as a DNS-rebinding page sends it.
+    api_host: str = "127.0.0.1"
+    allowed_hosts: list[str] = []
 
     max_runs_per_sweep: int = Field(10_000, ge=1)
     max_epochs: int = Field(100_000, ge=1)

@@ -13,7 +13,8 @@ from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import (
-    AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Strict, Tag, ValidationInfo, field_validator,
+    AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Strict, StringConstraints, Tag, ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -22,7 +23,8 @@ from service.early_stopping import EarlyStopping
 from service.search_space import LearningRate, Optimizer, SearchSpace, Seed
 from service.settings import get_settings
 from service.text import first_hidden
-from service.storage import Run, RunConfig, Sweep
+from service.storage.access import TOKEN_NAME_PATTERN
+from service.storage import ApiToken, AuditEntry, Role, Run, RunConfig, Sweep
 
 TASK_SIZE_LIMITS = {"tensor": 10_000_000, "scalar": 100_000}
 
@@ -299,12 +301,14 @@ class SweepPublic(BaseModel):
     n_runs: int
     n_finished: int
     counts: dict[str, int]
+    created_by: str | None = Field(None, description="the name of the token that submitted it")
 
     @classmethod
     def of(cls, sweep: Sweep) -> SweepPublic:
         active = sweep.counts["queued"] + sweep.counts["running"]
         return cls(id=sweep.id, name=sweep.name, created_at=sweep.created_at, status=sweep_status(sweep),
-                   n_runs=sweep.n_runs, n_finished=sweep.n_runs - active, counts=sweep.counts)
+                   n_runs=sweep.n_runs, n_finished=sweep.n_runs - active, counts=sweep.counts,
+                   created_by=sweep.created_by)
 
 
 def sweep_status(sweep: Sweep) -> Literal["queued", "running", "finished"]:
@@ -359,7 +363,8 @@ class ErrorMessage(BaseModel):
 # The errors every route may answer with, declared so that the OpenAPI document tells clients (and fuzzers) the truth.
 ERROR_RESPONSES: dict[int | str, dict] = {
     400: {"model": ErrorMessage, "description": "the request body could not be read as JSON text"},
-    401: {"model": ErrorMessage, "description": "GRADSWEEP_API_TOKEN is set and the bearer token is missing or wrong"},
+    401: {"model": ErrorMessage, "description": "the API has tokens and the bearer token is missing, wrong or revoked"},
+    403: {"model": ErrorMessage, "description": "a read token asked for a change: it needs a write token"},
     404: {"model": ErrorMessage, "description": "no sweep or run with that id"},
     413: {"model": ErrorMessage, "description": "the request body is larger than GRADSWEEP_MAX_REQUEST_BYTES"},
     503: {"model": ErrorMessage, "description": "the database or the broker is unavailable; nothing was changed"},
@@ -369,3 +374,46 @@ ERROR_RESPONSES: dict[int | str, dict] = {
 class Health(BaseModel):
     database: str
     broker: str
+
+
+# ---- tokens and the audit log ----
+
+TokenName = Annotated[str, StringConstraints(pattern=TOKEN_NAME_PATTERN)]
+
+
+class TokenCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: TokenName = Field(description="letters, digits, '_', '.' and '-', at most 64: who or what uses it")
+    role: Role = Field(Role.READ, description="read: see everything; write: also submit, cancel, retry and delete")
+
+
+class TokenPublic(BaseModel):
+    name: str
+    role: Role
+    created_at: datetime
+    created_by: str
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, token: ApiToken) -> TokenPublic:
+        return cls(name=token.name, role=token.role, created_at=token.created_at, created_by=token.created_by,
+                   revoked_at=token.revoked_at)
+
+
+class TokenCreated(TokenPublic):
+    token: str = Field(description="the secret: shown now and never again (only its hash is kept)")
+
+
+class AuditEntryPublic(BaseModel):
+    id: int
+    at: datetime
+    actor: str = Field(description="the name of the token used (anonymous on an open API)")
+    action: str
+    sweep_id: int | None
+    detail: str | None
+
+    @classmethod
+    def of(cls, entry: AuditEntry) -> AuditEntryPublic:
+        return cls(id=entry.id, at=entry.at, actor=entry.actor, action=entry.action, sweep_id=entry.sweep_id,
+                   detail=entry.detail)

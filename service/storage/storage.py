@@ -18,6 +18,7 @@ from sqlalchemy import URL, Connection, Table, bindparam, delete, func, insert, 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import aliased
 
+from service.storage.access import Access, audit
 from service.storage.engine import BEGIN_IMMEDIATE, database_url, make_engine
 from service.storage.errors import DatabaseUnavailable, NotFound, SchemaOutOfDate, StorageError, SweepActive
 from service.storage.models import LossChunkRow, RungRow, RunRow, SweepRow
@@ -50,7 +51,7 @@ def alembic_config(url: str | URL) -> Config:
     return config
 
 
-class Storage:
+class Storage(Access):
     """Sweeps, runs and loss curves in SQLite or PostgreSQL.
 
     Each public method is one transaction and returns frozen records, never rows.
@@ -109,6 +110,7 @@ class Storage:
     def create_sweep(
         self, name: str, configs: Sequence[RunConfig], enqueue: Enqueue, *, batch_sizes: Sequence[int] | None = None,
         search: dict | None = None, points: Sequence[int] | None = None, searching: bool = False,
+        created_by: str | None = None,
     ) -> tuple[Sweep, list[Run]]:
         """Stores a sweep with one queued run per config and enqueues them: all of it or, if anything raises, none.
 
@@ -117,7 +119,8 @@ class Storage:
         may get a job before this commits; `start_job` waits for the commit. `search`
         is kept with the sweep: how its runs were chosen (JSON values); `points`, one
         per config, which of the search's points each run trains; `searching`, whether
-        more runs are to come (`add_runs`).
+        more runs are to come (`add_runs`); `created_by`, the name of the token that
+        submitted it, kept with the sweep and in the audit log.
         """
         if not configs:
             raise ValueError("a sweep needs at least one run")
@@ -132,8 +135,11 @@ class Storage:
             if self._is_postgresql:
                 connection.execute(select(func.pg_advisory_xact_lock_shared(_SWEEP_CREATION_LOCK)))
             sweep_id = connection.execute(
-                insert(_SWEEPS).values(name=name, created_at=now, search=search, searching=searching)
+                insert(_SWEEPS).values(name=name, created_at=now, search=search, searching=searching,
+                                       created_by=created_by)
                 .returning(_SWEEPS.c.id)).scalar_one()
+            if created_by is not None:
+                audit(connection, created_by, "create", sweep_id)
             _insert_runs(connection, sweep_id, configs, points, batch_sizes, 0, now)
             runs = _runs(connection, _RUNS.c.sweep_id == sweep_id)
             enqueue(_jobs(runs))
@@ -205,11 +211,13 @@ class Storage:
             raise NotFound(f"no sweep {sweep_id}")
         return found[0]
 
-    def cancel_sweep(self, sweep_id: int) -> int:
+    def cancel_sweep(self, sweep_id: int, *, actor: str | None = None) -> int:
         """Cancels the sweep's queued and running runs, and its waves to come; returns how many runs.
-        Workers notice at their next write."""
+        Workers notice at their next write. `actor`, who asked, goes to the audit log."""
         with self._transaction(write=True) as connection:
             _require(connection, _SWEEPS, sweep_id)
+            if actor is not None:
+                audit(connection, actor, "cancel", sweep_id)
             connection.execute(update(_SWEEPS).where(_SWEEPS.c.id == sweep_id).values(searching=False))
             cancelled = connection.execute(
                 update(_RUNS)
@@ -219,10 +227,12 @@ class Storage:
             )
             return len(cancelled.all())
 
-    def retry_sweep(self, sweep_id: int, enqueue: Enqueue) -> list[int]:
+    def retry_sweep(self, sweep_id: int, enqueue: Enqueue, *, actor: str | None = None) -> list[int]:
         """Queues the sweep's failed and cancelled runs again and enqueues them; returns their ids."""
         with self._transaction(write=True) as connection:
             _require(connection, _SWEEPS, sweep_id)
+            if actor is not None:
+                audit(connection, actor, "retry", sweep_id)
             run_ids = connection.scalars(
                 update(_RUNS)
                 .where(_RUNS.c.sweep_id == sweep_id, _RUNS.c.status.in_([RunStatus.FAILED, RunStatus.CANCELLED]))
@@ -231,7 +241,7 @@ class Storage:
             ).all()
             return _enqueued(connection, run_ids, enqueue)
 
-    def delete_sweep(self, sweep_id: int) -> int:
+    def delete_sweep(self, sweep_id: int, *, actor: str | None = None) -> int:
         """Deletes the sweep, its runs and their losses; returns how many runs. Refused while a run is running.
 
         The runs are locked first, so that no worker starts one between the check and the
@@ -250,6 +260,8 @@ class Storage:
             connection.execute(delete(_RUNGS).where(_RUNGS.c.sweep_id == sweep_id))
             connection.execute(delete(_RUNS).where(_RUNS.c.sweep_id == sweep_id))
             connection.execute(delete(_SWEEPS).where(_SWEEPS.c.id == sweep_id))
+            if actor is not None:
+                audit(connection, actor, "delete", sweep_id)
             return len(statuses)
 
     # Runs
@@ -802,24 +814,25 @@ def _enqueued(connection: Connection, run_ids: Sequence[int], enqueue: Enqueue) 
 def _sweeps(connection: Connection, *where: Any) -> list[Sweep]:
     """Sweeps with their run counts per status, newest (highest id) first, from one grouped query."""
     rows = connection.execute(
-        select(_SWEEPS.c.id, _SWEEPS.c.name, _SWEEPS.c.created_at, _SWEEPS.c.searching, _RUNS.c.status,
-               func.count(_RUNS.c.id))
+        select(_SWEEPS.c.id, _SWEEPS.c.name, _SWEEPS.c.created_at, _SWEEPS.c.searching, _SWEEPS.c.created_by,
+               _RUNS.c.status, func.count(_RUNS.c.id))
         .outerjoin(_RUNS, _RUNS.c.sweep_id == _SWEEPS.c.id)
         .where(*where)
-        .group_by(_SWEEPS.c.id, _SWEEPS.c.name, _SWEEPS.c.created_at, _SWEEPS.c.searching, _RUNS.c.status)
+        .group_by(_SWEEPS.c.id, _SWEEPS.c.name, _SWEEPS.c.created_at, _SWEEPS.c.searching, _SWEEPS.c.created_by,
+                  _RUNS.c.status)
         .order_by(_SWEEPS.c.id.desc())
     )
-    heads: dict[int, tuple[str, datetime, bool]] = {}
+    heads: dict[int, tuple[str, datetime, bool, str | None]] = {}
     counts: dict[int, dict[str, int]] = {}
-    for sweep_id, name, created_at, searching, status, n in rows:
-        heads[sweep_id] = (name, created_at, searching)
+    for sweep_id, name, created_at, searching, created_by, status, n in rows:
+        heads[sweep_id] = (name, created_at, searching, created_by)
         counts.setdefault(sweep_id, {status.value: 0 for status in RunStatus})
         if status is not None:
             counts[sweep_id][status] = n
     return [
         Sweep(id=id_, name=name, created_at=created_at, n_runs=sum(counts[id_].values()), counts=counts[id_],
-              searching=searching)
-        for id_, (name, created_at, searching) in heads.items()
+              searching=searching, created_by=created_by)
+        for id_, (name, created_at, searching, created_by) in heads.items()
     ]
 
 

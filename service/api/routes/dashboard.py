@@ -11,6 +11,7 @@ which the script puts in place. Without a token the content comes with the page.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -23,7 +24,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
 from fastapi.templating import Jinja2Templates
 
-from service.api.deps import Id, StorageDep, require_token
+from service.api.deps import ANONYMOUS, Id, StorageDep, authenticate
 from service.api.schemas import sweep_status
 from service.reference_lines import sweep_reference_lines
 from service.search_space import swept_parameters
@@ -31,6 +32,8 @@ from service.settings import get_settings
 from service.storage import RUN_SORT_KEYS, NotFound, Storage, StorageError
 
 __all__ = ["STATIC_DIR", "router"]
+
+logger = logging.getLogger(__name__)
 
 SERVICE_DIR = Path(__file__).resolve().parents[2]
 STATIC_DIR = SERVICE_DIR / "static"
@@ -95,7 +98,7 @@ templates.env.filters.update(loss=format_loss, lr=format_learning_rate, age=form
 @router.get("/")
 def sweeps_page(request: Request, storage: StorageDep, page: Page = 1) -> Response:
     """Every sweep, newest first, 50 to a page."""
-    return _render(request, "sweeps.html", lambda: _sweeps_context(storage, page))
+    return _render(request, storage, "sweeps.html", lambda: _sweeps_context(storage, page))
 
 
 @router.get("/ui/sweeps/{sweep_id}")
@@ -104,7 +107,7 @@ def sweep_page(
     sort: RunSort = "id", order: Order = "asc",
 ) -> Response:
     """The sweep, its charts, and one page of its runs table in the order asked for."""
-    return _render(request, "sweep.html", lambda: _sweep_context(storage, sweep_id, page, sort, order))
+    return _render(request, storage, "sweep.html", lambda: _sweep_context(storage, sweep_id, page, sort, order))
 
 
 @router.get("/ui/sweeps/{sweep_id}/runs")
@@ -113,18 +116,25 @@ def runs_table(
     sort: RunSort = "id", order: Order = "asc",
 ) -> Response:
     """The sweep page's runs table alone: what dashboard.js puts in place to page, sort and follow a sweep."""
-    return _render(request, "runs_table.html", lambda: _runs_table_context(storage, sweep_id, page, sort, order))
+    return _render(request, storage, "runs_table.html", lambda: _runs_table_context(storage, sweep_id, page, sort, order))
 
 
 @router.get("/ui/runs/{run_id}")
 def run_page(request: Request, run_id: Id, storage: StorageDep) -> Response:
-    return _render(request, "run.html", lambda: _run_context(storage, run_id))
+    return _render(request, storage, "run.html", lambda: _run_context(storage, run_id))
 
 
 @router.get("/ui/compare")
 def compare_page(request: Request, storage: StorageDep, sweep: Annotated[list[int], Query()] = []) -> Response:
     """`?sweep=1&sweep=2`: what the page's checkboxes submit."""
-    return _render(request, "compare.html", lambda: _compare_context(storage, sweep))
+    return _render(request, storage, "compare.html", lambda: _compare_context(storage, sweep))
+
+
+@router.get("/ui/tokens")
+def tokens_page(request: Request, storage: StorageDep) -> Response:
+    """The API's named tokens, to make and revoke; a read token is shown that it may not."""
+    return _render(request, storage, "tokens.html", lambda: {"nav": "tokens", "tokens": storage.list_tokens()},
+                   needs_write=True)
 
 
 def _sweeps_context(storage: Storage, page: int) -> dict[str, Any]:
@@ -197,36 +207,42 @@ def _plotly_js() -> bytes:
     return (resources.files("plotly") / "package_data" / "plotly.min.js").read_bytes()
 
 
-def _render(request: Request, template: str, context: Callable[[], dict[str, Any]]) -> Response:
+def _render(request: Request, storage: Storage, template: str, context: Callable[[], dict[str, Any]], *,
+            needs_write: bool = False) -> Response:
     """The page, its content alone (a fragment, for dashboard.js), or its shell when a token is missing."""
     fragment = request.headers.get(FRAGMENT_HEADER) == "1"
-    if fragment:
-        require_token(request.headers.get("authorization"))  # a 401 tells the script to ask for the token again
-    elif not _authorized(request):
-        return _respond(request, "base.html", {"shell": True}, fragment=False)
     try:
-        return _respond(request, template, context(), fragment=fragment)
+        caller = authenticate(request.headers.get("authorization"), storage)
+    except HTTPException:
+        if fragment:
+            raise  # a 401 tells the script to ask for the token again
+        return _respond(request, "base.html", {"shell": True, "token_required": True}, fragment=False)
+    except StorageError as error:
+        return _unavailable(request, error, fragment)
+    # What the caller may do decides what the page offers: a read token sees no buttons that would be refused.
+    access = {"token_required": caller is not ANONYMOUS, "can_write": caller.can_write}
+    if needs_write and not caller.can_write:
+        message = {"heading": "A write token is needed", "message": f"Token {caller.name} may only read."}
+        return _respond(request, "message.html", access | message, fragment=fragment, status_code=403)
+    try:
+        return _respond(request, template, access | context(), fragment=fragment)
     except NotFound as error:
         message = {"heading": "Not found", "message": f"There is {error}."}
-        return _respond(request, "message.html", message, fragment=fragment, status_code=404)
+        return _respond(request, "message.html", access | message, fragment=fragment, status_code=404)
     except StorageError as error:
-        message = {"heading": "The database is unavailable", "message": f"Try again shortly. ({error})"}
-        return _respond(request, "message.html", message, fragment=fragment, status_code=503)
+        return _unavailable(request, error, fragment)
 
 
-def _authorized(request: Request) -> bool:
-    try:
-        require_token(request.headers.get("authorization"))
-    except HTTPException:
-        return False
-    return True
+def _unavailable(request: Request, error: StorageError, fragment: bool) -> Response:
+    logger.warning("dashboard: the database is unavailable: %s", error)  # the error's text is for the log only
+    message = {"heading": "The database is unavailable", "message": "Try again shortly.", "token_required": False}
+    return _respond(request, "message.html", message, fragment=fragment, status_code=503)
 
 
 def _respond(
     request: Request, template: str, context: dict[str, Any], *, fragment: bool, status_code: int = 200
 ) -> Response:
-    context = {"layout": "fragment.html" if fragment else "base.html",
-               "token_required": bool(get_settings().api_token), **context}
+    context = {"layout": "fragment.html" if fragment else "base.html", "can_write": False, **context}
     # One URL answers with a page, a shell or a fragment: caches must tell them apart, or better not keep them.
     headers = {"Cache-Control": "no-store", "Vary": f"Authorization, {FRAGMENT_HEADER}"}
     return templates.TemplateResponse(request, template, context, status_code=status_code, headers=headers)

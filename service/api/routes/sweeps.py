@@ -6,7 +6,7 @@ from fastapi import APIRouter, Header, Query, Request, status
 from fastapi.responses import Response, StreamingResponse
 
 from service.api.curve_cache import bounded_curves_json, content_encoding, streamed_curves_json
-from service.api.deps import CurveCacheDep, EnqueueDep, Id, Points, StorageDep
+from service.api.deps import CurveCacheDep, EnqueueDep, Id, Points, StorageDep, WriterDep
 from service.api.exports import PIECE_BYTES, csv_pieces, sweep_pages
 from service.api.schemas import (
     ErrorMessage,
@@ -29,13 +29,13 @@ Status = Literal[tuple(status.value for status in RunStatus)]  # type: ignore[va
 
 
 @router.post("/sweeps", response_model=SweepSummary, status_code=status.HTTP_201_CREATED)
-def create_sweep(body: SweepCreate, storage: StorageDep, enqueue: EnqueueDep) -> SweepSummary:
+def create_sweep(body: SweepCreate, storage: StorageDep, enqueue: EnqueueDep, caller: WriterDep) -> SweepSummary:
     """Store the grid's runs and queue them: all of them, or (on any error) none. Its runs: `GET /sweeps/{id}/runs`."""
     points, configs = zip(*body.planned_runs())
     points = None if points[0] is None else points  # a grid of the first form has none
     sizes = batch_sizes(configs, get_settings(), batched=body.batched, points=points)
     sweep, _ = storage.create_sweep(body.name, configs, enqueue, batch_sizes=sizes, search=body.search(),
-                                    points=points, searching=body.searching())
+                                    points=points, searching=body.searching(), created_by=caller.name)
     return _summary(storage.sweep_overview(sweep.id))
 
 
@@ -132,23 +132,23 @@ async def _pieces(body: memoryview) -> AsyncIterator[memoryview]:
 
 @router.delete("/sweeps/{sweep_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
                responses={409: {"model": ErrorMessage, "description": "the sweep has running runs: cancel it first"}})
-def delete_sweep(sweep_id: Id, storage: StorageDep) -> Response:
+def delete_sweep(sweep_id: Id, storage: StorageDep, caller: WriterDep) -> Response:
     """Delete the sweep with its runs and their losses; refused (409) while any run is running."""
-    storage.delete_sweep(sweep_id)
+    storage.delete_sweep(sweep_id, actor=caller.name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/sweeps/{sweep_id}/cancel", response_model=SweepPublic)
-def cancel_sweep(sweep_id: Id, storage: StorageDep) -> SweepPublic:
+def cancel_sweep(sweep_id: Id, storage: StorageDep, caller: WriterDep) -> SweepPublic:
     """Cancel queued and running runs; running ones stop at their next batch of losses."""
-    storage.cancel_sweep(sweep_id)
+    storage.cancel_sweep(sweep_id, actor=caller.name)
     return SweepPublic.of(storage.get_sweep(sweep_id))
 
 
 @router.post("/sweeps/{sweep_id}/retry", response_model=SweepPublic)
-def retry_sweep(sweep_id: Id, storage: StorageDep, enqueue: EnqueueDep) -> SweepPublic:
+def retry_sweep(sweep_id: Id, storage: StorageDep, enqueue: EnqueueDep, caller: WriterDep) -> SweepPublic:
     """Queue the failed and cancelled runs again."""
-    storage.retry_sweep(sweep_id, enqueue)
+    storage.retry_sweep(sweep_id, enqueue, actor=caller.name)
     return SweepPublic.of(storage.get_sweep(sweep_id))
 
 
