@@ -35,7 +35,7 @@ from sqlalchemy import create_engine, make_url, text
 
 from engine.tasks import linear_regression
 from service.cli import worker_environment
-from service.storage import Run, RunConfig, RunStatus, Storage
+from service.storage import LossWrite, Run, RunConfig, RunStatus, Storage
 
 POSTGRES_SERVER = os.environ.get("GRADSWEEP_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
 REDIS_URL = os.environ.get("GRADSWEEP_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
@@ -267,6 +267,30 @@ def wait_until_drained(client: redis.Redis, queue: str, timeout: float = 600, po
         if now > deadline:
             raise TimeoutError(f"{waiting} messages waiting and {unacked} unacknowledged after {timeout} s")
         time.sleep(poll)
+
+
+# ---- a process's memory ----
+
+
+def peak_rss(pid: int) -> int:
+    """The process's resident memory at its highest (Linux's VmHWM) since it started or `reset_peak_rss`, in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmHWM for process {pid}")
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Lowers the process's VmHWM to its resident memory now, so that `peak_rss` measures what comes next."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def fill_sweep(storage: Storage, run_ids: list[int], epochs: int, seed: int = 0) -> None:
+    """Random losses for every epoch of these runs, through `Storage.record` (a transaction per 100 runs):
+    a sweep of any size in seconds, without training it."""
+    rng = np.random.default_rng(seed)
+    for start in range(0, len(run_ids), RUNS_PER_JOB):
+        storage.record([LossWrite(run_id, 0, rng.random(epochs)) for run_id in run_ids[start:start + RUNS_PER_JOB]])
 
 
 # ---- timing and reporting ----
