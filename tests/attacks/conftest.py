@@ -10,12 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.stack import Stack
-
-
-def embedded_settings(workdir: Path, **extra: str) -> dict[str, str]:
-    return {"GRADSWEEP_DATABASE_URL": f"sqlite:///{workdir}/gradsweep.sqlite",
-            "GRADSWEEP_BROKER_URL": f"sqla+sqlite:///{workdir}/gradsweep-broker.sqlite", **extra}
+from tests.integration.stack import Stack, embedded_settings
 
 
 @pytest.fixture(scope="module")

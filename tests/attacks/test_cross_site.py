@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.attacks.conftest import embedded_settings
+from tests.integration.stack import embedded_settings
 from tests.integration.stack import Stack, gradsweep
 
 SWEEP = {"name": "target", "learning_rates": [0.01], "seeds": [0], "epochs": 5}

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.attacks.conftest import embedded_settings
+from tests.integration.stack import embedded_settings
 from tests.integration.stack import Stack, gradsweep
 
 SWEEP = {"name": "roles", "learning_rates": [0.01], "seeds": [0], "epochs": 5}

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.integration.stack import Stack, running_stack
+from tests.integration.stack import Stack, embedded_settings, running_stack
 from tests.services import unavailable
 
 CHROMIUM = os.environ.get("GRADSWEEP_CHROMIUM", "/usr/bin/chromium")
@@ -41,13 +41,6 @@ def browser() -> Iterator:
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield launched
         launched.close()
-
-
-def embedded_settings(workdir: Path) -> dict[str, str]:
-    """SQLite and the SQLite broker: no server needed, and nothing shared with other test sessions."""
-    return {"GRADSWEEP_DATABASE_URL": f"sqlite:///{workdir}/gradsweep.sqlite",
-            "GRADSWEEP_BROKER_URL": f"sqla+sqlite:///{workdir}/gradsweep-broker.sqlite",
-            "GRADSWEEP_API_TOKEN": ""}
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,7 @@ import httpx
 import pytest
 
 from service.api.routes.dashboard import format_learning_rate
-from tests.browser.conftest import embedded_settings
-from tests.integration.stack import Stack
+from tests.integration.stack import Stack, embedded_settings
 from tests.pages import all_runs
 from tests.services import in_ci
 
@@ -510,6 +509,47 @@ def test_with_a_token_the_pages_ask_for_it_once_and_say_when_the_api_is_gone(
         api.wait(timeout=20)
         expect(page.locator("[data-problem]")).to_contain_text("Cannot reach the gradsweep API", timeout=20_000)
         screenshot(page, "9-api-unreachable", full_page=False)
+    finally:
+        guarded.stop()
+
+
+def test_a_write_token_makes_a_read_token_in_the_dashboard_which_sees_no_buttons_and_is_revoked(
+    open_page, stack, grid, screenshot, tmp_path
+):
+    guarded = Stack(embedded_settings(stack.workdir, GRADSWEEP_API_TOKEN="writer-s3cret"), tmp_path)
+    try:
+        guarded.start_api()
+        page = open_page(guarded.url)
+        page.goto("/")
+        page.get_by_label("API token").fill("writer-s3cret")
+        page.get_by_role("button", name="Continue").click()
+        page.get_by_role("link", name="API tokens").click()
+        page.get_by_label("Name").fill("viewer")
+        page.get_by_label("Role").select_option("read")
+        page.get_by_role("button", name="Create").click()
+        secret = page.locator("[data-token-secret-value]")
+        expect(secret).to_have_text(re.compile(r"^gsk_"))
+        viewer_secret = secret.text_content()
+        expect(page.locator('tr[data-token-name="viewer"]')).to_contain_text("read")
+        screenshot(page, "10-tokens")
+
+        # The viewer's dashboard: every sweep and its CSV, but no button that would be refused.
+        page.get_by_role("button", name="Forget token").click()
+        page.get_by_label("API token").fill(viewer_secret)
+        page.get_by_role("button", name="Continue").click()
+        expect(page.get_by_role("heading", name="A write token is needed")).to_be_visible()  # still on /ui/tokens
+        page.get_by_role("link", name="Back to the sweeps").click()
+        page.get_by_role("link", name=GRID["name"]).click()
+        expect(page.locator('[data-count="succeeded"]')).to_have_text(str(grid["counts"]["succeeded"]))
+        expect(page.get_by_role("link", name="Download CSV")).to_be_visible()
+        for name in ("Cancel active runs", "Retry failed and cancelled", "Delete…"):
+            expect(page.get_by_role("button", name=name)).to_have_count(0)
+        expect(page.get_by_role("link", name="API tokens")).to_have_count(0)
+
+        # Revoked by the writer (through the API), the viewer is asked for a token again.
+        assert guarded.http.delete("/tokens/viewer").status_code == 200
+        page.reload()
+        expect(page.get_by_text("The API refused that token")).to_be_visible()
     finally:
         guarded.stop()
 

@@ -13,7 +13,7 @@ import pytest
 import redis
 from sqlalchemy import URL
 
-from tests.integration.stack import Stack, running_stack
+from tests.integration.stack import Stack, embedded_settings, running_stack
 from tests.services import new_schema, unavailable
 
 REDIS_URL = os.environ.get("GRADSWEEP_TEST_REDIS_URL", "redis://127.0.0.1:6379")
@@ -41,8 +41,7 @@ def redis_broker() -> Iterator[str]:
 
 def settings_for(backend: str, request: pytest.FixtureRequest, workdir: Path) -> dict[str, str]:
     if backend == "embedded":
-        return {"GRADSWEEP_DATABASE_URL": f"sqlite:///{workdir}/gradsweep.sqlite",
-                "GRADSWEEP_BROKER_URL": f"sqla+sqlite:///{workdir}/gradsweep-broker.sqlite"}
+        return embedded_settings(workdir)
     postgres: URL = request.getfixturevalue("postgres_database")
     broker = request.getfixturevalue("redis_broker")
     redis.Redis.from_url(broker).flushdb()  # no message left by another module's stack

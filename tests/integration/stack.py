@@ -17,6 +17,14 @@ import httpx
 from tests.pages import wait_until_finished
 
 
+def embedded_settings(workdir: Path, **extra: str) -> dict[str, str]:
+    """SQLite and the SQLite broker in `workdir`: no server needed, nothing shared with other test sessions.
+    No GRADSWEEP_API_TOKEN from the environment unless `extra` sets one."""
+    return {"GRADSWEEP_DATABASE_URL": f"sqlite:///{workdir}/gradsweep.sqlite",
+            "GRADSWEEP_BROKER_URL": f"sqla+sqlite:///{workdir}/gradsweep-broker.sqlite",
+            "GRADSWEEP_API_TOKEN": "", **extra}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.faults import count
-from tests.integration.stack import Stack, gradsweep
+from tests.integration.stack import Stack, embedded_settings, gradsweep
 
 # Every check but positive_data_acceptance, which expects every schema-valid body to be
 # accepted: ours also has rules across fields that JSON Schema cannot state (the grid's
@@ -28,12 +28,9 @@ EXAMPLES = {"open": 250, "write": 120, "read": 80}
 
 @pytest.mark.parametrize("role", ["open", "write", "read"])
 def test_no_generated_request_gets_a_5xx_or_breaks_the_schema(tmp_path: Path, role: str):
-    settings = {"GRADSWEEP_DATABASE_URL": f"sqlite:///{tmp_path}/gradsweep.sqlite",
-                "GRADSWEEP_BROKER_URL": f"sqla+sqlite:///{tmp_path}/gradsweep-broker.sqlite",
-                # small limits keep generated sweeps cheap; the rules are the same
-                "GRADSWEEP_MAX_RUNS_PER_SWEEP": "20", "GRADSWEEP_MAX_EPOCHS": "50"}
-    if role != "open":
-        settings["GRADSWEEP_API_TOKEN"] = WRITE_TOKEN
+    # small limits keep generated sweeps cheap; the rules are the same
+    settings = embedded_settings(tmp_path, GRADSWEEP_MAX_RUNS_PER_SWEEP="20", GRADSWEEP_MAX_EPOCHS="50",
+                                 GRADSWEEP_API_TOKEN="" if role == "open" else WRITE_TOKEN)
     stack = Stack(settings, tmp_path)
     try:
         stack.migrate()
