@@ -47,11 +47,13 @@ def sweep_id_of(output: str) -> int:
 
 def test_the_stack_refuses_to_start_without_each_password_and_names_it(project: Project):
     started = time.monotonic()
+    readme_so_far = list(project.ran)  # these `up`s are not the README's walk-through
     for missing in REQUIRED:
         project.settings(**project.required, **project.ports)
         project.settings(**{missing: None})
         refused = project.run("docker compose up -d", check=False)
         assert refused.returncode != 0 and f"set {missing} in .env" in refused.stderr, (missing, refused.stderr)
+    project.ran[:] = readme_so_far
     assert not subprocess.run(["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project.name}"],
                               capture_output=True, text=True, check=True).stdout.split()
     count("deploy: seconds to check that compose refuses to start without each password",
