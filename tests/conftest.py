@@ -13,6 +13,7 @@ from service.storage import Storage
 from service.storage.engine import database_url
 from tests.services import new_schema, unavailable
 
+DEPLOY_TESTS = "tests/deploy/"  # node ids start so
 POSTGRES_URL = os.environ.get("GRADSWEEP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
@@ -68,11 +69,41 @@ def storage(empty_storage: Storage) -> Storage:
     return empty_storage
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """`pytest -n 2` (the README's command): the deployment suite, which mostly waits for Docker, in one
+    process, everything else in the other, each in its own order. (xdist's own `--dist loadgroup`
+    spreads a group over both processes with pytest 9.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class DeployBesideTheRest(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "deploy" if nodeid.startswith(DEPLOY_TESTS) else "local"
+
+    return DeployBesideTheRest(config, log)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """In a worker process of pytest-xdist: hand its figures to the controller, which prints them."""
+    from tests.integration.faults import FIGURES
+
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["figures"] = dict(FIGURES)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    from tests.integration.faults import count
+
+    for figure, value in getattr(node, "workeroutput", {}).get("figures", {}).items():
+        count(figure, value)
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
     """The reliability figures the fault and deployment tests measured, for the README's table."""
     from tests.integration.faults import FIGURES
 
-    if FIGURES:
+    if FIGURES and not hasattr(terminalreporter.config, "workeroutput"):
         terminalreporter.section("reliability figures")
         for figure, value in sorted(FIGURES.items()):
             terminalreporter.write_line(f"{figure}: {value}")
