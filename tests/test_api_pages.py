@@ -221,3 +221,19 @@ def test_curves_come_compressed_as_the_client_accepts_with_a_tag_of_their_own(ap
     assert (answer.headers["etag"] == plain.headers["etag"]) == (coding is None)  # one tag per representation
     again = api.get(url, headers={"Accept-Encoding": accept, "If-None-Match": answer.headers["etag"]})
     assert again.status_code == 304
+
+
+@pytest.mark.parametrize("kind,line", [("curves", "least-squares optimum"), ("final", "GD stability limit")])
+def test_the_plots_of_a_search_that_varies_the_data_draw_no_one_reference_line(api, storage, kind, line):
+    # The summary's rule (service/reference_lines.py): runs of different data have no one optimum or limit.
+    base = {"method": "grid", "parameters": {"learning_rate": {"value": 0.01}, "epochs": {"value": 2}}}
+    one_data = api.post("/sweeps", json={"name": "one dataset", **base}).json()
+    base["parameters"]["data_seed"] = {"values": [0, 1]}
+    many_data = api.post("/sweeps", json={"name": "two datasets", **base}).json()
+    assert many_data["least_squares_loss"] is None and one_data["least_squares_loss"] is not None
+    for sweep in (one_data, many_data):
+        for run in all_runs(api, sweep["id"]):
+            finish(storage, run, 0.1)
+    # matplotlib's SVG names each text it draws in a comment.
+    assert f"<!-- {line}" in api.get(f"/sweeps/{one_data['id']}/plot.svg", params={"kind": kind}).text
+    assert f"<!-- {line}" not in api.get(f"/sweeps/{many_data['id']}/plot.svg", params={"kind": kind}).text

@@ -9,8 +9,8 @@ from service.api.exports import PAGE_LOSSES
 from service.api.routes.dashboard import COMPARE_LIMIT
 from service.downsampling import min_max_each
 from service.plots import RunCurve, plot_compare, plot_curves, plot_final
-from service.reference_lines import reference_lines
-from service.storage import Run, RunStatus, Storage
+from service.reference_lines import reference_lines, sweep_reference_lines
+from service.storage import RunStatus, Storage
 
 router = APIRouter(tags=["plots"])
 Format = Literal["png", "svg"]
@@ -40,19 +40,18 @@ def sweep_plot(
 
 
 def _sweep_plot(storage: Storage, sweep_id: int, kind: str, fmt: str) -> bytes:
-    sweep = storage.get_sweep(sweep_id)
-    title = f"Sweep {sweep.id} “{sweep.name}”"
+    overview = storage.sweep_overview(sweep_id)
+    title = f"Sweep {sweep_id} “{overview.sweep.name}”"
+    # The summary's rule: no line where a search varies the data, for then no one line is every run's.
+    optimum, limit = sweep_reference_lines(overview.task, overview.search)
     if kind == "curves":
-        counts = storage.loss_counts(sweep_id)
-        runs, curves = _curves(storage, counts, _points_per_curve(len(counts)))
-        return plot_curves(curves, title=f"{title}: loss curves", optimum=_optimum(runs), fmt=fmt)
+        curves = _curves(storage, storage.loss_counts(sweep_id), _points_per_curve(overview.sweep.n_runs))
+        return plot_curves(curves, title=f"{title}: loss curves", optimum=optimum, fmt=fmt)
     # Each finished run's final loss is its last, so this plot needs no curve.
-    runs = storage.list_runs(sweep_id)
     finals = [RunCurve(run.config.learning_rate, run.config.seed, run.config.optimizer, np.array([run.final_loss]),
                        diverged=run.status == RunStatus.DIVERGED, best_loss=run.best_loss,
                        stopped_early=run.status == RunStatus.STOPPED_EARLY)
-              for run in runs if run.final_loss is not None]
-    limit = reference_lines(*_task(runs[0]))[1] if runs else None
+              for run in storage.list_runs(sweep_id) if run.final_loss is not None]
     return plot_final(finals, title=f"{title}: final loss against learning rate", stability_limit=limit, fmt=fmt)
 
 
@@ -67,7 +66,8 @@ def run_plot(run_id: Id, fmt: Format, storage: StorageDep) -> Response:
                        diverged=run.status == RunStatus.DIVERGED, best_loss=run.best_loss,
                        stopped_early=run.status == RunStatus.STOPPED_EARLY)] if len(losses) else []
     title = f"Run {run.id}: lr = {config.learning_rate:.3g}, seed {config.seed}, {config.optimizer}"
-    image = plot_curves(curves, title=title, optimum=_optimum([run]), fmt=fmt)
+    optimum = reference_lines(config.n_samples, config.n_features, config.data_seed)[0]  # the run's own data
+    image = plot_curves(curves, title=title, optimum=optimum, fmt=fmt)
     return Response(image, media_type=MEDIA_TYPES[fmt])
 
 
@@ -87,10 +87,9 @@ def compare_plot(fmt: Format, storage: StorageDep, sweeps: Annotated[str, Query(
     points = _points_per_curve(sum(len(runs) for runs in counts.values()))
     groups, optima = [], set()
     for sweep_id in ids:
-        sweep = storage.get_sweep(sweep_id)
-        runs, curves = _curves(storage, counts[sweep_id], points)
-        groups.append((f"{sweep.id} {sweep.name}", curves))
-        optima.add(_optimum(runs))
+        overview = storage.sweep_overview(sweep_id)
+        groups.append((f"{sweep_id} {overview.sweep.name}", _curves(storage, counts[sweep_id], points)))
+        optima.add(sweep_reference_lines(overview.task, overview.search)[0])
     optimum = optima.pop() if len(optima) == 1 else None  # one line only when the sweeps share their data
     image = plot_compare(groups, title="Sweeps compared: best learning rate of each", optimum=optimum, fmt=fmt)
     return Response(image, media_type=MEDIA_TYPES[fmt])
@@ -101,18 +100,17 @@ def _points_per_curve(n_runs: int) -> int:
     return max(FEWEST_POINTS, min(PLOT_POINTS, PLOT_LOSSES // max(1, n_runs)))
 
 
-def _curves(storage: Storage, counts: dict[int, int], points: int) -> tuple[list[Run], list[RunCurve]]:
-    """The runs of `counts` (`Storage.loss_counts`), and the curves of those with a loss, each down-sampled
-    to about `points` points as its page of runs is read: a plot never holds a sweep's every loss (issue 22)."""
-    runs, curves = [], []
+def _curves(storage: Storage, counts: dict[int, int], points: int) -> list[RunCurve]:
+    """The curves of the runs of `counts` (`Storage.loss_counts`) that have a loss, each down-sampled to
+    about `points` points as its page of runs is read: a plot never holds a sweep's every loss (issue 22)."""
+    curves = []
     for page in storage.curve_pages(counts, PAGE_LOSSES):
-        runs += [run for run, _ in page]
         drawn = [(run, losses) for run, losses in page if len(losses)]
         for (run, losses), (epochs, sampled) in zip(drawn, _sampled([losses for _, losses in drawn], points)):
             curves.append(RunCurve(run.config.learning_rate, run.config.seed, run.config.optimizer, sampled,
                                    diverged=run.status == RunStatus.DIVERGED, best_loss=run.best_loss,
                                    stopped_early=run.status == RunStatus.STOPPED_EARLY, epochs=epochs))
-    return runs, curves
+    return curves
 
 
 def _sampled(curves: list[np.ndarray], points: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -123,12 +121,3 @@ def _sampled(curves: list[np.ndarray], points: int) -> list[tuple[np.ndarray, np
         epochs = np.union1d(epochs, [0, len(curve) - 1])
         sampled.append((epochs, curve[epochs]))
     return sampled
-
-
-def _task(run: Run) -> tuple[int, int, int]:
-    return run.config.n_samples, run.config.n_features, run.config.data_seed
-
-
-def _optimum(runs: list[Run]) -> float | None:
-    return reference_lines(*_task(runs[0]))[0] if runs else None
-
