@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import against, header, interleaved, median, print_repetitions, report, seed_task_runs, timed
-from service.batching import batch_sizes
+from service.domain.batching import batch_sizes
 from service.settings import Settings
 from service.storage import LossWrite, Outcome, RunStatus, Storage
 

@@ -18,7 +18,7 @@ concurrent clients of each kind for `--seconds`:
 
 - **dashboard pace** (what the targets are about): 20 dashboard users, each asking for the
   summary and the page every 2.5 s and for the curves every 10 s, as
-  service/static/dashboard.js does; the clients start spread over the first interval.
+  service/api/dashboard/static/dashboard.js does; the clients start spread over the first interval.
 - **back to back**, one kind of request at a time: each client sends its next request as
   soon as the last is answered. That measures throughput; its latency is the queue
   (clients / throughput), whatever one request costs.

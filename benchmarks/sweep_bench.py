@@ -67,7 +67,7 @@ ONE_AT_A_TIME_UP_TO = 1000  # runs; more would take minutes a repetition
 def the_api_jobs(body: dict) -> list[tuple[list, list, int]]:
     """`train_together`'s arguments for each job POST /sweeps makes of `body`'s runs."""
     from service.api.schemas import SweepCreate
-    from service.batching import batch_sizes
+    from service.domain.batching import batch_sizes
     from service.settings import get_settings
 
     configs = [config for _, config in SweepCreate.model_validate(body).planned_runs()]

@@ -19,9 +19,9 @@ from rich.table import Table
 
 from engine.tasks import linear_regression
 from service.client import MAX_PAGE, ApiError, Client
+from service.domain.text import printable
 from service.plots import RunCurve, plot_curves
 from service.settings import get_settings
-from service.text import printable
 
 if TYPE_CHECKING:
     from service.storage import Storage
@@ -345,7 +345,7 @@ def demo(
     """The main job: start the API and workers here, run a sweep, plot it, and stop what was started."""
     from service.demo import run_demo
 
-    run_demo(workers=workers, epochs=epochs, output_dir=output_dir, console=console)
+    _call(lambda: run_demo(workers=workers, epochs=epochs, output_dir=output_dir, console=console))
 
 
 # ---- helpers ----

@@ -21,6 +21,8 @@ from rich.table import Table
 
 from engine.tasks.linear_regression import least_squares_loss, stability_limit
 from service.client import Client
+from service.settings import get_settings
+from service.storage import Storage
 
 LEARNING_RATES = [0.003, 0.01, 0.03, 0.06, 0.1]  # the last lies above the SGD stability limit (about 0.074)
 SEEDS = [0, 1, 2, 3]
@@ -29,11 +31,13 @@ LOG_FILE = "gradsweep-demo.log"
 
 
 def run_demo(workers: int, epochs: int, output_dir: Path, console: Console) -> None:
-    from service.cli import db_upgrade, wait_for_sweep
-
+    """Raises the client's ApiError if the API refuses something; `gradsweep demo` reports it."""
     started = time.perf_counter()
     output_dir.mkdir(parents=True, exist_ok=True)
-    db_upgrade()
+    storage = Storage(get_settings().database_url)
+    storage.upgrade()
+    storage.close()
+    console.print(f"database at {storage.url.render_as_string(hide_password=True)} is up to date")
     port = _free_port()
     with ExitStack() as stack, open(output_dir / LOG_FILE, "ab") as log:
         stack.callback(console.print, f"stopped the API and the worker (their log: {output_dir / LOG_FILE})")
@@ -51,7 +55,7 @@ def run_demo(workers: int, epochs: int, output_dir: Path, console: Console) -> N
         console.print(f"sweep {sweep['id']}: {len(LEARNING_RATES)} learning rates × {len(SEEDS)} seeds × "
                       f"{len(OPTIMIZERS)} optimizers = {sweep['n_runs']} runs of {epochs} epochs")
         submitted = time.perf_counter()
-        sweep = wait_for_sweep(client, sweep["id"])
+        sweep = client.wait(sweep["id"], console=console)
         trained = time.perf_counter() - submitted
 
         for kind in ("curves", "final"):

@@ -11,7 +11,7 @@ from sqlalchemy import create_engine, text
 
 from engine.optimizers import CONSTANTS
 from engine.tasks.linear_regression import train, train_batch
-from service.early_stopping import EarlyStopping
+from service.domain.early_stopping import EarlyStopping
 
 
 def expected_curves(runs: list[dict]) -> dict[int, list[float]]:

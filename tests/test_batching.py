@@ -2,7 +2,7 @@
 
 from dataclasses import replace
 
-from service.batching import batch_sizes, bytes_per_run
+from service.domain.batching import batch_sizes, bytes_per_run
 from service.settings import Settings
 from service.storage import RunConfig
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from engine.tasks.linear_regression import train
-from service import bayes
 from service.api.deps import get_storage
+from service.domain import bayes
 from service.storage import RunStatus, Storage
 from tests import test_api_validation
 from worker.waves import propose_next_wave

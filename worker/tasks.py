@@ -29,7 +29,7 @@ from celery.signals import worker_process_init
 from engine.optimizers import CONSTANTS
 from engine.tasks import linear_regression
 from engine.tasks.linear_regression import TrainResult
-from service.early_stopping import EarlyStopping
+from service.domain.early_stopping import EarlyStopping
 from service.settings import get_settings
 from service.storage import (
     DatabaseUnavailable, LossWrite, NotFound, Outcome, RungLoss, RunStatus, StartedJob, Storage, StorageError,

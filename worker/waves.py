@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import logging
 
-from service import bayes
-from service.batching import batch_sizes
+from service.domain import bayes
+from service.domain.batching import batch_sizes
 from service.settings import get_settings
-from service.storage import Storage
-from service.storage.storage import Enqueue
+from service.storage import Enqueue, Storage
 
 log = logging.getLogger(__name__)
 

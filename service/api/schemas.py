@@ -18,13 +18,13 @@ from pydantic import (
     model_validator,
 )
 
-from service import bayes, search_space
-from service.early_stopping import EarlyStopping
-from service.search_space import LearningRate, Optimizer, SearchSpace, Seed
+from service.domain import bayes, search_space
+from service.domain.early_stopping import EarlyStopping
+from service.domain.search_space import LearningRate, Optimizer, SearchSpace, Seed
+from service.domain.text import first_hidden
 from service.settings import get_settings
-from service.text import first_hidden
-from service.storage.access import TOKEN_NAME_PATTERN
 from service.storage import ApiToken, AuditEntry, Role, Run, RunConfig, Sweep
+from service.storage.access import TOKEN_NAME_PATTERN
 
 TASK_SIZE_LIMITS = {"tensor": 10_000_000, "scalar": 100_000}
 

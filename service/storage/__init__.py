@@ -6,7 +6,7 @@ and its subclasses), never SQLAlchemy's rows or errors.
 
 from service.storage.access import TokenExists
 from service.storage.errors import DatabaseUnavailable, NotFound, SchemaOutOfDate, StorageError, SweepActive
-from service.storage.records import (
+from service.domain.records import (
     ApiToken,
     AuditEntry,
     Role,
@@ -25,9 +25,11 @@ from service.storage.records import (
     Sweep,
     SweepOverview,
 )
-from service.storage.storage import Storage
+from service.storage.storage import Enqueue, Storage, alembic_config
 
 __all__ = [
+    "Enqueue",
+    "alembic_config",
     "ApiToken",
     "AuditEntry",
     "Role",

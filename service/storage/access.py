@@ -18,9 +18,9 @@ from typing import Any, Protocol, cast
 from sqlalchemy import Connection, Table, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from service.domain.records import ApiToken, AuditEntry, Role
 from service.storage.errors import NotFound, StorageError
 from service.storage.models import ApiTokenRow, AuditEntryRow
-from service.storage.records import ApiToken, AuditEntry, Role
 
 __all__ = ["Access", "TOKEN_NAME_PATTERN", "TokenExists", "audit", "secret_digest"]
 

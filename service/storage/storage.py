@@ -22,7 +22,7 @@ from service.storage.access import Access, audit
 from service.storage.engine import BEGIN_IMMEDIATE, database_url, make_engine
 from service.storage.errors import DatabaseUnavailable, NotFound, SchemaOutOfDate, StorageError, SweepActive
 from service.storage.models import LossChunkRow, RungRow, RunRow, SweepRow
-from service.storage.records import (
+from service.domain.records import (
     Job, LossWrite, Outcome, Run, RunConfig, RunFilter, RunPage, RungLoss, RunStatus, StartedJob, Sweep,
     SweepOverview,
 )

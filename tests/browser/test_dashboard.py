@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.api.routes.dashboard import format_learning_rate
+from service.api.dashboard.routes import format_learning_rate
 from tests.integration.stack import Stack, embedded_settings
 from tests.pages import all_runs
 from tests.services import in_ci

@@ -4,12 +4,12 @@ import numpy as np
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 
+from service.api.dashboard import COMPARE_LIMIT
 from service.api.deps import CurveCacheDep, Id, StorageDep
 from service.api.exports import PAGE_LOSSES
-from service.api.routes.dashboard import COMPARE_LIMIT
-from service.downsampling import min_max_each
+from service.domain.downsampling import min_max_each
+from service.domain.reference_lines import reference_lines, sweep_reference_lines
 from service.plots import RunCurve, plot_compare, plot_curves, plot_final
-from service.reference_lines import reference_lines, sweep_reference_lines
 from service.storage import RunStatus, Storage
 
 router = APIRouter(tags=["plots"])

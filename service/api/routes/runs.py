@@ -5,7 +5,7 @@ from fastapi.responses import Response
 from service.api.deps import Id, Points, StorageDep
 from service.api.exports import losses_csv
 from service.api.schemas import RunDetail, RunPublic
-from service.downsampling import min_max
+from service.domain.downsampling import min_max
 
 router = APIRouter(tags=["runs"])
 

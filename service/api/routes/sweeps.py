@@ -18,8 +18,8 @@ from service.api.schemas import (
     SweepPublic,
     SweepSummary,
 )
-from service.batching import batch_sizes
-from service.reference_lines import sweep_reference_lines
+from service.domain.batching import batch_sizes
+from service.domain.reference_lines import sweep_reference_lines
 from service.settings import get_settings
 from service.storage import RUN_SORT_KEYS, RunFilter, RunStatus, SweepOverview
 

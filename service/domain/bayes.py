@@ -21,9 +21,9 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from service import search_space
-from service.search_space import Parameter, SearchSpace
-from service.storage import Run, RunConfig, RunStatus
+from service.domain import search_space
+from service.domain.records import Run, RunConfig, RunStatus
+from service.domain.search_space import Parameter, SearchSpace
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # a worker's log is for our events
 

@@ -20,8 +20,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationInfo, field_validator, model_validator
 
 from engine.optimizers import CONSTANTS, OPTIMIZERS
+from service.domain.records import RunConfig
 from service.settings import get_settings
-from service.storage import RunConfig
 
 SEED_LIMIT = 2**32
 T = TypeVar("T")

@@ -26,17 +26,17 @@ from fastapi.templating import Jinja2Templates
 
 from service.api.deps import ANONYMOUS, Id, StorageDep, authenticate
 from service.api.schemas import sweep_status
-from service.reference_lines import sweep_reference_lines
-from service.search_space import swept_parameters
+from service.domain.reference_lines import sweep_reference_lines
+from service.domain.search_space import swept_parameters
 from service.settings import get_settings
 from service.storage import RUN_SORT_KEYS, NotFound, Storage, StorageError
 
-__all__ = ["STATIC_DIR", "router"]
+__all__ = ["COMPARE_LIMIT", "STATIC_DIR", "router"]
 
 logger = logging.getLogger(__name__)
 
-SERVICE_DIR = Path(__file__).resolve().parents[2]
-STATIC_DIR = SERVICE_DIR / "static"
+DASHBOARD_DIR = Path(__file__).resolve().parent
+STATIC_DIR = DASHBOARD_DIR / "static"
 PAGE_SIZE = 50
 RUNS_PAGE_SIZE = 100  # rows of a sweep's runs table; the server sorts and pages, so a 10,000-run sweep is 100 pages
 COMPARE_CHOICES = 200
@@ -87,7 +87,7 @@ def format_status(status: str) -> str:
     return status.replace("_", " ")
 
 
-templates = Jinja2Templates(directory=SERVICE_DIR / "templates")
+templates = Jinja2Templates(directory=DASHBOARD_DIR / "templates")
 templates.env.filters.update(loss=format_loss, lr=format_learning_rate, age=format_age, time=format_time,
                              status_name=format_status)
 

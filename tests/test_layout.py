@@ -1,0 +1,110 @@
+"""The floor plan, enforced: every import points down the layers, and no two files or packages import
+each other. A newcomer can trust the layout (README: "Layout") because this test reads every import.
+
+    engine, service.settings        the autodiff engine and its tasks; the one settings object
+    service.domain, service.plots   the sweep domain (value types, planning, search); rendering
+    service.storage, worker.queue   persistence; the job queue (and the Celery app it sends through)
+    service.api, worker             the HTTP API and its dashboard; the workers' tasks
+    service.cli, service.client     the command line, the Python client, the demo
+"""
+
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("engine", "service", "worker")
+# The lowest layer first; a module's layer is that of the longest prefix listed.
+LAYERS = [
+    ("engine", "service.settings"),
+    ("service.domain", "service.plots"),
+    ("service.storage", "service.migrations", "worker.app", "worker.embedded_broker", "worker.queue"),
+    ("service.api", "worker"),
+    ("service.cli", "service.client", "service.demo", "service.__main__", "service"),
+]
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def layer(module: str) -> int:
+    found = [(len(prefix), index) for index, prefixes in enumerate(LAYERS) for prefix in prefixes
+             if module == prefix or module.startswith(prefix + ".")]
+    assert found, f"{module} is in no layer: add it to LAYERS"
+    return max(found)[1]
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(path): path for package in PACKAGES for path in (ROOT / package).rglob("*.py")
+            if "versions" not in path.parts}  # migrations' revisions import nothing of ours
+
+
+def imports_of(path: Path, known: dict[str, Path]) -> set[str]:
+    """Our modules the file imports: `from a.b import c` names a.b.c when that is a module, else a.b."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            for alias in node.names:
+                found.add(f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in known else node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {name for name in found if name.split(".")[0] in PACKAGES}
+
+
+def graph() -> dict[str, set[str]]:
+    known = modules()
+    return {name: imports_of(path, known) - {name} for name, path in known.items()}
+
+
+def test_every_import_points_down_the_layers():
+    upward = [f"{module} (layer {layer(module)}) imports {imported} (layer {layer(imported)})"
+              for module, imported_set in graph().items() for imported in imported_set
+              if layer(imported) > layer(module)]
+    assert not upward, "\n".join(sorted(upward))
+
+
+def test_the_engine_imports_numpy_and_itself_only():
+    for name, path in modules().items():
+        if name.startswith("engine"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, (ast.Import, ast.ImportFrom)) and getattr(node, "level", 0) == 0:
+                    names = [node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+                    for imported in names:
+                        top = imported.split(".")[0]
+                        assert top in {"engine", "numpy", "__future__"} or top in _stdlib(), (name, imported)
+
+
+def test_no_two_files_and_no_two_packages_import_each_other():
+    edges = graph()
+    files = [f"{a} <-> {b}" for a in edges for b in edges[a] if b in edges and a in edges[b] and a < b
+             and not (a.startswith(b + ".") or b.startswith(a + "."))]  # a package's __init__ re-exports its parts
+    packages: dict[str, set[str]] = defaultdict(set)
+    for module, imported in edges.items():
+        for other in imported:
+            if _package(module) != _package(other):
+                packages[_package(module)].add(_package(other))
+    cycles = [f"{a} <-> {b}" for a in packages for b in packages[a] if a in packages.get(b, ()) and a < b]
+    assert not files and not cycles, files + cycles
+
+
+def test_no_private_module_is_imported_from_another_package():
+    crossing = [f"{module} imports {imported}" for module, imported_set in graph().items()
+                for imported in imported_set
+                if any(part.startswith("_") and part != "__main__" for part in imported.split("."))
+                and _package(imported) != _package(module)]
+    assert not crossing, crossing
+
+
+def _package(module: str) -> str:
+    """The layer's package a module belongs to: service.api.routes.plots -> service.api."""
+    return ".".join(module.split(".")[:2]) if module.startswith("service.") else module.split(".")[0]
+
+
+def _stdlib() -> frozenset[str]:
+    import sys
+
+    return frozenset(sys.stdlib_module_names)
