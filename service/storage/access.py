@@ -11,14 +11,14 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 from sqlalchemy import Connection, Table, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from service.domain.records import ApiToken, AuditEntry, Role
+from service.storage._rows import Aggregate
 from service.storage.errors import NotFound, StorageError
 from service.storage.models import ApiTokenRow, AuditEntryRow
 
@@ -47,14 +47,11 @@ def audit(connection: Connection, actor: str, action: str, sweep_id: int | None 
                                              detail=detail))
 
 
-class _Transactional(Protocol):
-    def _transaction(self, *, write: bool = False) -> AbstractContextManager[Connection]: ...
 
+class Access(Aggregate):
+    """Tokens and the audit log: the access part of `Storage`."""
 
-class Access:
-    """Tokens and the audit log; mixed into `Storage`, whose `_transaction` it uses."""
-
-    def create_token(self: _Transactional, name: str, role: Role, *, actor: str) -> tuple[ApiToken, str]:
+    def create_token(self, name: str, role: Role, *, actor: str) -> tuple[ApiToken, str]:
         """Makes a token and returns it with its secret, which is not kept and cannot be shown again."""
         if not re.fullmatch(TOKEN_NAME_PATTERN, name):
             raise ValueError("a token's name is 1 to 64 letters, digits, '_', '.' or '-', starting with a letter or digit")
@@ -73,11 +70,11 @@ class Access:
                 raise TokenExists(f"a token named {name!r} exists already") from error
             raise
 
-    def list_tokens(self: _Transactional) -> list[ApiToken]:
+    def list_tokens(self) -> list[ApiToken]:
         with self._transaction() as connection:
             return [_token(row) for row in connection.execute(select(_TOKENS).order_by(_TOKENS.c.id))]
 
-    def revoke_token(self: _Transactional, name: str, *, actor: str) -> ApiToken:
+    def revoke_token(self, name: str, *, actor: str) -> ApiToken:
         """Revokes the token from its next request on; revoking it again changes nothing."""
         with self._transaction(write=True) as connection:
             row = connection.execute(select(_TOKENS).where(_TOKENS.c.name == name).with_for_update()).first()
@@ -88,19 +85,19 @@ class Access:
                 audit(connection, actor, "revoke token", detail=name)
             return _token(connection.execute(select(_TOKENS).where(_TOKENS.c.id == row.id)).one())
 
-    def token_of(self: _Transactional, secret: str) -> ApiToken | None:
+    def token_of(self, secret: str) -> ApiToken | None:
         """The active token whose secret this is, or None: one lookup by the secret's hash."""
         with self._transaction() as connection:
             row = connection.execute(select(_TOKENS).where(_TOKENS.c.secret_sha256 == secret_digest(secret),
                                                            _TOKENS.c.revoked_at.is_(None))).first()
             return None if row is None else _token(row)
 
-    def has_active_tokens(self: _Transactional) -> bool:
+    def has_active_tokens(self) -> bool:
         """Whether any token is active: then the API needs one on every data request."""
         with self._transaction() as connection:
             return connection.scalar(select(_TOKENS.c.id).where(_TOKENS.c.revoked_at.is_(None)).limit(1)) is not None
 
-    def audit_log(self: _Transactional, *, limit: int, before: int | None = None,
+    def audit_log(self, *, limit: int, before: int | None = None,
                   sweep_id: int | None = None) -> list[AuditEntry]:
         """Entries newest first, at most `limit`, older than entry `before`, of one sweep if given."""
         query = select(_AUDIT).order_by(_AUDIT.c.id.desc()).limit(limit)
