@@ -1,17 +1,21 @@
-"""Storage fixtures: each storage test runs once on SQLite and once on PostgreSQL; the reliability figures."""
+"""Fixtures for every test: a PostgreSQL database of the session's own (`postgres_database`), a fresh schema in
+it (`postgres_schema`), an empty database on each backend (`database`, SQLite then PostgreSQL), a Storage on it
+with no tables (`empty_storage`) or migrated (`storage`). Hooks: the deployment suite beside the rest under
+`pytest -n 2`; the reliability figures the fault and deployment tests measured, printed at the end."""
 
 import os
-import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from sqlalchemy import URL, create_engine, make_url, text
+from sqlalchemy import URL, make_url
 from sqlalchemy.exc import OperationalError
 
 from service.storage import Storage
 from service.storage.engine import database_url
-from tests.services import new_schema, unavailable
+from tests.support.databases import new_database, new_schema
+from tests.support.services import unavailable
 
 DEPLOY_TESTS = "tests/deploy/"  # node ids start so
 POSTGRES_URL = os.environ.get("GRADSWEEP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -25,21 +29,12 @@ def postgres_database() -> Iterator[URL]:
     where they fail: there a skip would hide a broken setup.
     """
     server = database_url(POSTGRES_URL)
-    admin = create_engine(
-        server.set(database="postgres"), isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
-    )
-    name = f"gradsweep_test_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f"CREATE DATABASE {name}"))
-    except OperationalError as exc:
-        admin.dispose()
-        message = f"PostgreSQL is unreachable at {server.render_as_string()}: {exc.orig}"
-        unavailable(message)
-    yield server.set(database=name)
-    with admin.connect() as connection:
-        connection.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
-    admin.dispose()
+    with ExitStack() as cleanup:
+        try:
+            database = cleanup.enter_context(new_database(server, "gradsweep_test"))
+        except OperationalError as exc:
+            unavailable(f"PostgreSQL is unreachable at {server.render_as_string()}: {exc.orig}")
+        yield database
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 
 from service.settings import get_settings
 from tests import test_api_validation
-from tests.pages import with_runs
+from tests.support.sweeps import with_runs
 from tests.test_api_validation import names_field
 
 api, queued = test_api_validation.api, test_api_validation.queued  # the in-process API and its queue (fixtures)

@@ -14,7 +14,7 @@ from service.api.deps import get_enqueue, get_storage
 from service.api.main import create_app
 from service.settings import get_settings
 from service.storage import Storage
-from tests.pages import with_runs
+from tests.support.sweeps import with_runs
 
 VALID = {"name": "ok", "learning_rates": [0.01], "seeds": [0], "epochs": 10}
 

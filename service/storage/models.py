@@ -133,8 +133,10 @@ class LossChunkRow(Base):
 
     A row per write, not per epoch: a row per epoch cost PostgreSQL more than training
     the run (migration 0004). Chunks of a run never overlap; rewriting an epoch replaces
-    its value. `run_id` is not a foreign key: losses are written only by `Storage`,
-    under their run's row lock, and runs are never deleted (migration 0003).
+    its value. `run_id` is not a foreign key (migration 0003: checking it cost more than
+    writing the rows): losses are written only by `Storage`, under their run's row lock,
+    and a sweep's deletion deletes its runs' chunks first, in the same transaction
+    (`Storage.delete_sweep`, which locks the runs and refuses while one is running).
     """
 
     __tablename__ = "loss_chunks"

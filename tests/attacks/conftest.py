@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.stack import Stack, embedded_settings
+from tests.support.processes import Stack, embedded_settings
 
 
 @pytest.fixture(scope="module")

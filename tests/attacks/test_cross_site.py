@@ -6,8 +6,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.integration.stack import embedded_settings
-from tests.integration.stack import Stack, gradsweep
+from tests.support.processes import embedded_settings
+from tests.support.processes import Stack, gradsweep
 
 SWEEP = {"name": "target", "learning_rates": [0.01], "seeds": [0], "epochs": 5}
 

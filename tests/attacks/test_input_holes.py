@@ -14,9 +14,9 @@ import pytest
 from matplotlib.font_manager import findfont
 from matplotlib.ft2font import FT2Font
 
-from tests.integration.stack import Stack, free_port, gradsweep
-from tests.pages import wait_until_finished
-from tests.services import new_schema
+from tests.support.processes import Stack, free_port, gradsweep
+from tests.support.sweeps import wait_until_finished
+from tests.support.databases import new_schema
 
 SWEEP = {"learning_rates": [0.01], "seeds": [0], "epochs": 5}
 

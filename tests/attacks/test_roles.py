@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.stack import embedded_settings
-from tests.integration.stack import Stack, gradsweep
+from tests.support.processes import embedded_settings
+from tests.support.processes import Stack, gradsweep
 
 SWEEP = {"name": "roles", "learning_rates": [0.01], "seeds": [0], "epochs": 5}
 ENV_TOKEN = "env-token-of-the-deployment"

@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.integration.stack import Stack, embedded_settings, running_stack
-from tests.services import unavailable
+from tests.support.processes import Stack, embedded_settings, running_stack
+from tests.support.services import unavailable
 
 CHROMIUM = os.environ.get("GRADSWEEP_CHROMIUM", "/usr/bin/chromium")
 # Headless, and quiet: no updates, sync or other calls home, so that the only traffic is to our API.

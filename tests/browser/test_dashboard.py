@@ -17,9 +17,9 @@ import httpx
 import pytest
 
 from service.api.dashboard.routes import format_learning_rate
-from tests.integration.stack import Stack, embedded_settings
-from tests.pages import all_runs
-from tests.services import in_ci
+from tests.support.processes import Stack, embedded_settings
+from tests.support.sweeps import all_runs
+from tests.support.services import in_ci
 
 if in_ci():  # there, a missing Playwright must fail the run, not skip it
     from playwright.sync_api import expect

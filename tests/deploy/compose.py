@@ -14,9 +14,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.integration.stack import free_port
-from tests.pages import wait_until_finished
-from tests.services import unavailable
+from tests.support.processes import free_port
+from tests.support.sweeps import wait_until_finished
+from tests.support.services import unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,4 +1,5 @@
-"""One copy of the project for the deployment tests, its images built offline once for all of them."""
+"""Deployment fixtures: `built_project`, one copy of the project with its images built offline once for all
+the deployment tests; `project`, that copy for one test, its stack taken down with its volumes afterwards."""
 
 from __future__ import annotations
 

@@ -17,12 +17,12 @@ import httpx
 import psycopg
 import pytest
 
-from tests.curves import assert_each_epoch_stored_once, expected_curves
+from tests.support.curves import assert_each_epoch_stored_once, expected_curves
 from tests.deploy.compose import REQUIRED, Project, readme_compose_commands
 from tests.integration.faults import count
-from tests.integration.stack import gradsweep
-from tests.pages import all_runs
-from tests.services import wait_for
+from tests.support.processes import gradsweep
+from tests.support.sweeps import all_runs
+from tests.support.services import wait_for
 
 pytestmark = [pytest.mark.deploy, pytest.mark.timeout(1500)]
 

@@ -26,8 +26,8 @@ import redis
 from tests.deploy.compose import Project, readme_commands
 from tests.deploy.test_compose import assert_exact
 from tests.integration.faults import count
-from tests.pages import all_runs
-from tests.services import wait_for
+from tests.support.sweeps import all_runs
+from tests.support.services import wait_for
 
 pytestmark = [pytest.mark.deploy, pytest.mark.timeout(900)]
 

@@ -1,5 +1,10 @@
 """Integration fixtures: a real Redis, a real PostgreSQL, and the service's real processes.
 
+    redis_broker    a Redis database of this session's own, emptied before and after
+    stack           the API and a 2-process worker (tests.support.processes.Stack), once on
+                    Redis + PostgreSQL and once on the embedded defaults, per module
+    settings_for    (a function) the settings of either backend, for tests that start their own Stack
+
 A test whose service is missing fails under CI (CI set, e.g. CI=true) and is skipped elsewhere.
 """
 
@@ -13,8 +18,9 @@ import pytest
 import redis
 from sqlalchemy import URL
 
-from tests.integration.stack import Stack, embedded_settings, running_stack
-from tests.services import new_schema, unavailable
+from tests.support.databases import empty_redis, new_schema
+from tests.support.processes import Stack, embedded_settings, running_stack
+from tests.support.services import unavailable
 
 REDIS_URL = os.environ.get("GRADSWEEP_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 BACKENDS = ["redis+postgresql", "embedded"]
@@ -29,14 +35,12 @@ def redis_broker() -> Iterator[str]:
     """
     database = int(os.environ.get("GRADSWEEP_TEST_REDIS_DB", "9"))
     url = f"{REDIS_URL}/{database}"
-    client = redis.Redis.from_url(url, socket_connect_timeout=3)
     try:
-        client.flushdb()
+        empty_redis(url, connect_timeout=3)
     except redis.RedisError as error:
         unavailable(f"Redis is unreachable at {REDIS_URL}: {error}")
     yield url
-    client.flushdb()
-    client.close()
+    empty_redis(url, connect_timeout=3)
 
 
 def settings_for(backend: str, request: pytest.FixtureRequest, workdir: Path) -> dict[str, str]:
@@ -44,7 +48,7 @@ def settings_for(backend: str, request: pytest.FixtureRequest, workdir: Path) ->
         return embedded_settings(workdir)
     postgres: URL = request.getfixturevalue("postgres_database")
     broker = request.getfixturevalue("redis_broker")
-    redis.Redis.from_url(broker).flushdb()  # no message left by another module's stack
+    empty_redis(broker)  # no message left by another module's stack
     database = new_schema(postgres).render_as_string(hide_password=False)
     return {"GRADSWEEP_DATABASE_URL": database, "GRADSWEEP_BROKER_URL": broker}
 

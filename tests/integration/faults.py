@@ -17,7 +17,7 @@ from pathlib import Path
 import redis
 from sqlalchemy import create_engine, text
 
-from tests.services import unavailable
+from tests.support.services import unavailable
 
 FIGURES: dict[str, int] = {}  # what the fault tests survived, printed at the end of the session
 

@@ -6,9 +6,9 @@ import csv
 import io
 import re
 
-from tests.integration.stack import gradsweep
+from tests.support.processes import gradsweep
 from tests.integration.test_end_to_end import png_size
-from tests.pages import all_runs
+from tests.support.sweeps import all_runs
 
 
 def test_submit_wait_status_curves_and_plot(stack, tmp_path):

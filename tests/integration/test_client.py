@@ -7,7 +7,7 @@ import pytest
 
 from service.client import ApiError, Client
 from service.settings import get_settings
-from tests.curves import expected_curves
+from tests.support.curves import expected_curves
 
 SWEEP = dict(learning_rates=[1e-3, 1e-2, 5e-2], seeds=range(3), optimizers=["sgd", "adam"], epochs=120,
              name="from a notebook")

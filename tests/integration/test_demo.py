@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.integration.stack import gradsweep
+from tests.support.processes import gradsweep
 from tests.integration.test_end_to_end import png_size
 
 

@@ -22,7 +22,7 @@ from celery import Celery
 
 from service.cli import app as cli_app
 from service.settings import Settings
-from tests.services import unavailable
+from tests.support.services import unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"

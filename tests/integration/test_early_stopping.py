@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from sqlalchemy import create_engine, text
 
-from tests.curves import assert_each_epoch_stored_once, assert_early_stopping_kept_the_curves
+from tests.support.curves import assert_each_epoch_stored_once, assert_early_stopping_kept_the_curves
 
 HYPERBAND = {"type": "hyperband", "min_epochs": 10, "eta": 3}
 SEARCH = {"name": "hyperband", "method": "random", "run_cap": 24, "search_seed": 5, "early_stopping": HYPERBAND,

@@ -15,9 +15,9 @@ import time
 import pytest
 
 from engine.tasks.linear_regression import stability_limit, train
-from tests.curves import assert_each_epoch_stored_once, expected_curves
-from tests.pages import all_runs
-from tests.services import wait_for
+from tests.support.curves import assert_each_epoch_stored_once, expected_curves
+from tests.support.sweeps import all_runs
+from tests.support.services import wait_for
 
 SWEEP = {"name": "e2e", "learning_rates": [0.01, 0.05], "seeds": [0, 1], "epochs": 50}
 

@@ -17,14 +17,14 @@ import pytest
 import redis
 from sqlalchemy import create_engine, make_url, text
 
-from tests.curves import (
+from tests.support.curves import (
     assert_each_epoch_stored_once, assert_early_stopping_kept_the_curves, expected_curves, expected_stops,
 )
 from tests.integration.conftest import settings_for
 from tests.integration.faults import PostgresServer, RedisServer, TcpProxy, count, kill, pid_of
-from tests.integration.stack import Stack, free_port
-from tests.pages import all_runs
-from tests.services import wait_for
+from tests.support.processes import Stack, free_port
+from tests.support.sweeps import all_runs
+from tests.support.services import wait_for
 from worker.app import TRAIN_JOB
 
 LEASE = 3.0  # GRADSWEEP_RUN_LEASE_SECONDS for these tests: a vanished worker's run is taken back within ~4 s

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.faults import count
-from tests.integration.stack import Stack, embedded_settings, gradsweep
+from tests.support.processes import Stack, embedded_settings, gradsweep
 
 # Every check but positive_data_acceptance, which expects every schema-valid body to be
 # accepted: ours also has rules across fields that JSON Schema cannot state (the grid's

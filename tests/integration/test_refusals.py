@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis
 
 from tests.integration.conftest import settings_for
-from tests.integration.stack import Stack, free_port, gradsweep
+from tests.support.processes import Stack, free_port, gradsweep
 from worker.app import QUEUE
 
 BAD_BODIES = {

@@ -9,7 +9,7 @@ import csv
 import io
 
 from engine.tasks.linear_regression import train
-from tests.curves import assert_each_epoch_stored_once, expected_curves
+from tests.support.curves import assert_each_epoch_stored_once, expected_curves
 
 SEARCH = {"name": "random", "method": "random", "run_cap": 6, "search_seed": 3, "parameters": {
     "learning_rate": {"distribution": "log_uniform", "min": 1e-3, "max": 0.1},

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.pages import wait_until_finished
+from tests.support.sweeps import wait_until_finished
 
 
 def embedded_settings(workdir: Path, **extra: str) -> dict[str, str]:

@@ -1,22 +1,9 @@
-"""What tests that need a real service share: failing loudly in CI when it is missing, fresh databases, waiting."""
+"""What tests that need a real service share: failing loudly in CI when it is missing, waiting for it."""
 
 import os
 import time
-import uuid
 
 import pytest
-from sqlalchemy import URL, create_engine, text
-from sqlalchemy.pool import NullPool
-
-
-def new_schema(database: URL) -> URL:
-    """A URL whose connections see only a new, empty schema: a fresh database, cheaply."""
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-    engine = create_engine(database, poolclass=NullPool)
-    with engine.begin() as connection:
-        connection.execute(text(f"CREATE SCHEMA {schema}"))
-    engine.dispose()
-    return database.update_query_dict({"options": f"-csearch_path={schema}"})
 
 
 def in_ci() -> bool:
