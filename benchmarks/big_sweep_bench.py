@@ -31,26 +31,19 @@ from datetime import UTC, datetime
 import httpx
 import numpy as np
 import psycopg
-import redis
 
 from benchmarks.common import (
-    REDIS_URL,
-    database,
     driver_dsn,
-    empty_broker,
     header,
     interleaved,
     median,
     paired_ratios,
     print_repetitions,
-    processes,
     report,
-    service_env,
+    service_on_postgresql,
     timed,
-    use_service_settings,
 )
 from service.settings import get_settings
-from service.storage import Storage
 
 THINK_SECONDS = 0.25
 BARE_QUEUE = "gradsweep.bench.bare"  # no worker reads it
@@ -118,54 +111,45 @@ def main() -> None:
     body = {"name": "big", "learning_rates": {"logspace": [1e-3, 5e-2, side]}, "seeds": list(range(side)),
             "epochs": 1000}
 
-    with database("postgresql") as url:
-        use_service_settings(url)
+    with service_on_postgresql(api_timeout=300) as service:
         from worker.app import TRAIN_JOB, app
         from worker.queue import RETRY_POLICY
 
-        empty_broker()
-        broker = redis.Redis.from_url(REDIS_URL)
-        storage = Storage(url)
-        with processes(service_env(url)) as started:
-            api = httpx.Client(base_url=started.api(), timeout=300)
-            created: list[int] = []
+        url, storage, broker, started, api = service.url, service.storage, service.broker, service.started, service.api
+        created: list[int] = []
 
-            def post_sweep() -> float:
-                start = time.perf_counter()
-                answer = api.post("/sweeps", json=body).raise_for_status().json()
-                elapsed = time.perf_counter() - start
-                if answer["n_runs"] != side * side:
-                    raise SystemExit(f"the API stored {answer['n_runs']} runs, not {side * side}")
-                created.append(answer["id"])
-                return elapsed
+        def post_sweep() -> float:
+            start = time.perf_counter()
+            answer = api.post("/sweeps", json=body).raise_for_status().json()
+            elapsed = time.perf_counter() - start
+            if answer["n_runs"] != side * side:
+                raise SystemExit(f"the API stored {answer['n_runs']} runs, not {side * side}")
+            created.append(answer["id"])
+            return elapsed
 
-            def rows_and_messages() -> float:
-                def write_and_send() -> None:
-                    jobs = by_hand(driver_dsn(url), body)
-                    with app.producer_or_acquire() as producer:
-                        for run_ids in jobs:
-                            app.send_task(TRAIN_JOB, args=[run_ids], queue=BARE_QUEUE, soft_time_limit=600,
-                                          time_limit=630, producer=producer, retry=True, retry_policy=RETRY_POLICY)
-                elapsed = timed(write_and_send)
-                broker.delete(BARE_QUEUE)
-                return elapsed
+        def rows_and_messages() -> float:
+            def write_and_send() -> None:
+                jobs = by_hand(driver_dsn(url), body)
+                with app.producer_or_acquire() as producer:
+                    for run_ids in jobs:
+                        app.send_task(TRAIN_JOB, args=[run_ids], queue=BARE_QUEUE, soft_time_limit=600,
+                                      time_limit=630, producer=producer, retry=True, retry_policy=RETRY_POLICY)
+            elapsed = timed(write_and_send)
+            broker.delete(BARE_QUEUE)
+            return elapsed
 
-            times = interleaved({"by hand": rows_and_messages, "POST /sweeps": post_sweep}, repeats)
-            sweep_id = created[0]  # the first the worker below trains
-            idle = from_second_process(str(api.base_url), sweep_id, max(10, requests // 2))
-            started.worker(concurrency=2)
-            time.sleep(3)  # the worker is up and training
+        times = interleaved({"by hand": rows_and_messages, "POST /sweeps": post_sweep}, repeats)
+        sweep_id = created[0]  # the first the worker below trains
+        idle = from_second_process(str(api.base_url), sweep_id, max(10, requests // 2))
+        started.worker(concurrency=2)
+        time.sleep(3)  # the worker is up and training
 
-            def finished() -> int:
-                return sum(storage.get_sweep(id_).counts["succeeded"] for id_ in created)
+        def finished() -> int:
+            return sum(storage.get_sweep(id_).counts["succeeded"] for id_ in created)
 
-            finished_before = finished()
-            loaded = from_second_process(str(api.base_url), sweep_id, requests)
-            finished_after = finished()
-            api.close()
-        storage.close()
-        broker.close()
-        empty_broker()
+        finished_before = finished()
+        loaded = from_second_process(str(api.base_url), sweep_id, requests)
+        finished_after = finished()
 
     header(f"big sweep: {side * side:,} runs, Redis + PostgreSQL, API in its own process; {repeats} repetitions; "
            f"seconds (lower is better)")

@@ -17,25 +17,26 @@ import itertools
 import math
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import numpy as np
 import redis
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import make_url
 
 from engine.tasks import linear_regression
 from service.cli import worker_environment
 from service.storage import LossWrite, Run, RunConfig, RunStatus, Storage
+from tests.support.databases import empty_redis, new_database
+from tests.support.processes import answering, free_port, stop_all
 
 POSTGRES_SERVER = os.environ.get("GRADSWEEP_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
 REDIS_URL = os.environ.get("GRADSWEEP_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
@@ -119,17 +120,8 @@ def last_stored(runs: list[Run]) -> float:
 @contextmanager
 def postgres_database() -> Iterator[str]:
     """The URL of a new, empty PostgreSQL database, dropped afterwards."""
-    server = make_url(POSTGRES_SERVER).set(drivername="postgresql+psycopg")
-    name = f"gradsweep_bench_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f"CREATE DATABASE {name}"))
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
-        admin.dispose()
+    with new_database(make_url(POSTGRES_SERVER).set(drivername="postgresql+psycopg"), "gradsweep_bench") as url:
+        yield url.render_as_string(hide_password=False)
 
 
 @contextmanager
@@ -155,9 +147,7 @@ def driver_dsn(url: str) -> str:
 
 def empty_broker() -> None:
     """Empties our Redis database (and only it): no message of an earlier repetition or run is left."""
-    client = redis.Redis.from_url(REDIS_URL)
-    client.flushdb()
-    client.close()
+    empty_redis(REDIS_URL)
 
 
 def service_env(database_url: str, **extra: str) -> dict[str, str]:
@@ -179,12 +169,6 @@ def use_service_settings(database_url: str) -> None:
 # ---- service processes ----
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Processes:
     """Service processes started as a user starts them (`gradsweep api`, a Celery worker), stopped together."""
 
@@ -204,16 +188,9 @@ class Processes:
         port = free_port()
         self.start("api", [sys.executable, "-m", "service", "api", "--port", str(port)])
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
-                    return url
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the API did not come up; see {self.workdir / 'api.log'}")
-            time.sleep(0.2)
+        if not answering(lambda: httpx.get(f"{url}/healthz", timeout=5)):
+            raise RuntimeError(f"the API did not come up; see {self.workdir / 'api.log'}")
+        return url
 
     def worker(self, concurrency: int = 2, app: str = "worker.app", name: str = "worker") -> subprocess.Popen:
         """A Celery worker with `gradsweep worker`'s command line; `app` may add tasks to gradsweep's app."""
@@ -221,15 +198,7 @@ class Processes:
                                  f"--concurrency={concurrency}", f"--hostname=gradsweep-bench-{name}@%h"])
 
     def stop(self) -> None:
-        for process in self.started:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in self.started:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_all(self.started, whole_sessions=True, timeout=30)
 
 
 @contextmanager
@@ -242,6 +211,37 @@ def processes(env: dict[str, str]) -> Iterator[Processes]:
             yield running
         finally:
             running.stop()
+
+
+@dataclass
+class Service:
+    """The service a benchmark measures: its database (`url`, `storage`), our Redis (`broker`), its processes
+    (`started`: the API, and the workers the benchmark starts) and a client of its API (`api`)."""
+
+    url: str
+    storage: Storage
+    broker: redis.Redis
+    started: Processes
+    api: httpx.Client
+
+
+@contextmanager
+def service_on_postgresql(api_timeout: float) -> Iterator[Service]:
+    """A new PostgreSQL database and our Redis emptied, this process's settings pointed at both (import the
+    Celery app only inside), and `gradsweep api` up; no worker yet. Closed, dropped and emptied afterwards."""
+    with database("postgresql") as url:
+        use_service_settings(url)
+        empty_broker()
+        broker = redis.Redis.from_url(REDIS_URL)
+        storage = Storage(url)
+        try:
+            with processes(service_env(url)) as started:
+                with httpx.Client(base_url=started.api(), timeout=api_timeout) as api:
+                    yield Service(url, storage, broker, started, api)
+        finally:
+            storage.close()
+            broker.close()
+            empty_broker()
 
 
 def wait_until_drained(client: redis.Redis, queue: str, timeout: float = 600, poll: float = 0.005) -> float:

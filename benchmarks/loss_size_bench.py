@@ -23,29 +23,25 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-import httpx
 import numpy as np
 import psycopg
 
 from benchmarks.common import (
     RUNS_PER_JOB,
     against,
-    database,
     driver_dsn,
-    empty_broker,
     header,
     interleaved,
     median,
     paired_ratios,
     print_repetitions,
-    processes,
     report,
     seed_task_runs,
-    service_env,
+    service_on_postgresql,
     sweep_body,
     wait_for_sweep,
 )
-from service.storage import LossWrite, Outcome, RunStatus, Storage
+from service.storage import LossWrite, Outcome, RunStatus
 
 PER_EPOCH = "losses_per_epoch"
 PER_EPOCH_TABLE = (f"CREATE TABLE {PER_EPOCH} (run_id bigint NOT NULL, epoch integer NOT NULL, "
@@ -97,60 +93,53 @@ def main() -> None:
     n_runs, repeats = (200, 2) if args.quick else (args.runs, args.repeats)
     epochs = args.epochs
 
-    with database("postgresql") as url:
-        dsn = driver_dsn(url)
+    with service_on_postgresql(api_timeout=300) as service:
+        storage, started, api = service.storage, service.started, service.api
+        dsn = driver_dsn(service.url)
         with psycopg.connect(dsn, autocommit=True) as connection:
             connection.execute(PER_EPOCH_TABLE)
         chunks = Table(dsn, "loss_chunks", "SELECT coalesce(sum(cardinality(losses)), 0) FROM loss_chunks")
         per_epoch = Table(dsn, PER_EPOCH, f"SELECT count(*) FROM {PER_EPOCH}")
-        storage = Storage(url)
-        empty_broker()
         parts: dict[str, list[dict[str, int]]] = {"service": [], "a record per job": [], "a row per epoch": []}
         curves: dict[int, np.ndarray] = {}
+        started.worker(concurrency=2)
 
-        with processes(service_env(url)) as started:
-            api = httpx.Client(base_url=started.api(), timeout=300)
-            started.worker(concurrency=2)
+        def through_the_service() -> None:
+            sweep_id = api.post("/sweeps", json=sweep_body("size", n_runs, epochs)).raise_for_status().json()["id"]
+            wait_for_sweep(storage, sweep_id)
+            curves.clear()
+            curves.update(storage.sweep_losses(sweep_id))
 
-            def through_the_service() -> None:
-                sweep_id = api.post("/sweeps", json=sweep_body("size", n_runs, epochs)).raise_for_status().json()["id"]
-                wait_for_sweep(storage, sweep_id)
-                curves.clear()
-                curves.update(storage.sweep_losses(sweep_id))
+        def a_record_per_job() -> None:
+            """The service's last curves again, one `record` call per job of RUNS_PER_JOB runs."""
+            starts = range(0, n_runs, RUNS_PER_JOB)
+            _, runs = storage.create_sweep("size", seed_task_runs(n_runs, epochs), lambda jobs: None,
+                                           batch_sizes=[min(RUNS_PER_JOB, n_runs - first) for first in starts])
+            values = list(curves.values())
+            for first in starts:
+                job = storage.start_job([run.id for run in runs[first:first + RUNS_PER_JOB]], "bench")
+                storage.record([
+                    LossWrite(run.id, 0, curve, run.attempts, Outcome(RunStatus.SUCCEEDED, float(curve[-1])))
+                    for run, curve in zip(job.batch, values[first:first + RUNS_PER_JOB], strict=True)])
 
-            def a_record_per_job() -> None:
-                """The service's last curves again, one `record` call per job of RUNS_PER_JOB runs."""
-                starts = range(0, n_runs, RUNS_PER_JOB)
-                _, runs = storage.create_sweep("size", seed_task_runs(n_runs, epochs), lambda jobs: None,
-                                               batch_sizes=[min(RUNS_PER_JOB, n_runs - first) for first in starts])
-                values = list(curves.values())
-                for first in starts:
-                    job = storage.start_job([run.id for run in runs[first:first + RUNS_PER_JOB]], "bench")
-                    storage.record([
-                        LossWrite(run.id, 0, curve, run.attempts, Outcome(RunStatus.SUCCEEDED, float(curve[-1])))
-                        for run, curve in zip(job.batch, values[first:first + RUNS_PER_JOB], strict=True)])
+        def a_row_per_epoch() -> None:
+            with psycopg.connect(dsn) as connection, connection.cursor() as cursor, cursor.copy(
+                    f"COPY {PER_EPOCH} (run_id, epoch, value) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.write(rows_per_epoch(curves))
 
-            def a_row_per_epoch() -> None:
-                with psycopg.connect(dsn) as connection, connection.cursor() as cursor, cursor.copy(
-                        f"COPY {PER_EPOCH} (run_id, epoch, value) FROM STDIN (FORMAT BINARY)") as copy:
-                    copy.write(rows_per_epoch(curves))
+        def measured(side: str, table: Table, store: Callable[[], None]) -> Callable[[], float]:
+            def measure() -> float:
+                table.empty()
+                store()
+                parts[side].append(table.parts())
+                return parts[side][-1]["total"] / parts[side][-1]["losses"]
+            return measure
 
-            def measured(side: str, table: Table, store: Callable[[], None]) -> Callable[[], float]:
-                def measure() -> float:
-                    table.empty()
-                    store()
-                    parts[side].append(table.parts())
-                    return parts[side][-1]["total"] / parts[side][-1]["losses"]
-                return measure
-
-            sizes = interleaved({
-                "service": measured("service", chunks, through_the_service),
-                "a record per job": measured("a record per job", chunks, a_record_per_job),
-                "a row per epoch": measured("a row per epoch", per_epoch, a_row_per_epoch),
-            }, repeats)
-            api.close()
-        storage.close()
-        empty_broker()
+        sizes = interleaved({
+            "service": measured("service", chunks, through_the_service),
+            "a record per job": measured("a record per job", chunks, a_record_per_job),
+            "a row per epoch": measured("a row per epoch", per_epoch, a_row_per_epoch),
+        }, repeats)
 
     expected = n_runs * epochs
     for side, measured_parts in parts.items():

@@ -23,27 +23,20 @@ from __future__ import annotations
 import argparse
 import time
 
-import httpx
-import redis
 
 from benchmarks.common import (
-    REDIS_URL,
     against,
-    database,
-    empty_broker,
     header,
     interleaved,
     median,
     paired_ratios,
     print_repetitions,
-    processes,
     report,
-    service_env,
+    service_on_postgresql,
     sweep_body,
-    use_service_settings,
     wait_until_drained,
 )
-from service.storage import RunStatus, Storage
+from service.storage import RunStatus
 
 
 def main() -> None:
@@ -54,47 +47,37 @@ def main() -> None:
     args = parser.parse_args()
     n, repeats = (500, 3) if args.quick else (args.runs, args.repeats)
 
-    with database("postgresql") as url:
-        use_service_settings(url)
+    with service_on_postgresql(api_timeout=120) as service:
         from benchmarks.noop_worker import NOOP, app  # the Celery app reads the settings when imported
         from worker.app import QUEUE
         from worker.queue import RETRY_POLICY
 
-        empty_broker()
-        broker = redis.Redis.from_url(REDIS_URL)
-        storage = Storage(url)
+        storage, broker, started, api = service.storage, service.broker, service.started, service.api
         submitted: dict[str, list[float]] = {"service": [], "one run per job": [], "no-op": []}
+        started.worker(concurrency=2, app="benchmarks.noop_worker")
 
-        with processes(service_env(url)) as started:
-            api = httpx.Client(base_url=started.api(), timeout=120)
-            started.worker(concurrency=2, app="benchmarks.noop_worker")
+        def sweep(side: str, count: int = n, **extra: object) -> float:
+            start = time.perf_counter()
+            api.post("/sweeps", json=sweep_body("overhead", count, 1, **extra)).raise_for_status()
+            submitted[side].append((time.perf_counter() - start) / count)
+            return (wait_until_drained(broker, QUEUE) - start) / count
 
-            def sweep(side: str, count: int = n, **extra: object) -> float:
-                start = time.perf_counter()
-                api.post("/sweeps", json=sweep_body("overhead", count, 1, **extra)).raise_for_status()
-                submitted[side].append((time.perf_counter() - start) / count)
-                return (wait_until_drained(broker, QUEUE) - start) / count
+        def noops(count: int = n) -> float:
+            start = time.perf_counter()
+            with app.producer_or_acquire() as producer:  # as enqueue_jobs sends
+                for i in range(count):
+                    app.send_task(NOOP, args=[i], producer=producer, retry=True, retry_policy=RETRY_POLICY)
+            submitted["no-op"].append((time.perf_counter() - start) / count)
+            return (wait_until_drained(broker, QUEUE) - start) / count
 
-            def noops(count: int = n) -> float:
-                start = time.perf_counter()
-                with app.producer_or_acquire() as producer:  # as enqueue_jobs sends
-                    for i in range(count):
-                        app.send_task(NOOP, args=[i], producer=producer, retry=True, retry_policy=RETRY_POLICY)
-                submitted["no-op"].append((time.perf_counter() - start) / count)
-                return (wait_until_drained(broker, QUEUE) - start) / count
-
-            # Warm: the worker is up, its processes have connected and imported the engine.
-            noops(40), sweep("service", 40), sweep("one run per job", 40, batched=False)
-            for times in submitted.values():
-                times.clear()
-            times = interleaved({"no-op": noops, "service": lambda: sweep("service"),
-                                 "one run per job": lambda: sweep("one run per job", batched=False)}, repeats)
-            api.close()
+        # Warm: the worker is up, its processes have connected and imported the engine.
+        noops(40), sweep("service", 40), sweep("one run per job", 40, batched=False)
+        for times in submitted.values():
+            times.clear()
+        times = interleaved({"no-op": noops, "service": lambda: sweep("service"),
+                             "one run per job": lambda: sweep("one run per job", batched=False)}, repeats)
         unfinished = [run for sweep_ in storage.list_sweeps() for run in storage.list_runs(sweep_.id)
                       if run.status != RunStatus.SUCCEEDED]
-        storage.close()
-        broker.close()
-        empty_broker()
     if unfinished:
         raise SystemExit(f"{len(unfinished)} runs did not succeed, e.g. {unfinished[0]}")
 

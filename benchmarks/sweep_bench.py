@@ -31,16 +31,10 @@ import os
 import time
 from collections.abc import Callable
 
-import httpx
-import redis
-
 from benchmarks.common import (
     WORKER_ENVIRONMENT,
-    REDIS_URL,
     against,
     batches,
-    database,
-    empty_broker,
     grid,
     header,
     interleaved,
@@ -48,29 +42,28 @@ from benchmarks.common import (
     median,
     paired_ratios,
     print_repetitions,
-    processes,
     report,
-    service_env,
+    service_on_postgresql,
     sweep_body,
     timed,
     train_one,
     train_together,
-    use_service_settings,
     wait_for_sweep,
     wait_until_drained,
 )
-from service.storage import Storage
 
 ONE_AT_A_TIME_UP_TO = 1000  # runs; more would take minutes a repetition
 
 
 def the_api_jobs(body: dict) -> list[tuple[list, list, int]]:
     """`train_together`'s arguments for each job POST /sweeps makes of `body`'s runs."""
+    from pydantic import TypeAdapter
+
     from service.api.schemas import SweepCreate
     from service.domain.batching import batch_sizes
     from service.settings import get_settings
 
-    configs = [config for _, config in SweepCreate.model_validate(body).planned_runs()]
+    configs = [config for _, config in TypeAdapter(SweepCreate).validate_python(body).planned_runs()]
     runs = [(config.learning_rate, config.seed) for config in configs]
     jobs, first = [], 0
     for size in batch_sizes(configs, get_settings()):
@@ -90,58 +83,49 @@ def main() -> None:
     epochs = args.epochs
 
     os.environ.update(WORKER_ENVIRONMENT)  # read by the pool's processes when they start
-    with database("postgresql") as url, multiprocessing.get_context("spawn").Pool(2) as pool:
-        use_service_settings(url)
+    with multiprocessing.get_context("spawn").Pool(2) as pool, service_on_postgresql(api_timeout=600) as service:
         from benchmarks.noop_worker import TRAIN_BATCH_ONLY, app  # the Celery app reads the settings when imported
         from worker.app import QUEUE
 
-        empty_broker()
-        broker = redis.Redis.from_url(REDIS_URL)
-        storage = Storage(url)
-        with processes(service_env(url)) as started:
-            api = httpx.Client(base_url=started.api(), timeout=600)
-            started.worker(concurrency=2, app="benchmarks.noop_worker")
+        storage, broker, started, api = service.storage, service.broker, service.started, service.api
+        started.worker(concurrency=2, app="benchmarks.noop_worker")
 
-            def through_the_service(body: dict) -> float:
-                """Seconds from POST /sweeps to the last run stored."""
-                submitted = time.time()
-                sweep_id = api.post("/sweeps", json=body).raise_for_status().json()["id"]
-                return last_stored(wait_for_sweep(storage, sweep_id)) - submitted
+        def through_the_service(body: dict) -> float:
+            """Seconds from POST /sweeps to the last run stored."""
+            submitted = time.time()
+            sweep_id = api.post("/sweeps", json=body).raise_for_status().json()["id"]
+            return last_stored(wait_for_sweep(storage, sweep_id)) - submitted
 
-            def as_bare_jobs(jobs: list[tuple[list, list, int]]) -> float:
-                """Seconds from the first message sent to the last acknowledged."""
-                start = time.perf_counter()
-                with app.producer_or_acquire() as producer:
-                    for job in jobs:
-                        app.send_task(TRAIN_BATCH_ONLY, args=list(job), producer=producer)
-                return wait_until_drained(broker, QUEUE) - start
+        def as_bare_jobs(jobs: list[tuple[list, list, int]]) -> float:
+            """Seconds from the first message sent to the last acknowledged."""
+            start = time.perf_counter()
+            with app.producer_or_acquire() as producer:
+                for job in jobs:
+                    app.send_task(TRAIN_BATCH_ONLY, args=list(job), producer=producer)
+            return wait_until_drained(broker, QUEUE) - start
 
-            def sides(n_runs: int) -> dict[str, Callable[[], float]]:
-                body = sweep_body("throughput", n_runs, epochs)
-                runs, jobs = grid(n_runs), the_api_jobs(body)
-                measured = {
-                    "batched limit": lambda: timed(lambda: pool.map(train_together, batches(runs, epochs),
-                                                                    chunksize=1)),
-                    "service": lambda: through_the_service(body),
-                    "bare Celery jobs": lambda: as_bare_jobs(jobs),
-                }
-                if jobs != batches(runs, epochs):
-                    measured["its jobs, plain"] = lambda: timed(lambda: pool.map(train_together, jobs, chunksize=1))
-                if n_runs <= ONE_AT_A_TIME_UP_TO:
-                    one_at_a_time = [(rate, seed, epochs) for rate, seed in runs]
-                    measured["one at a time"] = lambda: timed(lambda: pool.map(train_one, one_at_a_time, chunksize=1))
-                return measured
+        def sides(n_runs: int) -> dict[str, Callable[[], float]]:
+            body = sweep_body("throughput", n_runs, epochs)
+            runs, jobs = grid(n_runs), the_api_jobs(body)
+            measured = {
+                "batched limit": lambda: timed(lambda: pool.map(train_together, batches(runs, epochs),
+                                                                chunksize=1)),
+                "service": lambda: through_the_service(body),
+                "bare Celery jobs": lambda: as_bare_jobs(jobs),
+            }
+            if jobs != batches(runs, epochs):
+                measured["its jobs, plain"] = lambda: timed(lambda: pool.map(train_together, jobs, chunksize=1))
+            if n_runs <= ONE_AT_A_TIME_UP_TO:
+                one_at_a_time = [(rate, seed, epochs) for rate, seed in runs]
+                measured["one at a time"] = lambda: timed(lambda: pool.map(train_one, one_at_a_time, chunksize=1))
+            return measured
 
-            # Warm: the worker is up, its processes have connected and imported the engine, and so have the pool's.
-            for measure in sides(40).values():
-                measure()
-            for n_runs in sizes:
-                times = interleaved(sides(n_runs), repeats)
-                summary(n_runs, epochs, len(the_api_jobs(sweep_body("throughput", n_runs, epochs))), repeats, times)
-            api.close()
-        storage.close()
-        broker.close()
-        empty_broker()
+        # Warm: the worker is up, its processes have connected and imported the engine, and so have the pool's.
+        for measure in sides(40).values():
+            measure()
+        for n_runs in sizes:
+            times = interleaved(sides(n_runs), repeats)
+            summary(n_runs, epochs, len(the_api_jobs(sweep_body("throughput", n_runs, epochs))), repeats, times)
 
 
 def summary(n_runs: int, epochs: int, n_jobs: int, repeats: int, times: dict[str, list[float]]) -> None:

@@ -1,4 +1,4 @@
-"""The service as real processes: `gradsweep api` and `gradsweep worker`, as a user starts them."""
+"""The service as real processes: `gradsweep api` and `gradsweep worker`, as a user starts them; free ports."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -29,6 +29,38 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def answering(get: Callable[[], httpx.Response], healthy: bool = True, timeout: float = 60) -> bool:
+    """Whether `get()` (a GET /healthz) answered 200 (or, unless `healthy`, anything) within `timeout` seconds,
+    tried every 0.2 s: a server process just started is up."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if get().status_code == 200 or not healthy:
+                return True
+        except httpx.TransportError:
+            pass
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
+
+
+def stop_all(processes: Sequence[subprocess.Popen], *, whole_sessions: bool, timeout: float) -> None:
+    """SIGTERM to each process still running (to its whole session if `whole_sessions`), then `timeout` seconds
+    for each to end before its session gets SIGKILL. Each process must lead a session of its own."""
+    for process in processes:
+        if process.poll() is None:
+            if whole_sessions:
+                os.killpg(process.pid, signal.SIGTERM)
+            else:
+                process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def gradsweep(*args: str, env: dict[str, str], cwd: Path, timeout: float = 60,
@@ -62,15 +94,7 @@ class Stack:
     def start_api(self, healthy: bool = True) -> None:
         """Start the API and wait until it answers (and, with `healthy`, until /healthz says 200)."""
         self._start("api", ["api", "--port", str(self.port)])
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if self.http.get("/healthz").status_code == 200 or not healthy:
-                    return
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"API not up; log:\n{self.log('api')}"
-            time.sleep(0.2)
+        assert answering(lambda: self.http.get("/healthz"), healthy), f"API not up; log:\n{self.log('api')}"
 
     def start_worker(self, concurrency: int = 2, name: str = "worker") -> subprocess.Popen:
         return self._start(name, ["worker", f"--concurrency={concurrency}"])
@@ -97,15 +121,7 @@ class Stack:
         return wait_until_finished(self.http, sweep_id, timeout, explain=lambda: self.log("worker"))
 
     def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_all(self.processes, whole_sessions=False, timeout=10)
         self.http.close()
 
 
