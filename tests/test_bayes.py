@@ -8,6 +8,7 @@ import pytest
 from engine.tasks.linear_regression import train
 from service.api.deps import get_storage
 from service.domain import bayes
+from service.domain.search import SearchSpec
 from service.storage import RunStatus, Storage
 from tests import test_api_validation
 from worker.waves import propose_next_wave
@@ -66,8 +67,9 @@ def test_a_wave_proposed_again_is_the_same_and_stored_once(api, queued, storage)
     sweep_id = api.post("/sweeps", json=BAYES).json()["id"]
     train_wave(storage, sweep_id)
     history = storage.list_runs(sweep_id)
-    wave = bayes.next_wave(BAYES | {"wave_size": 4}, history, "tensor")
-    assert wave == bayes.next_wave(BAYES, history, "tensor")  # a proposer killed and started again
+    stored = {name: value for name, value in BAYES.items() if name != "name"}  # the search kept with the sweep
+    wave = bayes.next_wave(SearchSpec.of_stored(stored | {"wave_size": 4}), history, "tensor")
+    assert wave == bayes.next_wave(SearchSpec.of_stored(stored), history, "tensor")  # a proposer killed and started again
     assert sorted(point for point, _ in wave) == [4, 4, 5, 5, 6, 6, 7, 7]
     assert len(propose_next_wave(storage, sweep_id, queued.extend)) == 8
     points_, configs = zip(*wave)

@@ -97,8 +97,7 @@ class JobWriter:
         self.rows: list[np.ndarray] = []  # each epoch's losses since the last write
         self.last_write = time.monotonic()
         self.sweep_id = job.batch[0].sweep_id
-        rule = (job.search or {}).get("early_stopping")
-        self.early_stopping = None if rule is None else EarlyStopping(**rule)
+        self.early_stopping = None if job.search is None else job.search.early_stopping
         self.points = [slot if run.point is None else run.point for slot, run in enumerate(job.batch)]
         self.rungs = self._rungs(job)  # epochs -> the slots judged after that many, with their bracket
 
@@ -269,7 +268,7 @@ def _train(run_ids: list[int], queued_at: datetime | None, worker: str) -> str:
 
 def _search_on(job: StartedJob) -> None:
     """A Bayesian search's next wave, if this job ended its wave. On any error the reaper proposes it instead."""
-    if (job.search or {}).get("method") != "bayes":
+    if job.search is None or job.search.method != "bayes":
         return
     try:
         patiently(lambda: propose_next_wave(storage(), job.batch[0].sweep_id, enqueue_jobs))

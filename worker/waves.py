@@ -26,11 +26,11 @@ def propose_next_wave(storage: Storage, sweep_id: int, enqueue: Enqueue) -> list
         return []
     planned = bayes.next_wave(search, storage.list_runs(sweep_id), overview.task.mode)
     if not planned:
-        raise ValueError(f"sweep {sweep_id} is searching but has made all {search['run_cap']} points")
+        raise ValueError(f"sweep {sweep_id} is searching but has made all {search.run_cap} points")
     points, configs = zip(*planned)
-    sizes = batch_sizes(configs, get_settings(), batched=search.get("batched", True), points=points)
+    sizes = batch_sizes(configs, get_settings(), batched=search.batched, points=points)
     runs = storage.add_runs(sweep_id, configs, points, enqueue, batch_sizes=sizes,
-                            searching=max(points) + 1 < search["run_cap"])
+                            searching=search.searching_after(max(points) + 1))
     if runs:
         log.info("sweep %s: proposed points %s-%s", sweep_id, min(points), max(points))
     return [run.id for run in runs]

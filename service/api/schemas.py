@@ -18,11 +18,13 @@ from pydantic import (
     model_validator,
 )
 
-from service.domain import bayes, search_space
+from service.domain import search_space
 from service.domain.early_stopping import EarlyStopping
 from service.domain.search_space import LearningRate, Optimizer, SearchSpace, Seed
 from service.domain.text import first_hidden
-from service.settings import get_settings
+from service.domain.planning import SweepPlan, plan_grid, plan_search
+from service.domain.search import DEFAULT_WAVE_SIZE, SearchSpec
+from service.settings import Settings, get_settings
 from service.storage import ApiToken, AuditEntry, Role, Run, RunConfig, Sweep
 from service.storage.access import TOKEN_NAME_PATTERN
 
@@ -113,11 +115,9 @@ class GridSweepCreate(BaseModel):
         _check_losses(size, self.epochs)
         return self
 
-    def search(self) -> dict | None:
-        return None
-
-    def searching(self) -> bool:
-        return False
+    def plan(self, settings: Settings) -> SweepPlan:
+        """Every learning rate × seed × optimizer, in that order, batched."""
+        return plan_grid(self.name, [config for _, config in self.planned_runs()], settings, batched=self.batched)
 
     def learning_rate_values(self) -> list[float]:
         return self.learning_rates.values() if isinstance(self.learning_rates, LogSpace) else self.learning_rates
@@ -198,24 +198,16 @@ class SearchSweepCreate(BaseModel):
             raise ValueError(f"n_samples × n_features reaches {size}; {self.mode} mode allows at most {limit}")
         return self
 
-    def search(self) -> dict:
-        """What is kept with the sweep: how its runs were chosen."""
-        cap = {} if self.run_cap is None else {"run_cap": self.run_cap}
-        waves = {"wave_size": self.wave_size or bayes.DEFAULT_WAVE_SIZE} if self.method == "bayes" else {}
-        stopping = {} if self.early_stopping is None else {"early_stopping": self.early_stopping.model_dump()}
-        unbatched = {} if self.batched else {"batched": False}
-        return {"method": self.method, **cap, "search_seed": self.search_seed, **waves, **unbatched,
-                "parameters": self.parameters.model_dump(mode="json", exclude_defaults=True), **stopping}
+    def search(self) -> SearchSpec:
+        """What is kept with the sweep: how its runs are chosen."""
+        wave_size = (self.wave_size or DEFAULT_WAVE_SIZE) if self.method == "bayes" else None
+        return SearchSpec(method=self.method, parameters=self.parameters, run_cap=self.run_cap,
+                          search_seed=self.search_seed, wave_size=wave_size, batched=self.batched,
+                          early_stopping=self.early_stopping)
 
-    def planned_runs(self) -> list[tuple[int | None, RunConfig]]:
-        """The runs to store now: each with the index of its point and its config; of bayes, its first wave."""
-        if self.method == "bayes":
-            return bayes.next_wave(self.search(), [], self.mode)
-        return search_space.planned_runs(self.parameters, self.method, self.run_cap, self.search_seed, self.mode)
-
-    def searching(self) -> bool:
-        """Whether waves are to come after the runs stored now."""
-        return self.method == "bayes" and self.run_cap > (self.wave_size or bayes.DEFAULT_WAVE_SIZE)
+    def plan(self, settings: Settings) -> SweepPlan:
+        """The runs to store now (of bayes, its first wave), batched, with the search."""
+        return plan_search(self.name, self.search(), self.mode, settings)
 
 
 def _check_losses(runs: int, epochs: int) -> None:

@@ -23,12 +23,10 @@ from optuna.trial import TrialState
 
 from service.domain import search_space
 from service.domain.records import Run, RunConfig, RunStatus
+from service.domain.search import DEFAULT_WAVE_SIZE, SearchSpec
 from service.domain.search_space import Parameter, SearchSpace
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # a worker's log is for our events
-
-DEFAULT_WAVE_SIZE = 5  # points per wave: sequential enough for TPE to learn, wide enough to fill a batch
-
 
 def distributions(space: SearchSpace) -> dict[str, BaseDistribution]:
     """Optuna's distribution for each searched parameter (not the repeated ones, nor those of one value)."""
@@ -46,14 +44,14 @@ def _distribution(parameter: Parameter) -> BaseDistribution:
     return CategoricalDistribution(parameter.choices())
 
 
-def next_wave(search: dict, runs: Sequence[Run], mode: str) -> list[tuple[int, RunConfig]]:
+def next_wave(search: SearchSpec, runs: Sequence[Run], mode: str) -> list[tuple[int, RunConfig]]:
     """The runs of the search's next wave, each with the index of its point; none once run_cap points are made."""
-    space, wave_size = SearchSpace.model_validate(search["parameters"]), search.get("wave_size", DEFAULT_WAVE_SIZE)
+    space, wave_size = search.parameters, search.wave_size or DEFAULT_WAVE_SIZE
     told = points_of(runs)
-    size = min(wave_size, search["run_cap"] - len(told))
+    size = min(wave_size, (search.run_cap or 0) - len(told))
     if size <= 0:
         return []
-    proposed = propose(space, search["search_seed"], len(told) // wave_size, told, size)
+    proposed = propose(space, search.search_seed, len(told) // wave_size, told, size)
     return search_space.runs_of_points(space, proposed, mode, first=len(told))
 
 

@@ -1,10 +1,16 @@
-"""The values the storage layer hands out: frozen, so no caller mistakes them for live rows."""
+"""The sweep domain's values, which storage hands out: frozen, so no caller mistakes them for live rows."""
+
+from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from service.domain.search import SearchSpec
 
 
 class RunStatus(StrEnum):
@@ -112,7 +118,7 @@ class SweepOverview:
     task: RunConfig
     n_jobs: int
     best_run: Run | None
-    search: dict | None = None  # how its runs were chosen, as the request said (None: a grid of the first form)
+    search: SearchSpec | None = None  # how its runs were chosen (None: a grid of the first form)
 
 
 @dataclass(frozen=True)
@@ -143,7 +149,7 @@ class StartedJob:
 
     batch: list[Run]
     started: frozenset[int]  # run ids: the only runs this attempt may write
-    search: dict | None = None  # the sweep's: how its runs are chosen, and early stopping's rule
+    search: SearchSpec | None = None  # the sweep's: how its runs are chosen, and early stopping's rule
 
 
 @dataclass(frozen=True)

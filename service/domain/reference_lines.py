@@ -5,7 +5,7 @@ from functools import lru_cache
 
 from engine.tasks.linear_regression import least_squares_loss, stability_limit
 from service.domain.records import RunConfig
-from service.domain.search_space import swept_parameters
+from service.domain.search import SearchSpec, swept_parameters
 
 # Above this, the optimum (a least-squares solve) and the limit (an eigenvalue problem in
 # n_features + 1 dimensions) would cost a request seconds to minutes: they are left out.
@@ -21,7 +21,7 @@ def reference_lines(n_samples: int, n_features: int, data_seed: int) -> tuple[fl
     return least_squares_loss(n_samples, n_features, data_seed), stability_limit(n_samples, n_features, data_seed)
 
 
-def sweep_reference_lines(task: RunConfig, search: dict | None) -> tuple[float | None, float | None]:
+def sweep_reference_lines(task: RunConfig, search: SearchSpec | None) -> tuple[float | None, float | None]:
     """`reference_lines` of a sweep whose first run has `task`: (None, None) if its search varies the data,
     for then each run has data of its own and no one line is every run's."""
     if {"n_samples", "n_features", "data_seed"} & set(swept_parameters(search)):

@@ -150,15 +150,6 @@ class SearchSpace(BaseModel):
 FIRST_FORM_PARAMETERS = ("learning_rate", "seed", "optimizer")
 
 
-def swept_parameters(search: dict | None) -> list[str]:
-    """The hyperparameters a stored search (a sweep's `search`, None for the first form) lets its runs differ in:
-    those it gives a distribution or more than one value."""
-    if search is None:
-        return list(FIRST_FORM_PARAMETERS)
-    return [name for name, parameter in search["parameters"].items()
-            if "value" not in parameter and len(parameter.get("values", ())) != 1]
-
-
 def grid_size(space: SearchSpace) -> int:
     """Runs of a grid over `space`; refused before building it when too large."""
     return math.prod(len(parameter.choices()) for parameter in space.given().values())

@@ -10,7 +10,7 @@ from sqlalchemy import delete, or_, select, update
 
 from service.domain.records import Run, RunStatus, StartedJob
 from service.storage._rows import (
-    Aggregate, _CHUNKS, Enqueue, _enqueued, _FINISHED, _job, _now, _run, _RUNS, _runs, _SWEEPS,
+    Aggregate, _CHUNKS, Enqueue, _enqueued, _FINISHED, _job, _now, _run, _runs, _RUNS, _search,
 )
 from service.storage.errors import NotFound
 
@@ -63,8 +63,8 @@ class Jobs(Aggregate):
                 batch = [_run(row) for row in sorted(started, key=lambda row: row.id)]
             else:
                 batch = _runs(connection, _RUNS.c.sweep_id == started[0].sweep_id, _RUNS.c.batch == started[0].batch)
-            search = connection.scalar(select(_SWEEPS.c.search).where(_SWEEPS.c.id == started[0].sweep_id))
-            return StartedJob(batch=batch, started=frozenset(row.id for row in started), search=search)
+            return StartedJob(batch=batch, started=frozenset(row.id for row in started),
+                              search=_search(connection, started[0].sweep_id))
 
     def start_run(self, run_id: int, worker: str, *, lease: timedelta | None = None) -> Run | None:
         """`start_job` for one run: the run, running for its new attempt, or None if there is nothing to do."""

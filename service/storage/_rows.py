@@ -10,6 +10,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, Table, insert, select
 
 from service.domain.records import Job, Run, RunConfig, RunStatus
+from service.domain.search import SearchSpec
 from service.storage.errors import NotFound
 from service.storage.models import LossChunkRow, RungRow, RunRow, SweepRow
 
@@ -128,3 +129,9 @@ def _run(row: Any) -> Run:
         diverged_at=row.diverged_at,
         error=row.error,
     )
+
+
+def _search(connection: Connection, sweep_id: int) -> SearchSpec | None:
+    """The sweep's search, read back typed (None: a grid of the first form)."""
+    stored = connection.scalar(select(_SWEEPS.c.search).where(_SWEEPS.c.id == sweep_id))
+    return None if stored is None else SearchSpec.of_stored(stored)

@@ -7,9 +7,11 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import aliased
 
+from service.domain.planning import SweepPlan
 from service.domain.records import Run, RunConfig, RunFilter, RunPage, RunStatus, Sweep, SweepOverview
+from service.domain.search import SearchSpec
 from service.storage._rows import (
-    Aggregate, _CHUNKS, Enqueue, _enqueued, _insert_runs, _jobs, _now, _require, _run, _RUNGS, _RUNS, _runs,
+    Aggregate, _CHUNKS, Enqueue, _enqueued, _insert_runs, _jobs, _now, _require, _run, _RUNGS, _runs, _RUNS, _search,
     _SWEEP_CREATION_LOCK, _SWEEPS,
 )
 from service.storage.access import audit
@@ -21,7 +23,7 @@ class Sweeps(Aggregate):
 
     def create_sweep(
         self, name: str, configs: Sequence[RunConfig], enqueue: Enqueue, *, batch_sizes: Sequence[int] | None = None,
-        search: dict | None = None, points: Sequence[int] | None = None, searching: bool = False,
+        search: SearchSpec | None = None, points: Sequence[int] | None = None, searching: bool = False,
         created_by: str | None = None,
     ) -> tuple[Sweep, list[Run]]:
         """Stores a sweep with one queued run per config and enqueues them: all of it or, if anything raises, none.
@@ -29,11 +31,27 @@ class Sweeps(Aggregate):
         Consecutive configs form batches of `batch_sizes` runs (by default a batch per
         run); a batch is trained as one computation, one job on the queue. A worker
         may get a job before this commits; `start_job` waits for the commit. `search`
-        is kept with the sweep: how its runs were chosen (JSON values); `points`, one
+        is kept with the sweep: how its runs were chosen; `points`, one
         per config, which of the search's points each run trains; `searching`, whether
         more runs are to come (`add_runs`); `created_by`, the name of the token that
         submitted it, kept with the sweep and in the audit log.
         """
+        with self._transaction(write=True) as connection:
+            sweep_id = self._insert_sweep(connection, name, configs, enqueue, batch_sizes, search, points, searching,
+                                          created_by)
+            return _sweeps(connection, _SWEEPS.c.id == sweep_id)[0], _runs(connection, _RUNS.c.sweep_id == sweep_id)
+
+    def create_planned_sweep(self, plan: SweepPlan, enqueue: Enqueue, *, created_by: str | None = None) -> SweepOverview:
+        """`create_sweep` of a plan (service/domain/planning.py); returns the new sweep's summary, read in the same
+        transaction, so that the API answers from what it stored."""
+        with self._transaction(write=True) as connection:
+            sweep_id = self._insert_sweep(connection, plan.name, plan.configs, enqueue, plan.batch_sizes, plan.search,
+                                          plan.points, plan.searching, created_by)
+            return _overview(connection, sweep_id)
+
+    def _insert_sweep(self, connection: Connection, name: str, configs: Sequence[RunConfig], enqueue: Enqueue,
+                      batch_sizes: Sequence[int] | None, search: SearchSpec | None, points: Sequence[int] | None,
+                      searching: bool, created_by: str | None) -> int:
         if not configs:
             raise ValueError("a sweep needs at least one run")
         batch_sizes = [1] * len(configs) if batch_sizes is None else list(batch_sizes)
@@ -43,19 +61,17 @@ class Sweeps(Aggregate):
         if len(points) != len(configs):
             raise ValueError(f"{len(points)} points for {len(configs)} runs")
         now = _now()
-        with self._transaction(write=True) as connection:
-            if self._is_postgresql:
-                connection.execute(select(func.pg_advisory_xact_lock_shared(_SWEEP_CREATION_LOCK)))
-            sweep_id = connection.execute(
-                insert(_SWEEPS).values(name=name, created_at=now, search=search, searching=searching,
-                                       created_by=created_by)
-                .returning(_SWEEPS.c.id)).scalar_one()
-            if created_by is not None:
-                audit(connection, created_by, "create", sweep_id)
-            _insert_runs(connection, sweep_id, configs, points, batch_sizes, 0, now)
-            runs = _runs(connection, _RUNS.c.sweep_id == sweep_id)
-            enqueue(_jobs(runs))
-            return _sweeps(connection, _SWEEPS.c.id == sweep_id)[0], runs
+        if self._is_postgresql:
+            connection.execute(select(func.pg_advisory_xact_lock_shared(_SWEEP_CREATION_LOCK)))
+        sweep_id = connection.execute(
+            insert(_SWEEPS).values(name=name, created_at=now, searching=searching,
+                                   search=None if search is None else search.stored(), created_by=created_by)
+            .returning(_SWEEPS.c.id)).scalar_one()
+        if created_by is not None:
+            audit(connection, created_by, "create", sweep_id)
+        _insert_runs(connection, sweep_id, configs, points, batch_sizes, 0, now)
+        enqueue(_jobs(_runs(connection, _RUNS.c.sweep_id == sweep_id)))
+        return sweep_id
 
     def add_runs(self, sweep_id: int, configs: Sequence[RunConfig], points: Sequence[int], enqueue: Enqueue, *,
                  batch_sizes: Sequence[int], searching: bool) -> list[Run]:
@@ -108,13 +124,7 @@ class Sweeps(Aggregate):
     def sweep_overview(self, sweep_id: int) -> SweepOverview:
         """The sweep with its counts, its task, its number of jobs and its best run: a summary, in one transaction."""
         with self._transaction() as connection:
-            found = _sweeps(connection, _SWEEPS.c.id == sweep_id)
-            if not found:
-                raise NotFound(f"no sweep {sweep_id}")
-            task, n_jobs = _shape(connection, sweep_id)
-            search = connection.scalar(select(_SWEEPS.c.search).where(_SWEEPS.c.id == sweep_id))
-            return SweepOverview(sweep=found[0], task=task, n_jobs=n_jobs,
-                                 best_run=_best_runs(connection, [sweep_id]).get(sweep_id), search=search)
+            return _overview(connection, sweep_id)
 
     def get_sweep(self, sweep_id: int) -> Sweep:
         with self._transaction() as connection:
@@ -237,6 +247,15 @@ class Sweeps(Aggregate):
         if not found:
             raise NotFound(f"no run {run_id}")
         return found[0]
+
+
+def _overview(connection: Connection, sweep_id: int) -> SweepOverview:
+    found = _sweeps(connection, _SWEEPS.c.id == sweep_id)
+    if not found:
+        raise NotFound(f"no sweep {sweep_id}")
+    task, n_jobs = _shape(connection, sweep_id)
+    return SweepOverview(sweep=found[0], task=task, n_jobs=n_jobs,
+                         best_run=_best_runs(connection, [sweep_id]).get(sweep_id), search=_search(connection, sweep_id))
 
 
 def _sweeps(connection: Connection, *where: Any) -> list[Sweep]:

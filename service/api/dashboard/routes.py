@@ -27,7 +27,7 @@ from fastapi.templating import Jinja2Templates
 from service.api.deps import ANONYMOUS, Id, StorageDep, authenticate
 from service.api.schemas import sweep_status
 from service.domain.reference_lines import sweep_reference_lines
-from service.domain.search_space import swept_parameters
+from service.domain.search import swept_parameters
 from service.settings import get_settings
 from service.storage import RUN_SORT_KEYS, NotFound, Storage, StorageError
 

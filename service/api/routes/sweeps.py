@@ -18,7 +18,6 @@ from service.api.schemas import (
     SweepPublic,
     SweepSummary,
 )
-from service.domain.batching import batch_sizes
 from service.domain.reference_lines import sweep_reference_lines
 from service.settings import get_settings
 from service.storage import RUN_SORT_KEYS, RunFilter, RunStatus, SweepOverview
@@ -31,12 +30,7 @@ Status = Literal[tuple(status.value for status in RunStatus)]  # type: ignore[va
 @router.post("/sweeps", response_model=SweepSummary, status_code=status.HTTP_201_CREATED)
 def create_sweep(body: SweepCreate, storage: StorageDep, enqueue: EnqueueDep, caller: WriterDep) -> SweepSummary:
     """Store the grid's runs and queue them: all of them, or (on any error) none. Its runs: `GET /sweeps/{id}/runs`."""
-    points, configs = zip(*body.planned_runs())
-    points = None if points[0] is None else points  # a grid of the first form has none
-    sizes = batch_sizes(configs, get_settings(), batched=body.batched, points=points)
-    sweep, _ = storage.create_sweep(body.name, configs, enqueue, batch_sizes=sizes, search=body.search(),
-                                    points=points, searching=body.searching(), created_by=caller.name)
-    return _summary(storage.sweep_overview(sweep.id))
+    return _summary(storage.create_planned_sweep(body.plan(get_settings()), enqueue, created_by=caller.name))
 
 
 @router.get("/sweeps", response_model=list[SweepPublic])
@@ -159,5 +153,5 @@ def _summary(overview: SweepOverview) -> SweepSummary:
         **SweepPublic.of(overview.sweep).model_dump(), n_jobs=overview.n_jobs,
         best_run=None if best is None else RunPublic.of(best), n_samples=task.n_samples,
         n_features=task.n_features, data_seed=task.data_seed, least_squares_loss=optimum, stability_limit=limit,
-        search=overview.search,
+        search=None if overview.search is None else overview.search.stored(),
     )
