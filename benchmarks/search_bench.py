@@ -46,7 +46,7 @@ import numpy as np
 from benchmarks.common import against, database, empty_broker, header, processes, service_env
 from engine.tasks import linear_regression
 from service.client import ApiError, Client
-from service.domain.bayes import DEFAULT_WAVE_SIZE
+from service.domain.search import DEFAULT_WAVE_SIZE
 
 OPTIMIZERS = ["sgd", "momentum", "adam"]
 SEEDS = [0, 1, 2]  # each point's repeated seeds
