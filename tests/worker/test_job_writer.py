@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from engine.tasks.linear_regression import TrainResult
+from service.domain.search import SearchSpec
 from service.storage import LossWrite, Outcome, RunConfig, RunStatus, StartedJob, Storage
 from worker import tasks
 from worker.tasks import FLUSH_SECONDS, JobWriter
@@ -43,7 +44,7 @@ def clock(storage: Storage, monkeypatch: pytest.MonkeyPatch) -> Clock:
     return clock
 
 
-def start(storage: Storage, n_runs: int, *, search: dict | None = None, points: list[int] | None = None,
+def start(storage: Storage, n_runs: int, *, search: SearchSpec | None = None, points: list[int] | None = None,
           finished: int | None = None) -> StartedJob:
     """A batch of `n_runs` runs, one job, started by a worker; the run of slot `finished` ended before it started."""
     configs = [replace(CONFIG, seed=seed) for seed in range(n_runs)]
@@ -179,7 +180,9 @@ def test_fail_ends_the_runs_it_holds_as_failed_keeping_their_losses(storage, clo
 
 # ---- rungs of early stopping ----
 
-HALVING = {"early_stopping": {"type": "successive_halving", "min_epochs": 2, "eta": 2}}  # rungs after 2, 4, 8
+HALVING = SearchSpec.of_stored({  # rungs after 2, 4, 8 epochs
+    "method": "grid", "parameters": {"learning_rate": {"value": 0.01}, "epochs": {"value": 10}},
+    "early_stopping": {"type": "successive_halving", "min_epochs": 2, "eta": 2}})
 
 
 def test_a_rung_stops_the_worse_half_at_once_with_their_losses_and_the_next_judges_the_rest(storage, clock):
