@@ -92,11 +92,17 @@ class Losses(Aggregate):
             raise ValueError(f"{status} is not a finished status")
         return bool(self.record([LossWrite(run_id, first_epoch, _losses(losses), attempt, outcome)]))
 
+    def run_with_curve(self, run_id: int) -> tuple[Run, np.ndarray]:
+        """The run and its loss per epoch, as float64, read together (one transaction: the curve is the run's)."""
+        with self._transaction() as connection:
+            found = _runs(connection, _RUNS.c.id == run_id)
+            if not found:
+                raise NotFound(f"no run {run_id}")
+            return found[0], self._curves(connection, _CHUNKS.c.run_id == run_id).get(run_id, np.empty(0))
+
     def run_losses(self, run_id: int) -> np.ndarray:
         """The run's loss per epoch, as float64."""
-        with self._transaction() as connection:
-            _require(connection, _RUNS, run_id)
-            return self._curves(connection, _CHUNKS.c.run_id == run_id).get(run_id, np.empty(0))
+        return self.run_with_curve(run_id)[1]
 
     def sweep_losses(self, sweep_id: int) -> dict[int, np.ndarray]:
         """Every run's loss curve, by run id (an empty curve for a run with no loss yet)."""

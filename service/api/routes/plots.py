@@ -59,8 +59,7 @@ def _sweep_plot(storage: Storage, sweep_id: int, kind: str, fmt: str) -> bytes:
             responses={200: {"content": {"image/png": {}, "image/svg+xml": {}}}})
 def run_plot(run_id: Id, fmt: Format, storage: StorageDep) -> Response:
     """One run's loss curve so far, with the least-squares optimum of its data."""
-    run = storage.get_run(run_id)
-    losses = storage.run_losses(run_id)
+    run, losses = storage.run_with_curve(run_id)
     config = run.config
     curves = [RunCurve(config.learning_rate, config.seed, config.optimizer, losses,
                        diverged=run.status == RunStatus.DIVERGED, best_loss=run.best_loss,
