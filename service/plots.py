@@ -22,7 +22,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-__all__ = ["RunCurve", "as_text", "plot_curves", "plot_final", "plot_compare"]
+__all__ = ["HEADROOM", "KNOWN_LINESTYLES", "LOG_FLOOR", "STOPPED_EARLY_COLOR", "TAB10", "VIRIDIS", "VIRIDIS_END",
+           "RunCurve", "as_text", "plot_curves", "plot_final", "plot_compare"]
 
 FORMATS = ("png", "svg")
 FIGSIZE = (9.0, 5.5)
@@ -45,9 +46,12 @@ Group = tuple[float, str]
 # Fixed so that an optimizer looks the same in every plot of the service.
 KNOWN_LINESTYLES: dict[str, LineStyle] = {"sgd": "-", "momentum": "--", "adam": ":"}
 SPARE_LINESTYLES: list[LineStyle] = ["-.", (0, (5, 1, 1, 1, 1, 1)), (0, (8, 3)), (0, (1, 4))]
-TAB10 = matplotlib.colormaps["tab10"].colors
+# The service's colours, here once: the dashboard sends them to the browser's charts and styles.
+TAB10 = matplotlib.colormaps["tab10"].colors  # one per optimizer, or per sweep compared
+VIRIDIS = matplotlib.colormaps["viridis"]  # over the sorted learning rates, so neighbouring rates look alike
+VIRIDIS_END = 0.85  # where the learning rates' viridis stops: its pale yellow end vanishes on a white background
 # Runs that early stopping ended: muted, apart from the learning rates' viridis, tab10's first
-# optimizers and the red of divergence; as --stopped-early in the dashboard's CSS.
+# optimizers and the red of divergence.
 STOPPED_EARLY_COLOR = "#a0668f"
 
 # More learning rates than this get a colour bar rather than a legend entry each, which
@@ -403,14 +407,10 @@ def _optimizer_linestyles(runs: Iterable[RunCurve]) -> dict[str, LineStyle]:
 
 
 def _learning_rate_colors(learning_rates: Iterable[float]) -> dict[float, tuple[float, ...]]:
-    """Viridis over the sorted rates, so neighbouring rates look alike.
-
-    Its pale yellow end is left out because it vanishes on a white background.
-    """
+    """Viridis over the sorted rates, up to VIRIDIS_END."""
     rates = sorted(set(learning_rates))
-    positions = np.linspace(0.0, 0.85, len(rates)) if len(rates) > 1 else [0.45]
-    cmap = matplotlib.colormaps["viridis"]
-    return {rate: cmap(position) for rate, position in zip(rates, positions)}
+    positions = np.linspace(0.0, VIRIDIS_END, len(rates)) if len(rates) > 1 else [0.45]
+    return {rate: VIRIDIS(position) for rate, position in zip(rates, positions)}
 
 
 def _learning_rate_colorbar(fig: Figure, ax: Axes, colors: dict[float, tuple[float, ...]]) -> None:
