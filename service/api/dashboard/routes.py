@@ -16,7 +16,7 @@ import math
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import lru_cache
-from importlib import metadata, resources
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -24,6 +24,9 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
 from fastapi.templating import Jinja2Templates
 
+from service.api.dashboard.constants import (
+    BROWSER, FRAGMENT_HEADER, RUNS_PAGE_SIZE, STATUS_COLORS, SWEEPS_PAGE_SIZE, status_name,
+)
 from service.api.deps import ANONYMOUS, Id, StorageDep, authenticate
 from service.api.schemas import sweep_status
 from service.domain.reference_lines import sweep_reference_lines
@@ -37,17 +40,11 @@ logger = logging.getLogger(__name__)
 
 DASHBOARD_DIR = Path(__file__).resolve().parent
 STATIC_DIR = DASHBOARD_DIR / "static"
-PAGE_SIZE = 50
-RUNS_PAGE_SIZE = 100  # rows of a sweep's runs table; the server sorts and pages, so a 10,000-run sweep is 100 pages
 COMPARE_CHOICES = 200
 # A page past the last shows the last; beyond this a page number is refused (422), as the offset
 # it makes, page × RUNS_PAGE_SIZE, must stay a 64-bit integer for the database.
 MAX_PAGE_NUMBER = 1_000_000
 COMPARE_LIMIT = 20  # as many sweeps as /compare/plot.png takes
-FRAGMENT_HEADER = "X-Gradsweep-Fragment"
-# plotly.js, as the Python package `plotly` ships it: served by us, so the charts need no internet. Its
-# version is in the URL, so browsers may keep the file for good and an upgrade still reaches them.
-PLOTLY_URL = f"/ui/vendor/plotly.min.js?v={metadata.version('plotly')}"
 RunSort = Literal[RUN_SORT_KEYS]  # type: ignore[valid-type]
 Order = Literal["asc", "desc"]
 Page = Annotated[int, Query(ge=1, le=MAX_PAGE_NUMBER)]
@@ -61,7 +58,7 @@ router = APIRouter(include_in_schema=False)
 
 
 def format_loss(value: float | None) -> str:
-    """Scientific with four significant digits; dashboard.js's formatLoss writes the same text."""
+    """Scientific with four significant digits."""
     return "—" if value is None else f"{value:.3e}"
 
 
@@ -82,14 +79,11 @@ def format_time(moment: datetime | None) -> str:
     return "—" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def format_status(status: str) -> str:
-    """As a reader says it: "stopped early", not the API's "stopped_early"."""
-    return status.replace("_", " ")
-
-
 templates = Jinja2Templates(directory=DASHBOARD_DIR / "templates")
 templates.env.filters.update(loss=format_loss, lr=format_learning_rate, age=format_age, time=format_time,
-                             status_name=format_status)
+                             status_name=status_name)
+# What base.html gives every page: the scripts' constants (a JSON block) and the statuses' colours (CSS).
+templates.env.globals.update(browser_constants=BROWSER, status_colors=STATUS_COLORS)
 
 
 # ---- pages ----
@@ -97,7 +91,7 @@ templates.env.filters.update(loss=format_loss, lr=format_learning_rate, age=form
 
 @router.get("/")
 def sweeps_page(request: Request, storage: StorageDep, page: Page = 1) -> Response:
-    """Every sweep, newest first, 50 to a page."""
+    """Every sweep, newest first, SWEEPS_PAGE_SIZE to a page."""
     return _render(request, storage, "sweeps.html", lambda: _sweeps_context(storage, page))
 
 
@@ -139,9 +133,9 @@ def tokens_page(request: Request, storage: StorageDep) -> Response:
 
 def _sweeps_context(storage: Storage, page: int) -> dict[str, Any]:
     sweeps = storage.list_sweeps()
-    page_count = max(1, math.ceil(len(sweeps) / PAGE_SIZE))
+    page_count = max(1, math.ceil(len(sweeps) / SWEEPS_PAGE_SIZE))
     page = min(page, page_count)
-    shown = sweeps[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]
+    shown = sweeps[(page - 1) * SWEEPS_PAGE_SIZE: page * SWEEPS_PAGE_SIZE]
     best = storage.best_runs([sweep.id for sweep in shown])
     rows = [(sweep, best.get(sweep.id)) for sweep in shown]
     return {"nav": "sweeps", "rows": rows, "total": len(sweeps), "page": page, "page_count": page_count}
@@ -153,7 +147,7 @@ def _sweep_context(storage: Storage, sweep_id: int, page: int, sort: str, order:
     parameters = swept_parameters(overview.search)  # the charts offer those on which the runs do differ
     optimum, limit = sweep_reference_lines(config, overview.search)
     return {"nav": "sweeps", "sweep": sweep, "status": sweep_status(sweep), "epochs": config.epochs,
-            "optimum": optimum, "stability_limit": limit, "plotly_url": PLOTLY_URL, "parameters": parameters,
+            "optimum": optimum, "stability_limit": limit, "parameters": parameters,
             **_runs_table_context(storage, sweep_id, page, sort, order)}
 
 

@@ -4,7 +4,10 @@
 // and, when two or more parameters vary, a line per run across them (parallel coordinates). The PNGs
 // of /sweeps/{id}/plot.png stay the server's summary of the first two (means over seeds, with a band).
 // plotly.js is large (4.8 MB), so it is loaded only on a page that has a chart.
-"use strict";
+
+import { $, Unauthorized, api, constants, showProblem } from "./api.js";
+
+const { colors, status_names: STATUS_NAMES } = constants;
 
 // The curves chart holds about this many points in all, whatever the sweep's size: each curve
 // gets this share, within CURVE_POINTS, down-sampled by the server (every bucket of epochs keeps
@@ -18,21 +21,19 @@ const CURVE_POINTS = { fewest: 20, most: 400 };
 // where 1,000 take 0.15 s and show the same bands. Every run's mark where it diverged or stopped early
 // stays, so no divergence is hidden, and the final-loss chart always has every run.
 const MAX_LINES = 1000;
-// Learning rates are grouped into at most this many bands per optimizer: one colour, one legend
-// entry and one trace each, so a 100-rate sweep still has a legend one can read and click.
-const MAX_BANDS = 8;
-// As in service/plots.py: viridis (without its pale end) over learning rates, tab10 over
-// optimizers, one line style per optimizer, and a loss axis that stops this factor above the
-// highest loss of a run that did not diverge (a diverged run climbs to 1e6 times its start).
-const VIRIDIS = ["#440154", "#472c7a", "#3c508b", "#2d708e", "#228d8d", "#24aa83", "#52c569", "#9bd93c"];
-const TAB10 = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-  "#bcbd22", "#17becf"];
-const DASHES = { sgd: "solid", momentum: "dash", adam: "dot" };
+// The server's colours and styles, as its PNGs have them: a colour per band of learning rates (viridis
+// without its pale end; at most that many bands per optimizer, so a 100-rate sweep still has a legend one
+// can read and click), tab10 over optimizers, one line style per optimizer, and a loss axis that stops
+// HEADROOM times above the highest loss of a run that did not diverge (a diverged run climbs to 1e6
+// times its start).
+const VIRIDIS = colors.learning_rates;
+const MAX_BANDS = VIRIDIS.length;
+const TAB10 = colors.optimizers;
+const DASHES = Object.fromEntries(constants.optimizer_dashes); // in the known optimizers' order
 const SPARE_DASHES = ["dashdot", "longdash", "longdashdot"];
-const HEADROOM = 100;
-// Runs that early stopping ended at a rung: muted, apart from the learning-rate colours and the red of
-// divergence; as --stopped-early in dashboard.css and STOPPED_EARLY_COLOR in plots.py.
-const STOPPED = { status: "stopped_early", name: "stopped early", color: "#a0668f" };
+const HEADROOM = constants.headroom;
+// Runs that early stopping ended at a rung: muted, apart from the learning-rate colours and the red of divergence.
+const STOPPED = { status: "stopped_early", name: STATUS_NAMES.stopped_early, color: colors.statuses.stopped_early };
 // What the final-loss chart can be drawn against, in the selector's order. A log axis where the values
 // span decades; the optimizer is a name.
 const PARAMETERS = {
@@ -49,9 +50,9 @@ const PARAMETERS = {
   optimizer: { label: "optimizer", type: "category" },
 };
 // The parameters each curve of /sweeps/{id}/losses carries; any other is read from /sweeps/{id}/runs.
-const CURVE_PARAMETERS = ["learning_rate", "seed", "optimizer"];
-const RUNS_PAGE = 1000; // the most GET /sweeps/{id}/runs gives at once
-const LOG_FLOOR = 1e-300; // as in plots.py: a log axis cannot show an exact zero
+const CURVE_PARAMETERS = constants.curve_parameters;
+const RUNS_PAGE = constants.runs_per_request; // the most GET /sweeps/{id}/runs gives at once
+const LOG_FLOOR = constants.log_floor; // a log axis cannot show an exact zero
 const PLOTLY_CONFIG = { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["select2d", "lasso2d"] };
 const RUN_HOVER = "run %{customdata[0]} · %{customdata[3]}<br>lr %{customdata[1]} · seed %{customdata[2]}";
 
@@ -60,37 +61,52 @@ const RUN_HOVER = "run %{customdata[0]} · %{customdata[3]}<br>lr %{customdata[1
 // draws WebGL in software, where 10,000 curves of 20 points take 13 s to appear against 1.5 s as
 // SVG. Its markers stay quick there (20,000 in 0.3 s against 1.9 s as SVG).
 const WEBGL_FROM = 5000; // points in a chart
-let softwareOnly = null;
+const softwareOnly = once(softwareWebGL);
 
 function traceType(points, { lines }) {
   if (points < WEBGL_FROM) return "scatter";
-  softwareOnly ??= softwareWebGL();
-  return lines && softwareOnly ? "scatter" : "scattergl";
+  return lines && softwareOnly() ? "scatter" : "scattergl";
 }
 
 const pointsPerCurve = (runs) =>
   Math.min(CURVE_POINTS.most, Math.max(CURVE_POINTS.fewest, Math.floor(POINT_BUDGET / Math.max(1, runs))));
 
-let plotlyLoaded = null;
-let drawing = false;
-let drawAgain = false; // asked for while drawing: the runs may have moved on since that draw's data came
-let drawingMs = 0; // how long the last drawing took, fetching included
-let lastDrawn = null; // { runs, lines, varying } of the last drawing: what a change of the final chart's axis redraws
+// The page's drawings: one at a time, and one more if asked for meanwhile (the runs may have moved on since
+// the data of the one under way came).
+const drawings = {
+  current: null, // the drawing under way: a promise
+  next: null, // the one asked for meanwhile, to start when that ends: a promise
+  ms: 0, // how long the last drawing took, fetching included
+  last: null, // { runs, lines, varying } of the last drawing: what a change of the final chart's axis redraws
+};
 
-// Draws (or redraws, keeping zoom, scale and hidden groups) every chart of the sweep `section`.
-async function drawCharts(section) {
-  const holder = $("[data-charts]", section);
-  if (!holder) return;
-  if (drawing) {
-    drawAgain = true;
-    return;
+// How long the last drawing of the charts took, fetching included.
+export const lastDrawingMs = () => drawings.ms;
+
+// Draws (or redraws, keeping zoom, scale and hidden groups) every chart of the sweep `section`; resolves
+// once the charts show the runs as they were when it was called.
+export function drawCharts(section) {
+  if (!$("[data-charts]", section)) return Promise.resolve();
+  if (drawings.current) {
+    drawings.next ??= drawings.current.catch(() => {}).then(() => {
+      drawings.next = null;
+      return drawCharts(section);
+    });
+    return drawings.next;
   }
-  drawing = true;
+  drawings.current = drawAll(section).finally(() => {
+    drawings.current = null;
+  });
+  return drawings.current;
+}
+
+async function drawAll(section) {
+  const holder = $("[data-charts]", section);
   const started = performance.now();
   const sweepId = section.dataset.sweepId;
   const nRuns = Number(holder.dataset.nRuns);
   const lines = { optimum: numberOrNull(holder.dataset.optimum), limit: numberOrNull(holder.dataset.stabilityLimit) };
-  const plotly = loadPlotly(holder.dataset.plotly);
+  const plotly = loadPlotly();
   // Asked for before plotly.js has started (a second or two), so the API works on it meanwhile. Each
   // curve comes with its run's final and best loss, learning rate, seed and optimizer; the other
   // parameters a search may vary (epochs, betas, data…) come from the runs' pages, when it varies them.
@@ -99,8 +115,8 @@ async function drawCharts(section) {
   const configs = swept.every((name) => CURVE_PARAMETERS.includes(name)) ? null : runConfigs(sweepId);
   const runs = Promise.all([curves, configs]).then(([body, byId]) => {
     const all = body.runs.map((run) => ({ ...byId?.get(run.run_id), ...run, id: run.run_id }));
-    lastDrawn = { runs: all, lines, varying: varyingParameters(all, swept) };
-    return lastDrawn;
+    drawings.last = { runs: all, lines, varying: varyingParameters(all, swept) };
+    return drawings.last;
   });
   const draw = async (name, data, figure) => {
     const [Plotly, answer] = await Promise.all([plotly, data]);
@@ -118,12 +134,7 @@ async function drawCharts(section) {
     // The banner or the token form says what went wrong with the API; a chart already drawn stays.
     if (!(error instanceof Unauthorized) && !$("[data-problem]").textContent) showProblem(`Charts: ${error.message}`);
   } finally {
-    drawing = false;
-    drawingMs = performance.now() - started;
-    if (drawAgain) {
-      drawAgain = false;
-      drawCharts(section);
-    }
+    drawings.ms = performance.now() - started;
   }
 }
 
@@ -163,11 +174,11 @@ const nearby = new IntersectionObserver((entries) => {
 
 // The parallel-coordinates view of the last drawing's runs; its figure is hidden when it has nothing to show.
 async function drawParallel(chart) {
-  const figure = parallelFigure(lastDrawn);
+  const figure = parallelFigure(drawings.last);
   chart.closest("figure").hidden = figure === null;
   if (figure === null) return;
   if (!("near" in chart.dataset)) return nearby.observe(chart);
-  await plot(await plotlyLoaded, chart, figure);
+  await plot(await loadPlotly(), chart, figure);
   await painted();
   markOnce("gradsweep:parallel-drawn");
 }
@@ -175,8 +186,8 @@ async function drawParallel(chart) {
 // Another parameter picked for the final-loss chart: drawn again from the runs already fetched.
 document.addEventListener("change", async (event) => {
   const holder = event.target.closest("[data-charts]");
-  if (!holder || !event.target.matches("[data-final-parameter]") || !lastDrawn) return;
-  await plot(await plotlyLoaded, $('[data-chart="final"]', holder), finalChart(holder, lastDrawn));
+  if (!holder || !event.target.matches("[data-final-parameter]") || !drawings.last) return;
+  await plot(await loadPlotly(), $('[data-chart="final"]', holder), finalChart(holder, drawings.last));
 });
 
 // Every run of the sweep by id, as GET /sweeps/{id}/runs gives them, a page at a time (all pages but the
@@ -203,18 +214,22 @@ function varyingParameters(runs, swept) {
     && new Set(runs.map((run) => run[name]).filter((value) => value != null)).size > 1);
 }
 
-function loadPlotly(src) {
-  plotlyLoaded ??= new Promise((resolve, reject) => {
-    const script = Object.assign(document.createElement("script"), { src });
-    script.onload = () => resolve(window.Plotly);
-    script.onerror = () => {
-      plotlyLoaded = null;
-      reject(new Error("plotly.js did not load"));
-    };
-    document.head.append(script);
-  });
-  return plotlyLoaded;
-}
+// plotly.js, loaded once (and again after a failure): a classic script, which sets window.Plotly.
+const loadPlotly = (() => {
+  let loaded = null;
+  return () => {
+    loaded ??= new Promise((resolve, reject) => {
+      const script = Object.assign(document.createElement("script"), { src: constants.plotly_url });
+      script.onload = () => resolve(window.Plotly);
+      script.onerror = () => {
+        loaded = null;
+        reject(new Error("plotly.js did not load"));
+      };
+      document.head.append(script);
+    });
+    return loaded;
+  };
+})();
 
 async function json(response) {
   if (!response.ok) throw new Error(`the API answered ${response.status}`);
@@ -284,7 +299,7 @@ function curvesFigure({ runs: curves }, { optimum }, shown, allLines = false) {
     data.push({ type: traceType(stops.x.length, { lines: false }), mode: "markers",
       name: "diverged: × where training stopped", x: stops.x,
       y: stops.y.map((loss) => Math.min(loss, ceiling)), customdata: stops.customdata,
-      marker: { symbol: "x", size: 9, color: "#d62728" },
+      marker: { symbol: "x", size: 9, color: colors.diverged },
       hovertemplate: `${RUN_HOVER}<br>diverged after epoch %{x}<extra></extra>` });
   }
   if (halts.x.length) { // in the legend group of the stopped runs' lines: hidden with them
@@ -427,7 +442,7 @@ function finalFigure(runs, { optimum, limit }, name = "learning_rate") {
   if (diverged.length) {
     data.push({ type: pointType, mode: "markers", name: "diverged (final loss off the chart)", yaxis: "y2",
       x: x(diverged), y: diverged.map(() => 0.97), customdata: diverged.map(point),
-      text: diverged.map((run) => run.diverged_at ?? "?"), marker: { symbol: "x", size: 10, color: "#d62728" },
+      text: diverged.map((run) => run.diverged_at ?? "?"), marker: { symbol: "x", size: 10, color: colors.diverged },
       hovertemplate: `${hover}<br>diverged after epoch %{text}<extra></extra>` });
   }
   const shapes = [];
@@ -524,6 +539,16 @@ function horizontalLine(y, name) {
 }
 
 // ---- small helpers ----
+
+// `make()`, called the first time only.
+function once(make) {
+  let made;
+  let done = false;
+  return () => {
+    if (!done) [made, done] = [make(), true];
+    return made;
+  };
+}
 
 function softwareWebGL() {
   const gl = document.createElement("canvas").getContext("webgl");

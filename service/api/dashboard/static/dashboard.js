@@ -1,69 +1,20 @@
-// The dashboard's script. The server renders every page; this file asks for the API token when
-// the API needs one, keeps pages up to date, pages and sorts the runs table (the server does the
-// sorting), and runs the buttons. charts.js draws the sweep page's charts.
-"use strict";
+// The dashboard's page script. The server renders every page; this module puts a page's content in
+// place once the API has its token (api.js asks for it), keeps pages up to date, pages and sorts the
+// runs table (the server does the sorting), and runs the buttons. charts.js draws the sweep page's charts.
 
-const TOKEN_KEY = "gradsweep.token";
-const FRAGMENT_HEADER = "X-Gradsweep-Fragment";
+import { $, $$, Unauthorized, TOKEN_NEEDED, api, askForToken, fetchFragment, showProblem, token } from "./api.js";
+import { drawCharts, lastDrawingMs } from "./charts.js";
+
 const POLL_MS = 2500;
 const PLOT_MS = 10_000; // a running sweep's charts are redrawn at most this often: each fetches every curve
 
-class Unauthorized extends Error {}
-
-const $ = (selector, root = document) => root.querySelector(selector);
-const $$ = (selector, root = document) => [...root.querySelectorAll(selector)];
-const storedToken = () => sessionStorage.getItem(TOKEN_KEY);
-
-// ---- the API, with the token and visible errors ----
-
-async function api(path, options = {}) {
-  const token = storedToken();
-  const headers = { ...options.headers, ...(token ? { Authorization: `Bearer ${token}` } : {}) };
-  let response;
-  try {
-    response = await fetch(path, { ...options, headers });
-  } catch (error) {
-    showProblem("Cannot reach the gradsweep API. Is it running?");
-    throw error;
-  }
-  if (response.status === 401) {
-    askForToken(token ? "The API refused that token. Enter it again." : "");
-    throw new Unauthorized();
-  }
-  if (response.status >= 500) {
-    const detail = await response.json().then((body) => body.detail, () => response.statusText);
-    showProblem(`The API answered ${response.status}: ${detail}`);
-    throw new Error(detail);
-  }
-  showProblem(null);
-  return response;
-}
-
-function showProblem(message) {
-  const banner = $("[data-problem]");
-  banner.textContent = message ?? "";
-  banner.hidden = !message;
-}
-
 // This URL again, with the token, as the server's rendering of the page's content alone.
 async function fetchPage() {
-  const response = await api(location.pathname + location.search, { headers: { [FRAGMENT_HEADER]: "1" } });
+  const response = await fetchFragment(location.pathname + location.search);
   return new DOMParser().parseFromString(await response.text(), "text/html");
 }
 
-// ---- the token (only asked for when the API needs one) ----
-
-function askForToken(error) {
-  sessionStorage.removeItem(TOKEN_KEY);
-  stopPolling();
-  const form = $("[data-token-form]");
-  $("[data-token-error]").textContent = error;
-  $("[data-token-error]").hidden = !error;
-  form.hidden = false;
-  $("#content").hidden = true;
-  $("[data-forget-token]").hidden = true;
-  form.elements.token.focus();
-}
+// ---- the page's content, once the API has a token ----
 
 async function loadContent() {
   try {
@@ -88,7 +39,7 @@ document.addEventListener("submit", (event) => {
   const form = event.target.closest("[data-token-form]");
   if (!form) return;
   event.preventDefault();
-  sessionStorage.setItem(TOKEN_KEY, form.elements.token.value.trim());
+  token.set(form.elements.token.value.trim());
   form.reset();
   form.hidden = true;
   loadContent();
@@ -96,25 +47,27 @@ document.addEventListener("submit", (event) => {
 
 // ---- keeping a page up to date ----
 
-let timer = null;
-
-function stopPolling() {
-  clearTimeout(timer);
-}
-
-// Runs `step` every POLL_MS for as long as it returns true, and through failures (the banner says why).
-function poll(step) {
-  stopPolling();
-  timer = setTimeout(async () => {
-    let again = true;
-    try {
-      again = await step();
-    } catch (error) {
-      if (error instanceof Unauthorized) return;
-    }
-    if (again) poll(step);
-  }, POLL_MS);
-}
+// One poll at a time: runs `step` every POLL_MS for as long as it returns true, and through failures
+// (the banner says why); stopped while the API waits for a token.
+const polling = {
+  timer: null,
+  stop() {
+    clearTimeout(polling.timer);
+  },
+  every(step) {
+    polling.stop();
+    polling.timer = setTimeout(async () => {
+      let again = true;
+      try {
+        again = await step();
+      } catch (error) {
+        if (error instanceof Unauthorized) return;
+      }
+      if (again) polling.every(step);
+    }, POLL_MS);
+  },
+};
+document.addEventListener(TOKEN_NEEDED, polling.stop);
 
 // Sweeps and run pages: put in the fresh rendering of every [data-live] part.
 async function refreshLiveParts() {
@@ -144,7 +97,7 @@ async function refreshSweep(section) {
   // Redrawn at most every PLOT_MS while runs go on, and once more when the last one has ended; a big
   // sweep's charts take seconds to draw, and the page spends at most a fifth of its time on them.
   const active = sweep.status !== "finished";
-  const every = Math.max(PLOT_MS, 5 * drawingMs);
+  const every = Math.max(PLOT_MS, 5 * lastDrawingMs());
   if (!active || Date.now() - Number(section.dataset.drawnAt ?? 0) >= every) {
     section.dataset.drawnAt = Date.now();
     drawCharts(section);
@@ -168,7 +121,7 @@ function setProgress(progress, counts, total) {
 async function loadPlot(img, fresh = false) {
   let url = img.dataset.plot;
   if (fresh) url += `${url.includes("?") ? "&" : "?"}t=${Date.now()}`;
-  if (!storedToken()) {
+  if (!token.get()) {
     if (fresh || !img.getAttribute("src")) img.src = url;
     return;
   }
@@ -185,17 +138,16 @@ async function loadPlot(img, fresh = false) {
 
 // ---- the runs table: a page at a time, in the server's order ----
 
-let runsShown = 0; // the newest request wins: a poll must not put back the page a click has just left
+const runsTable = { asked: 0 }; // the newest request wins: a poll must not put back the page a click has just left
 
 // Puts in the table for `search` (the sweep page's own query: page, sort, order), and shows it in the URL.
 // `rowsOnly`: the same page again, as a poll asks for it, leaving the pager (and a page number being typed) be.
 async function showRuns(section, search, { rowsOnly = false } = {}) {
-  const request = ++runsShown;
-  const response = await api(`/ui/sweeps/${section.dataset.sweepId}/runs${search}`,
-    { headers: { [FRAGMENT_HEADER]: "1" } });
-  if (!response.ok || request !== runsShown) return;
+  const request = ++runsTable.asked;
+  const response = await fetchFragment(`/ui/sweeps/${section.dataset.sweepId}/runs${search}`);
+  if (!response.ok || request !== runsTable.asked) return;
   const fresh = $("[data-runs-table]", new DOMParser().parseFromString(await response.text(), "text/html"));
-  if (!fresh || request !== runsShown) return;
+  if (!fresh || request !== runsTable.asked) return;
   const part = rowsOnly ? "tbody" : "[data-runs-table]";
   $(part, section).replaceWith(rowsOnly ? $("tbody", fresh) : fresh);
   if (search !== location.search) history.replaceState(history.state, "", location.pathname + search);
@@ -217,7 +169,7 @@ document.addEventListener("click", async (event) => {
     action.disabled = true;
     try {
       await api(action.dataset.action, { method: "POST" });
-      if (await refreshSweep(section)) poll(() => refreshSweep(section));
+      if (await refreshSweep(section)) polling.every(() => refreshSweep(section));
     } catch (error) {
       action.disabled = false;
     }
@@ -247,7 +199,7 @@ document.addEventListener("click", async (event) => {
   }
 
   const download = event.target.closest("a[data-download]");
-  if (download && storedToken()) {
+  if (download && token.get()) {
     event.preventDefault();
     const response = await api(download.href).catch(() => null);
     if (!response?.ok) return;
@@ -261,7 +213,7 @@ document.addEventListener("click", async (event) => {
   }
 
   if (event.target.closest("[data-forget-token]")) {
-    sessionStorage.removeItem(TOKEN_KEY);
+    token.forget();
     location.reload();
   }
 });
@@ -269,24 +221,18 @@ document.addEventListener("click", async (event) => {
 // ---- start ----
 
 function start() {
-  $("[data-forget-token]").hidden = !storedToken();
+  $("[data-forget-token]").hidden = !token.get();
   $$("img[data-plot]").forEach((img) => loadPlot(img));
   const sweep = $("[data-sweep-id]");
   if (sweep) {
     performance.mark("gradsweep:table-ready"); // rendered by the server, and its links work from now on
     sweep.dataset.drawnAt = Date.now();
     drawCharts(sweep);
-    if (sweep.dataset.active === "true") poll(() => refreshSweep(sweep));
+    if (sweep.dataset.active === "true") polling.every(() => refreshSweep(sweep));
   } else if ($("[data-refresh]")) {
-    poll(refreshLiveParts);
+    polling.every(refreshLiveParts);
   }
 }
-
-document.addEventListener("DOMContentLoaded", () => {
-  if (!$("#content").hasAttribute("data-shell")) start();
-  else if (storedToken()) loadContent();
-  else askForToken("");
-});
 
 // A new token: its secret is shown once, in the page, and the table is fetched again.
 document.addEventListener("submit", async (event) => {
@@ -311,3 +257,8 @@ document.addEventListener("submit", async (event) => {
   $("[data-token-secret]", form).hidden = false;
   form.reset();
 });
+
+// A module runs once the document is parsed, before DOMContentLoaded.
+if (!$("#content").hasAttribute("data-shell")) start();
+else if (token.get()) loadContent();
+else askForToken("");
