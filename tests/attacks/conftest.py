@@ -6,21 +6,15 @@ No worker runs: a probe looks at what the API accepts, answers and stores, not a
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.support.processes import Stack, embedded_settings
+from tests.support.processes import Stack, embedded_settings, running_stack
 
 
 @pytest.fixture(scope="module")
 def open_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """An API without a token, as `gradsweep api` starts on a laptop."""
     workdir = tmp_path_factory.mktemp("attacks")
-    stack = Stack(embedded_settings(workdir), workdir)
-    try:
-        stack.migrate()
-        stack.start_api()
+    with running_stack(embedded_settings(workdir), workdir, concurrency=None) as stack:
         yield stack
-    finally:
-        stack.stop()

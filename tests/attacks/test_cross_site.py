@@ -3,11 +3,9 @@ forms, framing, and an API opened to the network by mistake. Each test is one pr
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
-from tests.support.processes import embedded_settings
-from tests.support.processes import Stack, gradsweep
+from tests.support.processes import Stack, embedded_settings, gradsweep, running_stack
 
 SWEEP = {"name": "target", "learning_rates": [0.01], "seeds": [0], "epochs": 5}
 
@@ -100,14 +98,10 @@ def test_the_api_will_not_listen_beyond_loopback_without_a_token(tmp_path):
 
 
 def test_another_origin_named_by_cors_may_change_sweeps(tmp_path):
-    stack = Stack(embedded_settings(tmp_path, GRADSWEEP_CORS_ORIGINS='["https://dash.example.org"]'), tmp_path)
-    try:
-        stack.migrate()
-        stack.start_api()
+    settings = embedded_settings(tmp_path, GRADSWEEP_CORS_ORIGINS='["https://dash.example.org"]')
+    with running_stack(settings, tmp_path, concurrency=None) as stack:
         created = stack.http.post("/sweeps", json=SWEEP, headers={"Origin": "https://dash.example.org",
                                                                   "Sec-Fetch-Site": "cross-site"})
         assert created.status_code == 201, created.text
         refused = stack.http.post("/sweeps", json=SWEEP, headers={"Origin": "https://other.example.org"})
         assert refused.status_code == 403
-    finally:
-        stack.stop()

@@ -9,8 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.processes import embedded_settings
-from tests.support.processes import Stack, gradsweep
+from tests.support.processes import Stack, embedded_settings, gradsweep, running_stack
 
 SWEEP = {"name": "roles", "learning_rates": [0.01], "seeds": [0], "epochs": 5}
 ENV_TOKEN = "env-token-of-the-deployment"
@@ -20,13 +19,8 @@ ENV_TOKEN = "env-token-of-the-deployment"
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """An API with GRADSWEEP_API_TOKEN set, as compose runs it; named tokens are made by the tests."""
     workdir = tmp_path_factory.mktemp("roles")
-    stack = Stack(embedded_settings(workdir, GRADSWEEP_API_TOKEN=ENV_TOKEN), workdir)
-    try:
-        stack.migrate()
-        stack.start_api()
+    with running_stack(embedded_settings(workdir, GRADSWEEP_API_TOKEN=ENV_TOKEN), workdir, concurrency=None) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 def cli_token(stack: Stack, name: str, role: str) -> str:
@@ -125,14 +119,9 @@ def test_the_dashboard_offers_a_read_token_no_buttons_that_would_be_refused(api:
 
 
 def test_an_open_api_closes_once_it_has_a_token(tmp_path: Path):
-    stack = Stack(embedded_settings(tmp_path), tmp_path)
-    try:
-        stack.migrate()
-        stack.start_api()
+    with running_stack(embedded_settings(tmp_path), tmp_path, concurrency=None) as stack:
         assert stack.http.post("/sweeps", json=SWEEP).json()["created_by"] == "anonymous"
         secret = cli_token(stack, "first", "write")
         assert stack.http.get("/sweeps").status_code == 401
         with client(stack, secret) as first:
             assert first.get("/sweeps").status_code == 200
-    finally:
-        stack.stop()

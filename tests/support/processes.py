@@ -126,12 +126,13 @@ class Stack:
 
 
 @contextmanager
-def running_stack(settings: dict[str, str], workdir: Path, concurrency: int = 2) -> Iterator[Stack]:
-    """A migrated database, a worker of `concurrency` processes and the API; all stopped at the end."""
+def running_stack(settings: dict[str, str], workdir: Path, concurrency: int | None = 2) -> Iterator[Stack]:
+    """A migrated database, a worker of `concurrency` processes (none if None) and the API; all stopped at the end."""
     stack = Stack(settings, workdir)
     try:
         stack.migrate()
-        stack.start_worker(concurrency=concurrency)
+        if concurrency is not None:
+            stack.start_worker(concurrency=concurrency)
         stack.start_api()
         yield stack
     finally:
