@@ -31,7 +31,6 @@ from service.api.deps import ANONYMOUS, Id, StorageDep, authenticate
 from service.api.schemas import sweep_status
 from service.domain.reference_lines import sweep_reference_lines
 from service.domain.search import swept_parameters
-from service.settings import get_settings
 from service.storage import RUN_SORT_KEYS, NotFound, Storage, StorageError
 
 __all__ = ["COMPARE_LIMIT", "STATIC_DIR", "router"]
