@@ -21,6 +21,7 @@ RUN if ls /wheels/*.whl >/dev/null 2>&1; then echo "--no-index --find-links=/whe
     && /opt/gradsweep/bin/pip install $(cat /src/index.txt) -r /src/requirements.txt
 # Then the package itself, without touching the dependencies again.
 COPY README.md /src/
+COPY gradsweep /src/gradsweep
 COPY engine /src/engine
 COPY worker /src/worker
 COPY service /src/service

@@ -33,7 +33,7 @@ from benchmarks.common import (
     seed_task_runs,
     service_env,
 )
-from service.storage import Storage
+from gradsweep.service.storage import Storage
 
 MB = 2**20
 PATHS = {"json": "/sweeps/{id}/losses", "csv": "/sweeps/{id}/losses?format=csv"}

@@ -43,7 +43,7 @@ from benchmarks.common import (
     service_on_postgresql,
     timed,
 )
-from service.settings import get_settings
+from gradsweep.service.settings import get_settings
 
 THINK_SECONDS = 0.25
 BARE_QUEUE = "gradsweep.bench.bare"  # no worker reads it
@@ -112,8 +112,8 @@ def main() -> None:
             "epochs": 1000}
 
     with service_on_postgresql(api_timeout=300) as service:
-        from worker.app import TRAIN_JOB, app
-        from worker.queue import RETRY_POLICY
+        from gradsweep.worker.app import TRAIN_JOB, app
+        from gradsweep.worker.queue import RETRY_POLICY
 
         url, storage, broker, started, api = service.url, service.storage, service.broker, service.started, service.api
         created: list[int] = []

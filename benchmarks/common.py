@@ -32,9 +32,9 @@ import numpy as np
 import redis
 from sqlalchemy import make_url
 
-from engine.tasks import linear_regression
-from service.cli import worker_environment
-from service.storage import LossWrite, Run, RunConfig, RunStatus, Storage
+from gradsweep.engine.tasks import linear_regression
+from gradsweep.service.cli import worker_environment
+from gradsweep.service.storage import LossWrite, Run, RunConfig, RunStatus, Storage
 from tests.support.databases import empty_redis, new_database
 from tests.support.processes import answering, free_port, stop_all
 
@@ -159,10 +159,10 @@ def service_env(database_url: str, **extra: str) -> dict[str, str]:
 def use_service_settings(database_url: str) -> None:
     """Points this process's settings (and so the Celery app, once imported) at our database and broker."""
     os.environ.update(GRADSWEEP_DATABASE_URL=database_url, GRADSWEEP_BROKER_URL=REDIS_URL)
-    from service.settings import get_settings
+    from gradsweep.service.settings import get_settings
 
     get_settings.cache_clear()
-    if "worker.app" in sys.modules and sys.modules["worker.app"].app.conf.broker_url != REDIS_URL:
+    if "gradsweep.worker.app" in sys.modules and sys.modules["gradsweep.worker.app"].app.conf.broker_url != REDIS_URL:
         raise RuntimeError("worker.app was imported before the benchmark chose its broker")
 
 
@@ -186,13 +186,13 @@ class Processes:
     def api(self) -> str:
         """Starts `gradsweep api` and returns its URL once /healthz answers 200."""
         port = free_port()
-        self.start("api", [sys.executable, "-m", "service", "api", "--port", str(port)])
+        self.start("api", [sys.executable, "-m", "gradsweep", "api", "--port", str(port)])
         url = f"http://127.0.0.1:{port}"
         if not answering(lambda: httpx.get(f"{url}/healthz", timeout=5)):
             raise RuntimeError(f"the API did not come up; see {self.workdir / 'api.log'}")
         return url
 
-    def worker(self, concurrency: int = 2, app: str = "worker.app", name: str = "worker") -> subprocess.Popen:
+    def worker(self, concurrency: int = 2, app: str = "gradsweep.worker.app", name: str = "worker") -> subprocess.Popen:
         """A Celery worker with `gradsweep worker`'s command line; `app` may add tasks to gradsweep's app."""
         return self.start(name, [sys.executable, "-m", "celery", "-A", app, "worker", "--loglevel=INFO",
                                  f"--concurrency={concurrency}", f"--hostname=gradsweep-bench-{name}@%h"])

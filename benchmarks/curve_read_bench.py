@@ -44,7 +44,7 @@ from benchmarks.common import (
     service_env,
     timed,
 )
-from service.storage import LossWrite, Storage
+from gradsweep.service.storage import LossWrite, Storage
 
 IN_SWEEP = "WHERE run_id IN (SELECT id FROM runs WHERE sweep_id = {})"
 CHUNKS = "SELECT run_id, {} FROM loss_chunks " + IN_SWEEP + " ORDER BY run_id, first_epoch"

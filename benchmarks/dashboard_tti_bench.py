@@ -85,7 +85,7 @@ PLOTLY_ALONE_TIMES = """() => [performance.getEntriesByName("gradsweep:charts-dr
 
 def load_plotly_alone(context, api_url: str) -> float:
     """Seconds from a navigation to plotly.js started and an empty chart painted."""
-    from service.api.dashboard.constants import PLOTLY_URL
+    from gradsweep.service.api.dashboard.constants import PLOTLY_URL
 
     page = context.new_page()
     try:

@@ -41,7 +41,7 @@ from benchmarks.common import (
     sweep_body,
     wait_for_sweep,
 )
-from service.storage import LossWrite, Outcome, RunStatus
+from gradsweep.service.storage import LossWrite, Outcome, RunStatus
 
 PER_EPOCH = "losses_per_epoch"
 PER_EPOCH_TABLE = (f"CREATE TABLE {PER_EPOCH} (run_id bigint NOT NULL, epoch integer NOT NULL, "

@@ -45,7 +45,7 @@ from benchmarks.common import (
     seed_task_runs,
     timed,
 )
-from service.storage import LossWrite, Storage
+from gradsweep.service.storage import LossWrite, Storage
 
 Chunks = list[tuple[int, np.ndarray]]  # (run id, losses from epoch 0)
 

@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import against, header, interleaved, median, print_repetitions, report, seed_task_runs, timed
-from service.domain.batching import batch_sizes
-from service.settings import Settings
-from service.storage import LossWrite, Outcome, RunStatus, Storage
+from gradsweep.service.domain.batching import batch_sizes
+from gradsweep.service.settings import Settings
+from gradsweep.service.storage import LossWrite, Outcome, RunStatus, Storage
 
 MLFLOW_BATCH = 1000  # MLflow refuses more metrics in one log_batch
 

@@ -6,8 +6,8 @@ The same app, so the same configuration (JSON, late acknowledgement, prefetch 1)
 and the same worker process serve both sides.
 """
 
-from engine.tasks import linear_regression
-from worker.app import app
+from gradsweep.engine.tasks import linear_regression
+from gradsweep.worker.app import app
 
 NOOP = "gradsweep.bench.noop"
 TRAIN_BATCH_ONLY = "gradsweep.bench.train_batch_only"

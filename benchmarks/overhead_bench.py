@@ -36,7 +36,7 @@ from benchmarks.common import (
     sweep_body,
     wait_until_drained,
 )
-from service.storage import RunStatus
+from gradsweep.service.storage import RunStatus
 
 
 def main() -> None:
@@ -49,8 +49,8 @@ def main() -> None:
 
     with service_on_postgresql(api_timeout=120) as service:
         from benchmarks.noop_worker import NOOP, app  # the Celery app reads the settings when imported
-        from worker.app import QUEUE
-        from worker.queue import RETRY_POLICY
+        from gradsweep.worker.app import QUEUE
+        from gradsweep.worker.queue import RETRY_POLICY
 
         storage, broker, started, api = service.storage, service.broker, service.started, service.api
         submitted: dict[str, list[float]] = {"service": [], "one run per job": [], "no-op": []}

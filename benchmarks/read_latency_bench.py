@@ -47,7 +47,7 @@ import numpy as np
 
 from benchmarks.common import (database, empty_broker, free_port, header, processes, service_env,
                                use_service_settings)
-from service.storage import Storage
+from gradsweep.service.storage import Storage
 
 REQUESTS = {
     "summary": "/sweeps/{id}",

@@ -44,9 +44,9 @@ from datetime import datetime
 import numpy as np
 
 from benchmarks.common import against, database, empty_broker, header, processes, service_env
-from engine.tasks import linear_regression
-from service.client import ApiError, Client
-from service.domain.search import DEFAULT_WAVE_SIZE
+from gradsweep.engine.tasks import linear_regression
+from gradsweep.service.client import ApiError, Client
+from gradsweep.service.domain.search import DEFAULT_WAVE_SIZE
 
 OPTIMIZERS = ["sgd", "momentum", "adam"]
 SEEDS = [0, 1, 2]  # each point's repeated seeds

@@ -59,9 +59,9 @@ def the_api_jobs(body: dict) -> list[tuple[list, list, int]]:
     """`train_together`'s arguments for each job POST /sweeps makes of `body`'s runs."""
     from pydantic import TypeAdapter
 
-    from service.api.schemas import SweepCreate
-    from service.domain.batching import batch_sizes
-    from service.settings import get_settings
+    from gradsweep.service.api.schemas import SweepCreate
+    from gradsweep.service.domain.batching import batch_sizes
+    from gradsweep.service.settings import get_settings
 
     configs = [config for _, config in TypeAdapter(SweepCreate).validate_python(body).planned_runs()]
     runs = [(config.learning_rate, config.seed) for config in configs]
@@ -85,7 +85,7 @@ def main() -> None:
     os.environ.update(WORKER_ENVIRONMENT)  # read by the pool's processes when they start
     with multiprocessing.get_context("spawn").Pool(2) as pool, service_on_postgresql(api_timeout=600) as service:
         from benchmarks.noop_worker import TRAIN_BATCH_ONLY, app  # the Celery app reads the settings when imported
-        from worker.app import QUEUE
+        from gradsweep.worker.app import QUEUE
 
         storage, broker, started, api = service.storage, service.broker, service.started, service.api
         started.worker(concurrency=2, app="benchmarks.noop_worker")

@@ -3,7 +3,7 @@
 This package depends on numpy only; the service and the worker use it, never the reverse.
 """
 
-from engine.tensor import NoGradientError, Tensor, unbroadcast
-from engine.variable import Variable, to_dot
+from gradsweep.engine.tensor import NoGradientError, Tensor, unbroadcast
+from gradsweep.engine.variable import Variable, to_dot
 
 __all__ = ["NoGradientError", "Tensor", "Variable", "to_dot", "unbroadcast"]

@@ -11,7 +11,7 @@ from typing import Any, Callable, Union
 
 import numpy as np
 
-from engine.graph import creation_order, newest_first
+from gradsweep.engine.graph import creation_order, newest_first
 
 ArrayLike = Union["Tensor", np.ndarray, float, int]
 VJP = Callable[[np.ndarray], np.ndarray]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Union
 
-from engine.graph import creation_order, newest_first
+from gradsweep.engine.graph import creation_order, newest_first
 
 Number = Union[int, float]
 Pairs = tuple[tuple["Variable", Number], ...]  # (child, d self / d child)

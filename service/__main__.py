@@ -1,3 +1,3 @@
-from service.cli import app
+from gradsweep.service.cli import app
 
 app(prog_name="gradsweep")

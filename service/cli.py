@@ -17,14 +17,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from engine.tasks import linear_regression
-from service.client import MAX_PAGE, ApiError, Client
-from service.domain.text import printable
-from service.plots import RunCurve, plot_curves
-from service.settings import get_settings
+from gradsweep.engine.tasks import linear_regression
+from gradsweep.service.client import MAX_PAGE, ApiError, Client
+from gradsweep.service.domain.text import printable
+from gradsweep.service.plots import RunCurve, plot_curves
+from gradsweep.service.settings import get_settings
 
 if TYPE_CHECKING:
-    from service.storage import Storage
+    from gradsweep.service.storage import Storage
 
 app = typer.Typer(help="gradsweep: hyperparameter sweeps on a small reverse-mode autodiff engine.", no_args_is_help=True)
 db_app = typer.Typer(help="The results database.", no_args_is_help=True)
@@ -39,7 +39,7 @@ console = Console(width=None if sys.stdout.isatty() else 200)
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Create or migrate the database's tables to this version of gradsweep."""
-    from service.storage import Storage
+    from gradsweep.service.storage import Storage
 
     storage = Storage(get_settings().database_url)
     storage.upgrade()
@@ -69,7 +69,7 @@ def api(
     os.environ["GRADSWEEP_API_HOST"] = host
     get_settings.cache_clear()
     processes = settings.api_processes
-    uvicorn.run("service.api.main:create_app", factory=True, host=host, port=port, log_level="info",
+    uvicorn.run("gradsweep.service.api.main:create_app", factory=True, host=host, port=port, log_level="info",
                 workers=processes if processes > 1 else None)
 
 
@@ -85,7 +85,7 @@ def _loopback(host: str) -> bool:
 
 
 def _has_tokens() -> bool:
-    from service.storage import Storage
+    from gradsweep.service.storage import Storage
 
     if get_settings().api_token:
         return True
@@ -110,7 +110,7 @@ def token_create(
     role: str = typer.Option("read", help="read (see everything) or write (also submit, cancel, retry, delete)"),
 ) -> None:
     """Make a token and print its secret, once: only its hash is kept."""
-    from service.storage import Role, TokenExists
+    from gradsweep.service.storage import Role, TokenExists
 
     if role not in {r.value for r in Role}:
         _fail(f"--role is read or write, not {role!r}")
@@ -138,7 +138,7 @@ def token_list() -> None:
 @token_app.command("revoke")
 def token_revoke(name: str) -> None:
     """Revoke a token: its next request is refused, by every API process."""
-    from service.storage import NotFound
+    from gradsweep.service.storage import NotFound
 
     with _storage() as storage:
         try:
@@ -150,7 +150,7 @@ def token_revoke(name: str) -> None:
 
 @contextmanager
 def _storage() -> Iterator[Storage]:
-    from service.storage import Storage
+    from gradsweep.service.storage import Storage
 
     _require_migrated_database()
     storage = Storage(get_settings().database_url)
@@ -169,7 +169,7 @@ def worker(
     settings = get_settings()
     concurrency = concurrency or settings.worker_concurrency or os.cpu_count() or 1
     env = worker_environment(os.environ)
-    argv = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--loglevel=INFO",
+    argv = [sys.executable, "-m", "celery", "-A", "gradsweep.worker.app", "worker", "--loglevel=INFO",
             f"--concurrency={concurrency}", f"--hostname=gradsweep-{os.getpid()}@%h"]
     os.execvpe(sys.executable, argv, env)
 
@@ -188,7 +188,7 @@ def worker_environment(base: Mapping[str, str]) -> dict[str, str]:
 
 
 def _require_migrated_database() -> None:
-    from service.storage import SchemaOutOfDate, Storage, StorageError
+    from gradsweep.service.storage import SchemaOutOfDate, Storage, StorageError
 
     storage = Storage(get_settings().database_url)
     try:
@@ -343,7 +343,7 @@ def demo(
     output_dir: Path = typer.Option(Path("."), help="where to write the plots"),
 ) -> None:
     """The main job: start the API and workers here, run a sweep, plot it, and stop what was started."""
-    from service.demo import run_demo
+    from gradsweep.service.demo import run_demo
 
     _call(lambda: run_demo(workers=workers, epochs=epochs, output_dir=output_dir, console=console))
 

@@ -19,10 +19,10 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from engine.tasks.linear_regression import least_squares_loss, stability_limit
-from service.client import Client
-from service.settings import get_settings
-from service.storage import Storage
+from gradsweep.engine.tasks.linear_regression import least_squares_loss, stability_limit
+from gradsweep.service.client import Client
+from gradsweep.service.settings import get_settings
+from gradsweep.service.storage import Storage
 
 LEARNING_RATES = [0.003, 0.01, 0.03, 0.06, 0.1]  # the last lies above the SGD stability limit (about 0.074)
 SEEDS = [0, 1, 2, 3]
@@ -94,7 +94,7 @@ class _process:
     """A `gradsweep` subcommand as a child process, stopped (and waited for) on exit."""
 
     def __init__(self, args: list[str], log) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", "service", *args], stdout=log, stderr=log)
+        self.process = subprocess.Popen([sys.executable, "-m", "gradsweep", *args], stdout=log, stderr=log)
 
     def __enter__(self) -> subprocess.Popen:
         return self.process

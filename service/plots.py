@@ -72,7 +72,7 @@ class RunCurve:
     stops where it was judged out: its last loss is real, but not where
     training all its epochs would have led.
 
-    A long curve may come down-sampled (service/downsampling.py): then ``epochs``
+    A long curve may come down-sampled (service/domain/downsampling.py): then ``epochs``
     gives each loss's epoch, ascending, from the first epoch to the last.
     """
 

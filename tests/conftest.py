@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import URL, make_url
 from sqlalchemy.exc import OperationalError
 
-from service.storage import Storage
-from service.storage.engine import database_url
+from gradsweep.service.storage import Storage
+from gradsweep.service.storage.engine import database_url
 from tests.support.databases import new_database, new_schema
 from tests.support.services import unavailable
 

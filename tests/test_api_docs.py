@@ -12,10 +12,10 @@ import re
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api.deps import get_storage
-from service.api.main import create_app
-from service.settings import get_settings
-from service.storage import Storage
+from gradsweep.service.api.deps import get_storage
+from gradsweep.service.api.main import create_app
+from gradsweep.service.settings import get_settings
+from gradsweep.service.storage import Storage
 
 PAGES = ["/docs", "/redoc"]
 # A browser refuses a style sheet served under another type, and with nosniff a script too.

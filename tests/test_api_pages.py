@@ -15,10 +15,10 @@ import pytest
 import zstandard
 from fastapi.testclient import TestClient
 
-from engine.tasks.linear_regression import least_squares_loss, stability_limit
-from service.api.deps import get_enqueue, get_storage
-from service.api.main import create_app
-from service.storage import RunStatus, Storage
+from gradsweep.engine.tasks.linear_regression import least_squares_loss, stability_limit
+from gradsweep.service.api.deps import get_enqueue, get_storage
+from gradsweep.service.api.main import create_app
+from gradsweep.service.storage import RunStatus, Storage
 
 GRID = {"name": "grid", "learning_rates": [1e-3, 1e-2, 3e-2, 1e-1], "seeds": [0, 1, 2],
         "optimizers": ["sgd", "adam"], "epochs": 10}
@@ -225,7 +225,7 @@ def test_curves_come_compressed_as_the_client_accepts_with_a_tag_of_their_own(ap
 
 @pytest.mark.parametrize("kind,line", [("curves", "least-squares optimum"), ("final", "GD stability limit")])
 def test_the_plots_of_a_search_that_varies_the_data_draw_no_one_reference_line(api, storage, kind, line):
-    # The summary's rule (service/reference_lines.py): runs of different data have no one optimum or limit.
+    # The summary's rule (service/domain/reference_lines.py): runs of different data have no one optimum or limit.
     base = {"method": "grid", "parameters": {"learning_rate": {"value": 0.01}, "epochs": {"value": 2}}}
     one_data = api.post("/sweeps", json={"name": "one dataset", **base}).json()
     base["parameters"]["data_seed"] = {"values": [0, 1]}

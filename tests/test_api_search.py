@@ -10,7 +10,7 @@ import math
 
 import pytest
 
-from service.settings import get_settings
+from gradsweep.service.settings import get_settings
 from tests import test_api_validation
 from tests.support.sweeps import with_runs
 from tests.test_api_validation import names_field

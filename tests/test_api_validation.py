@@ -10,10 +10,10 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api.deps import get_enqueue, get_storage
-from service.api.main import create_app
-from service.settings import get_settings
-from service.storage import Storage
+from gradsweep.service.api.deps import get_enqueue, get_storage
+from gradsweep.service.api.main import create_app
+from gradsweep.service.settings import get_settings
+from gradsweep.service.storage import Storage
 from tests.support.sweeps import with_runs
 
 VALID = {"name": "ok", "learning_rates": [0.01], "seeds": [0], "epochs": 10}
@@ -140,7 +140,7 @@ def test_a_sweep_may_ask_for_one_run_per_job(api, queued):
 
 
 def test_when_the_queue_fails_nothing_is_stored(api):
-    from worker.queue import BrokerUnavailable
+    from gradsweep.worker.queue import BrokerUnavailable
 
     def broken(run_ids):
         raise BrokerUnavailable("no broker")

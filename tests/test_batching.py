@@ -1,10 +1,10 @@
-"""How POST /sweeps groups a sweep's runs into batches (service/batching.py)."""
+"""How POST /sweeps groups a sweep's runs into batches (service/domain/batching.py)."""
 
 from dataclasses import replace
 
-from service.domain.batching import batch_sizes, bytes_per_run
-from service.settings import Settings
-from service.storage import RunConfig
+from gradsweep.service.domain.batching import batch_sizes, bytes_per_run
+from gradsweep.service.settings import Settings
+from gradsweep.service.storage import RunConfig
 
 RUN = RunConfig(learning_rate=0.01, seed=0, optimizer="sgd", epochs=1000, n_samples=100, n_features=50,
                 data_seed=0, mode="tensor")

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from engine.tasks.linear_regression import train
-from service.api.deps import get_storage
-from service.domain import bayes
-from service.domain.search import SearchSpec
-from service.storage import RunStatus, Storage
+from gradsweep.engine.tasks.linear_regression import train
+from gradsweep.service.api.deps import get_storage
+from gradsweep.service.domain import bayes
+from gradsweep.service.domain.search import SearchSpec
+from gradsweep.service.storage import RunStatus, Storage
+from gradsweep.worker.waves import propose_next_wave
 from tests import test_api_validation
-from worker.waves import propose_next_wave
 
 api, queued = test_api_validation.api, test_api_validation.queued  # the in-process API and its queue (fixtures)
 

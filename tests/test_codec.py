@@ -6,7 +6,7 @@ import struct
 import numpy as np
 import pytest
 
-from service.storage import codec
+from gradsweep.service.storage import codec
 
 CURVES = [np.array([0.1 + 0.2, 5e-324, 1e300, -0.0, 0.5]), np.random.default_rng(0).random(1_000), np.empty(0)]
 

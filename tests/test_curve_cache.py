@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import zstandard
 
-from service.api.curve_cache import CurveCache, sweep_curves_json
-from service.storage import RunConfig, RunStatus, Storage
+from gradsweep.service.api.curve_cache import CurveCache, sweep_curves_json
+from gradsweep.service.storage import RunConfig, RunStatus, Storage
 
 CONFIG = RunConfig(learning_rate=0.01, seed=0, optimizer="sgd", epochs=1_000, n_samples=100, n_features=50,
                    data_seed=0, mode="tensor")

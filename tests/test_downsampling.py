@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from service.domain.downsampling import min_max, min_max_each
+from gradsweep.service.domain.downsampling import min_max, min_max_each
 
 
 def test_a_short_curve_is_kept_whole():

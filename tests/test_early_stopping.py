@@ -1,6 +1,6 @@
 """The early-stopping rule on its own: rungs, brackets and who goes on (tests/integration/ runs it for real)."""
 
-from service.domain.early_stopping import EarlyStopping
+from gradsweep.service.domain.early_stopping import EarlyStopping
 
 
 def test_successive_halving_judges_at_min_epochs_times_powers_of_eta_before_the_last_epoch():

@@ -5,7 +5,7 @@ from __future__ import annotations
 from kombu import Connection, Queue
 from sqlalchemy import event
 
-import worker.embedded_broker  # noqa: F401  (registers the `sqla` transport)
+import gradsweep.worker.embedded_broker  # noqa: F401  (registers the `sqla` transport)
 
 
 def test_a_queue_that_another_process_declares_meanwhile_is_taken_not_fatal(tmp_path):

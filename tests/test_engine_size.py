@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-import engine
+from gradsweep import engine
 
 LINE_BUDGET = 730  # 700 until the optimizers' constants could be searched over (29 lines)
 
@@ -17,5 +17,6 @@ def test_the_engine_imports_neither_the_service_nor_the_worker():
     root = Path(engine.__file__).parent
     for path in root.rglob("*.py"):
         text = path.read_text()
-        assert "import service" not in text and "from service" not in text, path
-        assert "import worker" not in text and "from worker" not in text, path
+        for above in ("gradsweep.service", "gradsweep.worker", "import service", "from service", "import worker",
+                      "from worker"):
+            assert above not in text, (path, above)

@@ -6,28 +6,33 @@ each other. A newcomer can trust the layout (README: "Layout") because this test
     service.storage, worker.queue   persistence; the job queue (and the Celery app it sends through)
     service.api, worker             the HTTP API and its dashboard; the workers' tasks
     service.cli, service.client     the command line, the Python client, the demo
+
+Each is a part of the one import name `gradsweep` (gradsweep.engine, ...), and every import says so.
 """
 
 from __future__ import annotations
 
 import ast
+import tomllib
 from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("engine", "service", "worker")
+PACKAGES = ("engine", "service", "worker")  # the folders; each is gradsweep.<folder>
 # The lowest layer first; a module's layer is that of the longest prefix listed.
-LAYERS = [
+LAYERS = [("gradsweep." + prefix for prefix in layer) for layer in [
     ("engine", "service.settings"),
     ("service.domain", "service.plots"),
     ("service.storage", "service.migrations", "worker.app", "worker.embedded_broker", "worker.queue"),
     ("service.api", "worker"),
-    ("service.cli", "service.client", "service.demo", "service.__main__", "service"),
-]
+    ("service.cli", "service.client", "service.demo", "service.__main__", "service", "__main__"),
+]]
+LAYERS = [tuple(layer) for layer in LAYERS] + [("gradsweep",)]
 
 
 def module_name(path: Path) -> str:
-    parts = path.relative_to(ROOT).with_suffix("").parts
+    parts = ("gradsweep", *path.relative_to(ROOT).with_suffix("").parts)
+    parts = parts[1:] if parts[1] == "gradsweep" else parts  # the package's own folder
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -39,7 +44,7 @@ def layer(module: str) -> int:
 
 
 def modules() -> dict[str, Path]:
-    return {module_name(path): path for package in PACKAGES for path in (ROOT / package).rglob("*.py")
+    return {module_name(path): path for package in (*PACKAGES, "gradsweep") for path in (ROOT / package).rglob("*.py")
             if "versions" not in path.parts}  # migrations' revisions import nothing of ours
 
 
@@ -52,12 +57,26 @@ def imports_of(path: Path, known: dict[str, Path]) -> set[str]:
                 found.add(f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in known else node.module)
         elif isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
-    return {name for name in found if name.split(".")[0] in PACKAGES}
+    return {name for name in found if name.split(".")[0] in (*PACKAGES, "gradsweep")}
 
 
 def graph() -> dict[str, set[str]]:
     known = modules()
     return {name: imports_of(path, known) - {name} for name, path in known.items()}
+
+
+def test_every_import_names_the_package_gradsweep():
+    # From the repository's folder `engine.x` would import too, as a second copy of gradsweep.engine.x.
+    bare = sorted(f"{module} imports {imported}" for module, imported_set in graph().items()
+                  for imported in imported_set if imported.split(".")[0] in PACKAGES)
+    assert not bare, bare
+
+
+def test_pyproject_installs_every_package():
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    packages = {module_name(path.parent / "__init__.py") for package in (*PACKAGES, "gradsweep")
+                for path in (ROOT / package).rglob("__init__.py")}
+    assert packages == listed
 
 
 def test_every_import_points_down_the_layers():
@@ -69,13 +88,14 @@ def test_every_import_points_down_the_layers():
 
 def test_the_engine_imports_numpy_and_itself_only():
     for name, path in modules().items():
-        if name.startswith("engine"):
+        if name.startswith("gradsweep.engine"):
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, (ast.Import, ast.ImportFrom)) and getattr(node, "level", 0) == 0:
                     names = [node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
                     for imported in names:
                         top = imported.split(".")[0]
-                        assert top in {"engine", "numpy", "__future__"} or top in _stdlib(), (name, imported)
+                        assert (imported.startswith("gradsweep.engine") or top in {"numpy", "__future__"}
+                                or top in _stdlib()), (name, imported)
 
 
 def test_no_two_files_and_no_two_packages_import_each_other():
@@ -100,8 +120,9 @@ def test_no_private_module_is_imported_from_another_package():
 
 
 def _package(module: str) -> str:
-    """The layer's package a module belongs to: service.api.routes.plots -> service.api."""
-    return ".".join(module.split(".")[:2]) if module.startswith("service.") else module.split(".")[0]
+    """The layer's package a module belongs to: gradsweep.service.api.routes.plots -> gradsweep.service.api."""
+    parts = module.split(".")
+    return ".".join(parts[:3]) if parts[:2] == ["gradsweep", "service"] else ".".join(parts[:2])
 
 
 def _stdlib() -> frozenset[str]:

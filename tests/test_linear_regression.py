@@ -5,7 +5,7 @@ import multiprocessing
 import numpy as np
 import pytest
 
-from engine.tasks.linear_regression import (
+from gradsweep.engine.tasks.linear_regression import (
     least_squares_loss,
     make_data,
     stability_limit,
@@ -38,7 +38,7 @@ def test_scalar_mode_equals_tensor_mode_on_the_seed_task(optimizer):
 
 
 def test_the_first_loss_is_the_loss_at_initialisation():
-    from engine.tasks.linear_regression import initial_parameters
+    from gradsweep.engine.tasks.linear_regression import initial_parameters
 
     X, y = make_data()
     W, b = initial_parameters(seed=5, n_features=50)

@@ -5,8 +5,8 @@ import pytest
 from alembic import command
 from sqlalchemy import URL, text
 
-from service.storage import RunStatus, Storage, alembic_config
-from service.storage.engine import make_engine
+from gradsweep.service.storage import RunStatus, Storage, alembic_config
+from gradsweep.service.storage.engine import make_engine
 
 # Two runs' losses as revision 0003 stored them, a row per epoch; run 2 has a gap (epochs 3-4 missing).
 CURVES = {1: np.random.default_rng(0).random(2_500), 2: np.array([0.1 + 0.2, 5e-324, 1e300, 0.5, 0.25])}

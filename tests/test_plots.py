@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from service.plots import RunCurve, plot_compare, plot_curves, plot_final
+from gradsweep.service.plots import RunCurve, plot_compare, plot_curves, plot_final
 
 OPTIMUM = 0.05
 STABILITY_LIMIT = 0.2

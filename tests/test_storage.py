@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sqlalchemy import text
 
-from service.storage import (
+from gradsweep.service.storage import (
     DatabaseUnavailable,
     Job,
     LossWrite,
@@ -24,7 +24,7 @@ from service.storage import (
     Storage,
     SweepActive,
 )
-from service.storage.engine import make_engine
+from gradsweep.service.storage.engine import make_engine
 
 CONFIG = RunConfig(
     learning_rate=0.1,

@@ -6,7 +6,7 @@ import operator
 import numpy as np
 import pytest
 
-from engine import NoGradientError, Tensor
+from gradsweep.engine import NoGradientError, Tensor
 
 
 def check_grads(f, *inputs: np.ndarray, h: float = 1e-6) -> None:

@@ -5,8 +5,8 @@ import multiprocessing
 import numpy as np
 import pytest
 
-from engine.optimizers import OPTIMIZERS
-from engine.tasks.linear_regression import stability_limit, train, train_batch
+from gradsweep.engine.optimizers import OPTIMIZERS
+from gradsweep.engine.tasks.linear_regression import stability_limit, train, train_batch
 
 LIMIT = stability_limit()  # plain gradient descent diverges above this learning rate
 OPTIMIZER_NAMES = list(OPTIMIZERS)
@@ -158,7 +158,7 @@ def test_each_run_of_a_batch_trains_with_its_own_optimizer_constants(optimizer, 
 
 
 def test_defaults_are_the_constants_not_given():
-    from engine.optimizers import CONSTANTS
+    from gradsweep.engine.optimizers import CONSTANTS
 
     for optimizer, defaults in CONSTANTS.items():
         assert train(0.01, 0, 50, optimizer=optimizer, constants=defaults).losses == \

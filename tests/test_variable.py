@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from engine import Variable, to_dot
+from gradsweep.engine import Variable, to_dot
 
 
 def numerical_gradient(f, x: float, h: float = 1e-6) -> float:

@@ -6,8 +6,8 @@ needs this module but never the training code.
 
 from celery import Celery
 
-import worker.embedded_broker  # noqa: F401  (registers the embedded broker's transport)
-from service.settings import get_settings
+import gradsweep.worker.embedded_broker  # noqa: F401  (registers the embedded broker's transport)
+from gradsweep.service.settings import get_settings
 
 TRAIN_JOB = "gradsweep.train_job"
 QUEUE = "gradsweep"
@@ -15,7 +15,7 @@ QUEUE = "gradsweep"
 
 def make_celery() -> Celery:
     settings = get_settings()
-    app = Celery("gradsweep", broker=settings.broker_url, include=["worker.tasks", "worker.reaper"])
+    app = Celery("gradsweep", broker=settings.broker_url, include=["gradsweep.worker.tasks", "gradsweep.worker.reaper"])
     app.conf.update(
         # JSON only: a pickled message could run code in the worker.
         task_serializer="json",

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 from kombu.exceptions import ChannelError, OperationalError
 
-from service.storage import Job, RunConfig
-from worker.app import QUEUE, TRAIN_JOB, app
+from gradsweep.service.storage import Job, RunConfig
+from gradsweep.worker.app import QUEUE, TRAIN_JOB, app
 
 # Fail fast when the broker is down: the API answers 503 instead of hanging.
 RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}

@@ -23,10 +23,10 @@ from datetime import timedelta
 
 from celery.signals import worker_ready, worker_shutdown
 
-from service.settings import get_settings
-from service.storage import Storage, StorageError
-from worker.queue import BrokerUnavailable, enqueue_jobs, waiting_messages
-from worker.waves import propose_next_wave
+from gradsweep.service.settings import get_settings
+from gradsweep.service.storage import Storage, StorageError
+from gradsweep.worker.queue import BrokerUnavailable, enqueue_jobs, waiting_messages
+from gradsweep.worker.waves import propose_next_wave
 
 log = logging.getLogger(__name__)
 _stop = threading.Event()

@@ -26,17 +26,17 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery.worker.request import Request
 from celery.signals import worker_process_init
 
-from engine.optimizers import CONSTANTS
-from engine.tasks import linear_regression
-from engine.tasks.linear_regression import TrainResult
-from service.domain.early_stopping import EarlyStopping
-from service.settings import get_settings
-from service.storage import (
+from gradsweep.engine.optimizers import CONSTANTS
+from gradsweep.engine.tasks import linear_regression
+from gradsweep.engine.tasks.linear_regression import TrainResult
+from gradsweep.service.domain.early_stopping import EarlyStopping
+from gradsweep.service.settings import get_settings
+from gradsweep.service.storage import (
     DatabaseUnavailable, LossWrite, NotFound, Outcome, RungLoss, RunStatus, StartedJob, Storage, StorageError,
 )
-from worker.app import TRAIN_JOB, app
-from worker.queue import HARD_LIMIT_GRACE_SECONDS, enqueue_jobs, time_limit
-from worker.waves import propose_next_wave
+from gradsweep.worker.app import TRAIN_JOB, app
+from gradsweep.worker.queue import HARD_LIMIT_GRACE_SECONDS, enqueue_jobs, time_limit
+from gradsweep.worker.waves import propose_next_wave
 
 log = logging.getLogger(__name__)
 

@@ -3,17 +3,17 @@
 By the worker that ended the wave's last run, right after; and, in case that worker
 died first, by the reaper of any worker, which checks for searches left waiting.
 Either may die half-way: the proposal is made again from the database, the same
-(see service/bayes.py), and stored once.
+(see service/domain/bayes.py), and stored once.
 """
 
 from __future__ import annotations
 
 import logging
 
-from service.domain import bayes
-from service.domain.batching import batch_sizes
-from service.settings import get_settings
-from service.storage import Enqueue, Storage
+from gradsweep.service.domain import bayes
+from gradsweep.service.domain.batching import batch_sizes
+from gradsweep.service.settings import get_settings
+from gradsweep.service.storage import Enqueue, Storage
 
 log = logging.getLogger(__name__)
 

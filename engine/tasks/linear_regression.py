@@ -16,9 +16,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from engine.optimizers import OPTIMIZERS, check_constants
-from engine.tensor import Tensor
-from engine.variable import Variable
+from gradsweep.engine.optimizers import OPTIMIZERS, check_constants
+from gradsweep.engine.tensor import Tensor
+from gradsweep.engine.variable import Variable
 
 MODES = ("scalar", "tensor")
 # A run has diverged once its loss is not finite or has grown this many times its initial value.

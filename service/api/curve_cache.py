@@ -31,8 +31,8 @@ from typing import Any
 
 import zstandard
 
-from service.api.exports import curves_json, sweep_pages
-from service.storage import Storage
+from gradsweep.service.api.exports import curves_json, sweep_pages
+from gradsweep.service.storage import Storage
 
 __all__ = ["CurveCache", "bounded_curves_json", "content_encoding", "streamed_curves_json", "sweep_curves_json"]
 

@@ -13,9 +13,9 @@ from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Path, Query, status
 
-from service.api.curve_cache import CurveCache
-from service.settings import get_settings
-from service.storage import Job, Role, Storage
+from gradsweep.service.api.curve_cache import CurveCache
+from gradsweep.service.settings import get_settings
+from gradsweep.service.storage import Job, Role, Storage
 
 
 @lru_cache
@@ -29,7 +29,7 @@ def get_curve_cache() -> CurveCache:
 
 
 def get_enqueue() -> Callable[[Sequence[Job]], None]:
-    from worker.queue import enqueue_jobs  # imported late: building the Celery app reads the settings
+    from gradsweep.worker.queue import enqueue_jobs  # imported late: building the Celery app reads the settings
 
     return enqueue_jobs
 
@@ -38,7 +38,7 @@ StorageDep = Annotated[Storage, Depends(get_storage)]
 CurveCacheDep = Annotated[CurveCache, Depends(get_curve_cache)]
 # A sweep's or a run's id in a path: ids are positive 64-bit integers, and anything else is a 422, not a 500.
 Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
-# `?points=N`: curves down-sampled to at most N points each (see service/downsampling.py); none: every epoch.
+# `?points=N`: curves down-sampled to at most N points each (see service/domain/downsampling.py); none: every epoch.
 Points = Annotated[int | None, Query(ge=2, le=100_000, description="at most this many points per curve, "
                                      "each bucket of epochs keeping its min and max; every epoch when absent")]
 EnqueueDep = Annotated[Callable[[Sequence[Job]], None], Depends(get_enqueue)]

@@ -20,9 +20,9 @@ from typing import AnyStr
 import numpy as np
 import orjson
 
-from service.domain.downsampling import min_max, min_max_each
-from service.domain.records import CONSTANT_NAMES
-from service.storage import Run, Storage
+from gradsweep.service.domain.downsampling import min_max, min_max_each
+from gradsweep.service.domain.records import CONSTANT_NAMES
+from gradsweep.service.storage import Run, Storage
 
 __all__ = ["COLUMNS", "PAGE_LOSSES", "curves_json", "losses_csv", "sweep_pages"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.security import send_json_error
+from gradsweep.service.api.security import send_json_error
 
 
 class BodySizeLimit:

@@ -15,15 +15,15 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
-from service.api import dashboard
-from service.api.deps import get_caller, get_storage
-from service.api.limits import BodySizeLimit
-from service.api.routes import access, health, plots, runs, sweeps
-from service.api.schemas import ERROR_RESPONSES
-from service.api.security import CrossSiteGuard, HostGuard, SecurityHeaders, allowed_hosts
-from service.settings import get_settings
-from service.storage import DatabaseUnavailable, NotFound, SchemaOutOfDate, SweepActive, TokenExists
-from worker.queue import BrokerUnavailable
+from gradsweep.service.api import dashboard
+from gradsweep.service.api.deps import get_caller, get_storage
+from gradsweep.service.api.limits import BodySizeLimit
+from gradsweep.service.api.routes import access, health, plots, runs, sweeps
+from gradsweep.service.api.schemas import ERROR_RESPONSES
+from gradsweep.service.api.security import CrossSiteGuard, HostGuard, SecurityHeaders, allowed_hosts
+from gradsweep.service.settings import get_settings
+from gradsweep.service.storage import DatabaseUnavailable, NotFound, SchemaOutOfDate, SweepActive, TokenExists
+from gradsweep.worker.queue import BrokerUnavailable
 
 
 @asynccontextmanager

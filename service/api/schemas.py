@@ -18,15 +18,15 @@ from pydantic import (
     model_validator,
 )
 
-from service.domain import search_space
-from service.domain.early_stopping import EarlyStopping
-from service.domain.search_space import LearningRate, Optimizer, SearchSpace, Seed
-from service.domain.text import first_hidden
-from service.domain.planning import SweepPlan, plan_grid, plan_search
-from service.domain.search import DEFAULT_WAVE_SIZE, SearchSpec
-from service.settings import Settings, get_settings
-from service.storage import ApiToken, AuditEntry, Role, Run, RunConfig, Sweep
-from service.storage.access import TOKEN_NAME_PATTERN
+from gradsweep.service.domain import search_space
+from gradsweep.service.domain.early_stopping import EarlyStopping
+from gradsweep.service.domain.planning import SweepPlan, plan_grid, plan_search
+from gradsweep.service.domain.search import DEFAULT_WAVE_SIZE, SearchSpec
+from gradsweep.service.domain.search_space import LearningRate, Optimizer, SearchSpace, Seed
+from gradsweep.service.domain.text import first_hidden
+from gradsweep.service.settings import Settings, get_settings
+from gradsweep.service.storage import ApiToken, AuditEntry, Role, Run, RunConfig, Sweep
+from gradsweep.service.storage.access import TOKEN_NAME_PATTERN
 
 TASK_SIZE_LIMITS = {"tensor": 10_000_000, "scalar": 100_000}
 
@@ -134,7 +134,7 @@ class GridSweepCreate(BaseModel):
 
 
 class SearchSweepCreate(BaseModel):
-    """A search: each hyperparameter in `parameters` a value, a list or a distribution (service/search_space.py);
+    """A search: each hyperparameter in `parameters` a value, a list or a distribution (service/domain/search_space.py);
     `method: grid` trains every combination of the lists, `random` draws `run_cap` points from `search_seed`."""
 
     model_config = ConfigDict(extra="forbid")

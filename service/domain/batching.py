@@ -12,8 +12,8 @@ import math
 from collections.abc import Sequence
 from itertools import groupby
 
-from service.domain.records import RunConfig
-from service.settings import Settings
+from gradsweep.service.domain.records import RunConfig
+from gradsweep.service.settings import Settings
 
 
 def batch_sizes(configs: Sequence[RunConfig], settings: Settings, *, batched: bool = True,

@@ -21,10 +21,10 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from service.domain import search_space
-from service.domain.records import Run, RunConfig, RunStatus
-from service.domain.search import DEFAULT_WAVE_SIZE, SearchSpec
-from service.domain.search_space import Parameter, SearchSpace
+from gradsweep.service.domain import search_space
+from gradsweep.service.domain.records import Run, RunConfig, RunStatus
+from gradsweep.service.domain.search import DEFAULT_WAVE_SIZE, SearchSpec
+from gradsweep.service.domain.search_space import Parameter, SearchSpace
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # a worker's log is for our events
 

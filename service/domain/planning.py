@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from service.domain import bayes, search_space
-from service.domain.batching import batch_sizes
-from service.domain.records import RunConfig
-from service.domain.search import SearchSpec
-from service.settings import Settings
+from gradsweep.service.domain import bayes, search_space
+from gradsweep.service.domain.batching import batch_sizes
+from gradsweep.service.domain.records import RunConfig
+from gradsweep.service.domain.search import SearchSpec
+from gradsweep.service.settings import Settings
 
 __all__ = ["SweepPlan", "plan_grid", "plan_search"]
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from service.domain.search import SearchSpec
+    from gradsweep.service.domain.search import SearchSpec
 
 
 class RunStatus(StrEnum):

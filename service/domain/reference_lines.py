@@ -3,9 +3,9 @@ learning rate above which plain gradient descent diverges (2/λmax), drawn in pl
 
 from functools import lru_cache
 
-from engine.tasks.linear_regression import least_squares_loss, stability_limit
-from service.domain.records import RunConfig
-from service.domain.search import SearchSpec, swept_parameters
+from gradsweep.engine.tasks.linear_regression import least_squares_loss, stability_limit
+from gradsweep.service.domain.records import RunConfig
+from gradsweep.service.domain.search import SearchSpec, swept_parameters
 
 # Above this, the optimum (a least-squares solve) and the limit (an eigenvalue problem in
 # n_features + 1 dimensions) would cost a request seconds to minutes: they are left out.

@@ -11,8 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from service.domain.early_stopping import EarlyStopping
-from service.domain.search_space import FIRST_FORM_PARAMETERS, SearchSpace
+from gradsweep.service.domain.early_stopping import EarlyStopping
+from gradsweep.service.domain.search_space import FIRST_FORM_PARAMETERS, SearchSpace
 
 __all__ = ["DEFAULT_WAVE_SIZE", "SearchSpec", "swept_parameters"]
 

@@ -19,9 +19,9 @@ from typing import Annotated, Generic, Literal, TypeVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationInfo, field_validator, model_validator
 
-from engine.optimizers import CONSTANTS, OPTIMIZERS
-from service.domain.records import RunConfig
-from service.settings import get_settings
+from gradsweep.engine.optimizers import CONSTANTS, OPTIMIZERS
+from gradsweep.service.domain.records import RunConfig
+from gradsweep.service.settings import get_settings
 
 SEED_LIMIT = 2**32
 T = TypeVar("T")

@@ -2,9 +2,9 @@
 
 from alembic import context
 
-from service.settings import get_settings
-from service.storage.engine import make_engine
-from service.storage.models import Base
+from gradsweep.service.settings import get_settings
+from gradsweep.service.storage.engine import make_engine
+from gradsweep.service.storage.models import Base
 
 url = context.config.get_main_option("sqlalchemy.url") or get_settings().database_url
 engine = make_engine(url)

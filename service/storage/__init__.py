@@ -4,13 +4,13 @@ Callers get frozen records (`Sweep`, `Run`) and our exceptions (`StorageError`
 and its subclasses), never SQLAlchemy's rows or errors.
 """
 
-from service.domain.records import (
+from gradsweep.service.domain.records import (
     ApiToken, AuditEntry, FINISHED_STATUSES, Job, LossWrite, Outcome, Role, Run, RUN_SORT_KEYS, RunConfig, RunFilter,
     RungLoss, RunPage, RunStatus, StartedJob, Sweep, SweepOverview,
 )
-from service.storage.access import TokenExists
-from service.storage.errors import DatabaseUnavailable, NotFound, SchemaOutOfDate, StorageError, SweepActive
-from service.storage.storage import Enqueue, Storage, alembic_config
+from gradsweep.service.storage.access import TokenExists
+from gradsweep.service.storage.errors import DatabaseUnavailable, NotFound, SchemaOutOfDate, StorageError, SweepActive
+from gradsweep.service.storage.storage import Enqueue, Storage, alembic_config
 
 __all__ = [
     "Enqueue",

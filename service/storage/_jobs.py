@@ -8,11 +8,11 @@ from typing import Any
 
 from sqlalchemy import delete, or_, select, update
 
-from service.domain.records import Run, RunStatus, StartedJob
-from service.storage._rows import (
+from gradsweep.service.domain.records import Run, RunStatus, StartedJob
+from gradsweep.service.storage._rows import (
     Aggregate, _CHUNKS, Enqueue, _enqueued, _FINISHED, _job, _now, _run, _runs, _RUNS, _search,
 )
-from service.storage.errors import NotFound
+from gradsweep.service.storage.errors import NotFound
 
 
 class Jobs(Aggregate):

@@ -14,10 +14,10 @@ import numpy as np
 from sqlalchemy import Connection, bindparam, delete, func, select, update
 from sqlalchemy.exc import DBAPIError
 
-from service.domain.records import LossWrite, Outcome, Run, RunStatus
-from service.storage import codec
-from service.storage._rows import Aggregate, _CHUNKS, _now, _require, _RUNS, _runs, _SWEEPS
-from service.storage.errors import NotFound
+from gradsweep.service.domain.records import LossWrite, Outcome, Run, RunStatus
+from gradsweep.service.storage import codec
+from gradsweep.service.storage._rows import Aggregate, _CHUNKS, _now, _require, _RUNS, _runs, _SWEEPS
+from gradsweep.service.storage.errors import NotFound
 
 
 class Losses(Aggregate):

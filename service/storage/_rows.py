@@ -9,10 +9,10 @@ from typing import Any, cast
 
 from sqlalchemy import Connection, Table, insert, select
 
-from service.domain.records import Job, Run, RunConfig, RunStatus
-from service.domain.search import SearchSpec
-from service.storage.errors import NotFound
-from service.storage.models import LossChunkRow, RungRow, RunRow, SweepRow
+from gradsweep.service.domain.records import Job, Run, RunConfig, RunStatus
+from gradsweep.service.domain.search import SearchSpec
+from gradsweep.service.storage.errors import NotFound
+from gradsweep.service.storage.models import LossChunkRow, RungRow, RunRow, SweepRow
 
 Enqueue = Callable[[list[Job]], None]
 

@@ -5,8 +5,8 @@ from itertools import groupby
 
 from sqlalchemy import insert, select
 
-from service.domain.records import RungLoss
-from service.storage._rows import Aggregate, _RUNGS, _SWEEPS
+from gradsweep.service.domain.records import RungLoss
+from gradsweep.service.storage._rows import Aggregate, _RUNGS, _SWEEPS
 
 
 class Rungs(Aggregate):

@@ -7,15 +7,15 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import aliased
 
-from service.domain.planning import SweepPlan
-from service.domain.records import Run, RunConfig, RunFilter, RunPage, RunStatus, Sweep, SweepOverview
-from service.domain.search import SearchSpec
-from service.storage._rows import (
+from gradsweep.service.domain.planning import SweepPlan
+from gradsweep.service.domain.records import Run, RunConfig, RunFilter, RunPage, RunStatus, Sweep, SweepOverview
+from gradsweep.service.domain.search import SearchSpec
+from gradsweep.service.storage._rows import (
     Aggregate, _CHUNKS, Enqueue, _enqueued, _insert_runs, _jobs, _now, _require, _run, _RUNGS, _runs, _RUNS, _search,
     _SWEEP_CREATION_LOCK, _SWEEPS,
 )
-from service.storage.access import audit
-from service.storage.errors import NotFound, SweepActive
+from gradsweep.service.storage.access import audit
+from gradsweep.service.storage.errors import NotFound, SweepActive
 
 
 class Sweeps(Aggregate):

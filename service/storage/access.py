@@ -17,10 +17,10 @@ from typing import Any, cast
 from sqlalchemy import Connection, Table, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from service.domain.records import ApiToken, AuditEntry, Role
-from service.storage._rows import Aggregate
-from service.storage.errors import NotFound, StorageError
-from service.storage.models import ApiTokenRow, AuditEntryRow
+from gradsweep.service.domain.records import ApiToken, AuditEntry, Role
+from gradsweep.service.storage._rows import Aggregate
+from gradsweep.service.storage.errors import NotFound, StorageError
+from gradsweep.service.storage.models import ApiTokenRow, AuditEntryRow
 
 __all__ = ["Access", "TOKEN_NAME_PATTERN", "TokenExists", "audit", "secret_digest"]
 

@@ -24,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from service.domain.records import RunStatus
+from gradsweep.service.domain.records import RunStatus
 
 
 # 64-bit ids on PostgreSQL, where runs may outgrow 2**31; SQLite's rowid is 64-bit already, but only if

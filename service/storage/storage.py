@@ -17,14 +17,14 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import URL, Connection, func, select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from service.storage._jobs import Jobs
-from service.storage._losses import Losses
-from service.storage._rows import _RUNS, _SWEEP_CREATION_LOCK, Enqueue
-from service.storage._rungs import Rungs
-from service.storage._sweeps import Sweeps
-from service.storage.access import Access
-from service.storage.engine import BEGIN_IMMEDIATE, database_url, make_engine
-from service.storage.errors import DatabaseUnavailable, SchemaOutOfDate, StorageError
+from gradsweep.service.storage._jobs import Jobs
+from gradsweep.service.storage._losses import Losses
+from gradsweep.service.storage._rows import _RUNS, _SWEEP_CREATION_LOCK, Enqueue
+from gradsweep.service.storage._rungs import Rungs
+from gradsweep.service.storage._sweeps import Sweeps
+from gradsweep.service.storage.access import Access
+from gradsweep.service.storage.engine import BEGIN_IMMEDIATE, database_url, make_engine
+from gradsweep.service.storage.errors import DatabaseUnavailable, SchemaOutOfDate, StorageError
 
 __all__ = ["Enqueue", "MIGRATIONS_DIR", "Storage", "alembic_config"]
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.common import fill_sweep, peak_rss, reset_peak_rss
-from service.api.exports import COLUMNS
-from service.storage import Storage
+from gradsweep.service.api.exports import COLUMNS
+from gradsweep.service.storage import Storage
 
 RUNS, EPOCHS = 40, 100_000
 MEMORY_CAP = 80 * 2**20

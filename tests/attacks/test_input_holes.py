@@ -14,9 +14,9 @@ import pytest
 from matplotlib.font_manager import findfont
 from matplotlib.ft2font import FT2Font
 
+from tests.support.databases import new_schema
 from tests.support.processes import Stack, free_port, gradsweep
 from tests.support.sweeps import wait_until_finished
-from tests.support.databases import new_schema
 
 SWEEP = {"learning_rates": [0.01], "seeds": [0], "epochs": 5}
 
@@ -120,7 +120,7 @@ def submit_file(tmp_path: Path, text: str, env: dict[str, str]) -> subprocess.Co
     def cap_memory() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (2 * 2**30, 2 * 2**30))
 
-    return subprocess.run([sys.executable, "-m", "service", "submit", "--file", str(path)], env=env, cwd=tmp_path,
+    return subprocess.run([sys.executable, "-m", "gradsweep", "submit", "--file", str(path)], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=60, preexec_fn=cap_memory)
 
 
@@ -155,7 +155,7 @@ def test_nan_in_a_sweep_file_is_refused_naming_where(open_api, tmp_path):
 
 SEND_JOBS_WITH_TOO_LITTLE_TIME = """
 import sys
-from worker.app import TRAIN_JOB, app
+from gradsweep.worker.app import TRAIN_JOB, app
 no_limit, low_limit = sys.argv[1:]
 app.send_task(TRAIN_JOB, args=[[int(no_limit)]])  # the worker's own --soft-time-limit applies
 app.send_task(TRAIN_JOB, args=[[int(low_limit)]], soft_time_limit=0.1, time_limit=1)  # less than the job takes
@@ -173,7 +173,7 @@ def test_a_worker_gives_a_job_the_time_it_needs(open_api, tmp_path):
     log = tmp_path / "worker.log"
     with log.open("wb") as output:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--soft-time-limit=0.1", "--time-limit=1",
+            [sys.executable, "-m", "celery", "-A", "gradsweep.worker.app", "worker", "--soft-time-limit=0.1", "--time-limit=1",
              "--concurrency=2", "--loglevel=INFO"],
             env=env, cwd=tmp_path, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
     try:

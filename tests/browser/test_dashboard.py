@@ -16,10 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.api.dashboard.routes import format_learning_rate
+from gradsweep.service.api.dashboard.routes import format_learning_rate
 from tests.support.processes import Stack, embedded_settings
-from tests.support.sweeps import all_runs
 from tests.support.services import in_ci
+from tests.support.sweeps import all_runs
 
 if in_ci():  # there, a missing Playwright must fail the run, not skip it
     from playwright.sync_api import expect

@@ -26,8 +26,8 @@ import redis
 from tests.deploy.compose import Project, readme_commands
 from tests.deploy.test_compose import assert_exact
 from tests.integration.faults import count
-from tests.support.sweeps import all_runs
 from tests.support.services import wait_for
+from tests.support.sweeps import all_runs
 
 pytestmark = [pytest.mark.deploy, pytest.mark.timeout(900)]
 
@@ -125,7 +125,7 @@ def test_a_worker_on_another_machine_trains_a_sweep_over_tls_only(stack, tmp_pat
 
     stack.run("docker compose stop worker")
     with open(tmp_path / "worker.log", "wb") as log:
-        worker = subprocess.Popen([sys.executable, "-m", "service", "worker", "--concurrency=2"],
+        worker = subprocess.Popen([sys.executable, "-m", "gradsweep", "worker", "--concurrency=2"],
                                   env={**os.environ, **env}, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
                                   start_new_session=True)
     try:

@@ -6,8 +6,8 @@ import csv
 import io
 import re
 
-from tests.support.processes import gradsweep
 from tests.integration.test_end_to_end import png_size
+from tests.support.processes import gradsweep
 from tests.support.sweeps import all_runs
 
 
@@ -49,7 +49,7 @@ def test_submit_wait_status_curves_and_plot(stack, tmp_path):
 
 
 def test_a_sweep_of_one_run_per_job_stores_curves_bit_equal_to_gradsweep_train(stack, tmp_path):
-    from engine.tasks.linear_regression import train
+    from gradsweep.engine.tasks.linear_regression import train
 
     submitted = gradsweep("submit", "--lr", "1e-2,5e-2", "--seeds", "3", "--epochs", "40", "--one-run-per-job",
                           "--wait", env=stack.env, cwd=tmp_path, timeout=120)

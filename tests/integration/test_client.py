@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.client import ApiError, Client
-from service.settings import get_settings
+from gradsweep.service.client import ApiError, Client
+from gradsweep.service.settings import get_settings
 from tests.support.curves import expected_curves
 
 SWEEP = dict(learning_rates=[1e-3, 1e-2, 5e-2], seeds=range(3), optimizers=["sgd", "adam"], epochs=120,

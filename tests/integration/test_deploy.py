@@ -20,8 +20,8 @@ import typer
 import yaml
 from celery import Celery
 
-from service.cli import app as cli_app
-from service.settings import Settings
+from gradsweep.service.cli import app as cli_app
+from gradsweep.service.settings import Settings
 from tests.support.services import unavailable
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,10 +14,10 @@ import time
 
 import pytest
 
-from engine.tasks.linear_regression import stability_limit, train
+from gradsweep.engine.tasks.linear_regression import stability_limit, train
 from tests.support.curves import assert_each_epoch_stored_once, expected_curves
-from tests.support.sweeps import all_runs
 from tests.support.services import wait_for
+from tests.support.sweeps import all_runs
 
 SWEEP = {"name": "e2e", "learning_rates": [0.01, 0.05], "seeds": [0, 1], "epochs": 50}
 

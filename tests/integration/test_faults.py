@@ -20,12 +20,12 @@ from sqlalchemy import create_engine, make_url, text
 from tests.support.curves import (
     assert_each_epoch_stored_once, assert_early_stopping_kept_the_curves, expected_curves, expected_stops,
 )
+from gradsweep.worker.app import TRAIN_JOB
 from tests.integration.conftest import settings_for
 from tests.integration.faults import PostgresServer, RedisServer, TcpProxy, count, kill, pid_of
 from tests.support.processes import Stack, free_port
-from tests.support.sweeps import all_runs
 from tests.support.services import wait_for
-from worker.app import TRAIN_JOB
+from tests.support.sweeps import all_runs
 
 LEASE = 3.0  # GRADSWEEP_RUN_LEASE_SECONDS for these tests: a vanished worker's run is taken back within ~4 s
 FAULT_SETTINGS = {"GRADSWEEP_RUN_LEASE_SECONDS": str(LEASE), "GRADSWEEP_MAX_ATTEMPTS": "3"}
@@ -289,7 +289,7 @@ def test_a_database_crash_forgets_the_workers_last_commits_and_every_run_is_redo
 
 
 def test_a_pickled_message_is_refused_and_the_worker_keeps_serving(request, tmp_path):
-    from service.storage import RunConfig, Storage
+    from gradsweep.service.storage import RunConfig, Storage
 
     # A long lease: with the fault tests' 3 s one, the reaper would rightly enqueue the
     # stored run again (queued, no message waiting) during the 3 s this test waits.

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import redis
 
+from gradsweep.worker.app import QUEUE
 from tests.integration.conftest import settings_for
 from tests.support.processes import Stack, free_port, gradsweep
-from worker.app import QUEUE
 
 BAD_BODIES = {
     "learning_rates": {"name": "x", "learning_rates": [0], "seeds": [0], "epochs": 5},

@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import io
 
-from engine.tasks.linear_regression import train
+from gradsweep.engine.tasks.linear_regression import train
 from tests.support.curves import assert_each_epoch_stored_once, expected_curves
 
 SEARCH = {"name": "random", "method": "random", "run_cap": 6, "search_seed": 3, "parameters": {

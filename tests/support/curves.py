@@ -9,9 +9,9 @@ import numpy as np
 
 from sqlalchemy import create_engine, text
 
-from engine.optimizers import CONSTANTS
-from engine.tasks.linear_regression import train, train_batch
-from service.domain.early_stopping import EarlyStopping
+from gradsweep.engine.optimizers import CONSTANTS
+from gradsweep.engine.tasks.linear_regression import train, train_batch
+from gradsweep.service.domain.early_stopping import EarlyStopping
 
 
 def expected_curves(runs: list[dict]) -> dict[int, list[float]]:

@@ -66,7 +66,7 @@ def stop_all(processes: Sequence[subprocess.Popen], *, whole_sessions: bool, tim
 def gradsweep(*args: str, env: dict[str, str], cwd: Path, timeout: float = 60,
               input: str | None = None) -> subprocess.CompletedProcess:
     """Run a `gradsweep` command to completion, `input` typed at its prompts."""
-    return subprocess.run([sys.executable, "-m", "service", *args], env=env, cwd=cwd, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "gradsweep", *args], env=env, cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, input=input)
 
 
@@ -101,7 +101,7 @@ class Stack:
 
     def _start(self, name: str, args: list[str]) -> subprocess.Popen:
         log = open(self.workdir / f"{name}.log", "ab")
-        process = subprocess.Popen([sys.executable, "-m", "service", *args], env=self.env, cwd=self.workdir,
+        process = subprocess.Popen([sys.executable, "-m", "gradsweep", *args], env=self.env, cwd=self.workdir,
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.processes.append(process)
         self.named[name] = process

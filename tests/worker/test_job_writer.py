@@ -12,11 +12,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from engine.tasks.linear_regression import TrainResult
-from service.domain.search import SearchSpec
-from service.storage import LossWrite, Outcome, RunConfig, RunStatus, StartedJob, Storage
-from worker import tasks
-from worker.tasks import FLUSH_SECONDS, JobWriter
+from gradsweep.engine.tasks.linear_regression import TrainResult
+from gradsweep.service.domain.search import SearchSpec
+from gradsweep.service.storage import LossWrite, Outcome, RunConfig, RunStatus, StartedJob, Storage
+from gradsweep.worker import tasks
+from gradsweep.worker.tasks import FLUSH_SECONDS, JobWriter
 
 CONFIG = RunConfig(learning_rate=0.01, seed=0, optimizer="sgd", epochs=10, n_samples=100, n_features=50,
                    data_seed=0, mode="tensor")

@@ -13,11 +13,13 @@ from typing import Any
 import numpy as np
 from matplotlib.colors import to_hex
 
-from service.api.routes.sweeps import MAX_PAGE
-from service.api.schemas import RunCurvePublic
-from service.domain.search_space import SearchSpace
-from service.plots import HEADROOM, KNOWN_LINESTYLES, LOG_FLOOR, STOPPED_EARLY_COLOR, TAB10, VIRIDIS, VIRIDIS_END
-from service.storage import RunStatus
+from gradsweep.service.api.routes.sweeps import MAX_PAGE
+from gradsweep.service.api.schemas import RunCurvePublic
+from gradsweep.service.domain.search_space import SearchSpace
+from gradsweep.service.plots import (
+    HEADROOM, KNOWN_LINESTYLES, LOG_FLOOR, STOPPED_EARLY_COLOR, TAB10, VIRIDIS, VIRIDIS_END,
+)
+from gradsweep.service.storage import RunStatus
 
 __all__ = ["BROWSER", "FRAGMENT_HEADER", "PLOTLY_URL", "RUNS_PAGE_SIZE", "STATUS_COLORS", "SWEEPS_PAGE_SIZE", "status_name"]
 

@@ -24,14 +24,14 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
 from fastapi.templating import Jinja2Templates
 
-from service.api.dashboard.constants import (
+from gradsweep.service.api.dashboard.constants import (
     BROWSER, FRAGMENT_HEADER, RUNS_PAGE_SIZE, STATUS_COLORS, SWEEPS_PAGE_SIZE, status_name,
 )
-from service.api.deps import ANONYMOUS, Id, StorageDep, authenticate
-from service.api.schemas import sweep_status
-from service.domain.reference_lines import sweep_reference_lines
-from service.domain.search import swept_parameters
-from service.storage import RUN_SORT_KEYS, NotFound, Storage, StorageError
+from gradsweep.service.api.deps import ANONYMOUS, Id, StorageDep, authenticate
+from gradsweep.service.api.schemas import sweep_status
+from gradsweep.service.domain.reference_lines import sweep_reference_lines
+from gradsweep.service.domain.search import swept_parameters
+from gradsweep.service.storage import RUN_SORT_KEYS, NotFound, Storage, StorageError
 
 __all__ = ["COMPARE_LIMIT", "STATIC_DIR", "router"]
 

@@ -10,8 +10,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from service.api.deps import StorageDep, WriterDep
-from service.api.schemas import AuditEntryPublic, ErrorMessage, TokenCreate, TokenCreated, TokenPublic
+from gradsweep.service.api.deps import StorageDep, WriterDep
+from gradsweep.service.api.schemas import AuditEntryPublic, ErrorMessage, TokenCreate, TokenCreated, TokenPublic
 
 router = APIRouter(tags=["access"])
 MAX_PAGE = 1_000

@@ -3,10 +3,10 @@ import logging
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from service.api.deps import StorageDep
-from service.api.schemas import Health
-from service.storage import StorageError
-from worker.queue import BrokerUnavailable, ping_broker
+from gradsweep.service.api.deps import StorageDep
+from gradsweep.service.api.schemas import Health
+from gradsweep.service.storage import StorageError
+from gradsweep.worker.queue import BrokerUnavailable, ping_broker
 
 router = APIRouter(tags=["health"])
 log = logging.getLogger(__name__)

@@ -4,13 +4,13 @@ import numpy as np
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 
-from service.api.dashboard import COMPARE_LIMIT
-from service.api.deps import CurveCacheDep, Id, StorageDep
-from service.api.exports import PAGE_LOSSES
-from service.domain.downsampling import min_max_each
-from service.domain.reference_lines import reference_lines, sweep_reference_lines
-from service.plots import RunCurve, plot_compare, plot_curves, plot_final
-from service.storage import RunStatus, Storage
+from gradsweep.service.api.dashboard import COMPARE_LIMIT
+from gradsweep.service.api.deps import CurveCacheDep, Id, StorageDep
+from gradsweep.service.api.exports import PAGE_LOSSES
+from gradsweep.service.domain.downsampling import min_max_each
+from gradsweep.service.domain.reference_lines import reference_lines, sweep_reference_lines
+from gradsweep.service.plots import RunCurve, plot_compare, plot_curves, plot_final
+from gradsweep.service.storage import RunStatus, Storage
 
 router = APIRouter(tags=["plots"])
 Format = Literal["png", "svg"]

@@ -2,10 +2,10 @@
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from service.api.deps import Id, Points, StorageDep
-from service.api.exports import losses_csv
-from service.api.schemas import RunDetail, RunPublic
-from service.domain.downsampling import min_max
+from gradsweep.service.api.deps import Id, Points, StorageDep
+from gradsweep.service.api.exports import losses_csv
+from gradsweep.service.api.schemas import RunDetail, RunPublic
+from gradsweep.service.domain.downsampling import min_max
 
 router = APIRouter(tags=["runs"])
 

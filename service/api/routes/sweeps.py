@@ -5,10 +5,10 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, Query, Request, status
 from fastapi.responses import Response, StreamingResponse
 
-from service.api.curve_cache import bounded_curves_json, content_encoding, streamed_curves_json
-from service.api.deps import CurveCacheDep, EnqueueDep, Id, Points, StorageDep, WriterDep
-from service.api.exports import PIECE_BYTES, csv_pieces, sweep_pages
-from service.api.schemas import (
+from gradsweep.service.api.curve_cache import bounded_curves_json, content_encoding, streamed_curves_json
+from gradsweep.service.api.deps import CurveCacheDep, EnqueueDep, Id, Points, StorageDep, WriterDep
+from gradsweep.service.api.exports import PIECE_BYTES, csv_pieces, sweep_pages
+from gradsweep.service.api.schemas import (
     ErrorMessage,
     Optimizer,
     RunPagePublic,
@@ -18,9 +18,9 @@ from service.api.schemas import (
     SweepPublic,
     SweepSummary,
 )
-from service.domain.reference_lines import sweep_reference_lines
-from service.settings import get_settings
-from service.storage import RUN_SORT_KEYS, RunFilter, RunStatus, SweepOverview
+from gradsweep.service.domain.reference_lines import sweep_reference_lines
+from gradsweep.service.settings import get_settings
+from gradsweep.service.storage import RUN_SORT_KEYS, RunFilter, RunStatus, SweepOverview
 
 router = APIRouter(tags=["sweeps"])
 MAX_PAGE = 1_000

@@ -1,0 +1,3 @@
+from gradsweep.service.cli import app
+
+app(prog_name="gradsweep")
