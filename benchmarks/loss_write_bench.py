@@ -46,6 +46,7 @@ from benchmarks.common import (
     timed,
 )
 from gradsweep.service.storage import LossWrite, Storage
+from tests.support.writes import write_losses
 
 Chunks = list[tuple[int, np.ndarray]]  # (run id, losses from epoch 0)
 
@@ -166,7 +167,7 @@ def bench(backend: str, n_runs: int, epochs: int, repeats: int) -> None:
         def write_losses_per_run() -> None:
             for job in jobs:
                 for run_id, values in job:
-                    assert storage.write_losses(run_id, 0, values, attempt=attempts[run_id])
+                    assert write_losses(storage, run_id, 0, values, attempt=attempts[run_id])
 
         if backend == "postgresql":
             baselines = postgresql_baselines(driver_dsn(url), jobs)

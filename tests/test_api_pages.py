@@ -19,6 +19,7 @@ from gradsweep.engine.tasks.linear_regression import least_squares_loss, stabili
 from gradsweep.service.api.deps import get_enqueue, get_storage
 from gradsweep.service.api.main import create_app
 from gradsweep.service.storage import RunStatus, Storage
+from tests.support.writes import finish_run, start_run, write_losses
 
 GRID = {"name": "grid", "learning_rates": [1e-3, 1e-2, 3e-2, 1e-1], "seeds": [0, 1, 2],
         "optimizers": ["sgd", "adam"], "epochs": 10}
@@ -43,9 +44,9 @@ def api(storage):
 
 def finish(storage: Storage, run: dict, final_loss: float, status: RunStatus = RunStatus.SUCCEEDED) -> None:
     """As a worker would: start the run, write its losses, end it."""
-    started = storage.start_run(run["id"], "test-worker")
-    storage.write_losses(run["id"], 0, [final_loss * 2, final_loss], attempt=started.attempts)
-    storage.finish_run(run["id"], status, final_loss=final_loss, attempt=started.attempts)
+    started = start_run(storage, run["id"], "test-worker")
+    write_losses(storage, run["id"], 0, [final_loss * 2, final_loss], attempt=started.attempts)
+    finish_run(storage, run["id"], status, final_loss=final_loss, attempt=started.attempts)
 
 
 def all_runs(api: TestClient, sweep_id: int, **params) -> list[dict]:
@@ -136,7 +137,7 @@ def test_the_runs_of_a_missing_sweep_are_a_404(api):
 def test_a_sweep_is_deleted_whole_but_not_while_a_run_is_running(api, storage):
     sweep = api.post("/sweeps", json=GRID).json()
     run = all_runs(api, sweep["id"])[0]
-    storage.start_run(run["id"], "test-worker")
+    start_run(storage, run["id"], "test-worker")
     refused = api.delete(f"/sweeps/{sweep['id']}")
     assert refused.status_code == 409 and "cancel it first" in refused.json()["detail"]
     assert api.get(f"/sweeps/{sweep['id']}").status_code == 200
@@ -154,8 +155,8 @@ def test_curves_down_sample_to_the_points_asked_for_keeping_each_buckets_extreme
     (run,) = all_runs(api, sweep["id"])
     losses = [1.0 / (epoch + 1) for epoch in range(1_000)]
     losses[500] = 50.0  # a spike that averaging would hide
-    attempt = storage.start_run(run["id"], "test-worker").attempts
-    storage.write_losses(run["id"], 0, losses, attempt=attempt)
+    attempt = start_run(storage, run["id"], "test-worker").attempts
+    write_losses(storage, run["id"], 0, losses, attempt=attempt)
 
     full = api.get(f"/runs/{run['id']}").json()
     assert full["losses"] == losses and full["sampled_epochs"] is None
@@ -176,8 +177,8 @@ def test_curves_asked_for_again_answer_304_until_a_worker_writes(api, storage):
     sweep = api.post("/sweeps", json=GRID | {"learning_rates": [1e-2], "seeds": [0], "optimizers": ["sgd"],
                                              "epochs": 1_000}).json()
     (run,) = all_runs(api, sweep["id"])
-    attempt = storage.start_run(run["id"], "test-worker").attempts
-    storage.write_losses(run["id"], 0, [1.0, 0.5], attempt=attempt)
+    attempt = start_run(storage, run["id"], "test-worker").attempts
+    write_losses(storage, run["id"], 0, [1.0, 0.5], attempt=attempt)
     url = f"/sweeps/{sweep['id']}/losses?points=100"
 
     first = api.get(url)
@@ -186,7 +187,7 @@ def test_curves_asked_for_again_answer_304_until_a_worker_writes(api, storage):
     unchanged = api.get(url, headers={"If-None-Match": tag})
     assert (unchanged.status_code, unchanged.content, unchanged.headers["etag"]) == (304, b"", tag)
     assert api.get(f"/sweeps/{sweep['id']}/losses", headers={"If-None-Match": tag}).status_code == 200  # all points
-    storage.write_losses(run["id"], 2, [0.25], attempt=attempt)
+    write_losses(storage, run["id"], 2, [0.25], attempt=attempt)
     changed = api.get(url, headers={"If-None-Match": tag})
     assert changed.status_code == 200 and changed.headers["etag"] != tag
     assert changed.json()["runs"][0]["losses"] == [1.0, 0.5, 0.25]

@@ -12,6 +12,7 @@ from gradsweep.service.domain.search import SearchSpec
 from gradsweep.service.storage import RunStatus, Storage
 from gradsweep.worker.waves import propose_next_wave
 from tests import test_api_validation
+from tests.support.writes import finish_run
 
 api, queued = test_api_validation.api, test_api_validation.queued  # the in-process API and its queue (fixtures)
 
@@ -33,7 +34,7 @@ def train_wave(storage: Storage, sweep_id: int) -> None:
             result = train(config.learning_rate, config.seed, config.epochs, optimizer=config.optimizer,
                            constants=config.constants)
             status = RunStatus.DIVERGED if result.diverged else RunStatus.SUCCEEDED
-            assert storage.finish_run(run.id, status, final_loss=result.losses[-1], losses=result.losses,
+            assert finish_run(storage, run.id, status, final_loss=result.losses[-1], losses=result.losses,
                                       diverged_at=result.diverged_at)
 
 

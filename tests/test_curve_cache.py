@@ -11,6 +11,7 @@ import zstandard
 
 from gradsweep.service.api.curve_cache import CurveCache, sweep_curves_json
 from gradsweep.service.storage import RunConfig, RunStatus, Storage
+from tests.support.writes import finish_run, start_run, write_losses
 
 CONFIG = RunConfig(learning_rate=0.01, seed=0, optimizer="sgd", epochs=1_000, n_samples=100, n_features=50,
                    data_seed=0, mode="tensor")
@@ -23,17 +24,17 @@ def curves(body: bytes) -> dict[int, list[float]]:
 def test_a_sweeps_curves_are_encoded_once_until_a_worker_writes(storage: Storage) -> None:
     sweep, (first, second) = storage.create_sweep("s", [CONFIG, CONFIG], lambda jobs: None)
     cache = CurveCache(capacity=2**20)
-    storage.start_run(first.id, "w")
-    storage.write_losses(first.id, 0, np.linspace(1.0, 0.5, 300))
+    start_run(storage, first.id, "w")
+    write_losses(storage, first.id, 0, np.linspace(1.0, 0.5, 300))
 
     once = sweep_curves_json(storage, cache, sweep.id, 50, storage.sweep_version(sweep.id))
     assert sweep_curves_json(storage, cache, sweep.id, 50, storage.sweep_version(sweep.id)) is once  # kept
     assert len(curves(once)[first.id]) <= 50 and curves(once)[second.id] == []
 
-    storage.write_losses(first.id, 300, [0.1])  # a spike down at the end: the new curve must show it
+    write_losses(storage, first.id, 300, [0.1])  # a spike down at the end: the new curve must show it
     again = sweep_curves_json(storage, cache, sweep.id, 50, storage.sweep_version(sweep.id))
     assert again is not once and 0.1 in curves(again)[first.id]
-    storage.finish_run(first.id, RunStatus.SUCCEEDED, final_loss=0.1)
+    finish_run(storage, first.id, RunStatus.SUCCEEDED, final_loss=0.1)
     whole = sweep_curves_json(storage, cache, sweep.id, None, storage.sweep_version(sweep.id))
     assert curves(whole)[first.id] == storage.run_losses(first.id).tolist()
     finished = json.loads(whole)["runs"][0]
@@ -70,8 +71,8 @@ def test_threads_asking_for_the_same_missing_entry_compute_it_once() -> None:
 
 def test_the_compressed_curves_are_kept_beside_the_json_and_decompress_to_it(storage: Storage) -> None:
     sweep, (run,) = storage.create_sweep("s", [CONFIG], lambda jobs: None)
-    storage.start_run(run.id, "w")
-    storage.write_losses(run.id, 0, np.linspace(1.0, 0.5, 1_000))
+    start_run(storage, run.id, "w")
+    write_losses(storage, run.id, 0, np.linspace(1.0, 0.5, 1_000))
     cache, version = CurveCache(capacity=2**20), storage.sweep_version(sweep.id)
 
     packed = sweep_curves_json(storage, cache, sweep.id, 200, version, "zstd")

@@ -25,6 +25,7 @@ from gradsweep.service.storage import (
     SweepActive,
 )
 from gradsweep.service.storage.engine import make_engine
+from tests.support.writes import finish_run, start_run, write_losses
 
 CONFIG = RunConfig(
     learning_rate=0.1,
@@ -130,7 +131,7 @@ def test_a_failing_enqueue_stores_nothing(storage: Storage) -> None:
 def test_list_sweeps_puts_the_newest_first_with_counts_per_status(storage: Storage) -> None:
     _, older_runs = storage.create_sweep("older", configs(2), ignore)
     newer, _ = storage.create_sweep("newer", configs(3), ignore)
-    storage.start_run(older_runs[0].id, "worker-1")
+    start_run(storage, older_runs[0].id, "worker-1")
 
     newest, oldest = storage.list_sweeps()
 
@@ -148,8 +149,8 @@ def test_list_sweeps_pages_by_a_cursor_of_ids(storage: Storage) -> None:
 def test_runs_page_filters_sorts_with_missing_losses_last_and_counts_the_matches(storage: Storage) -> None:
     sweep, runs = storage.create_sweep("s", configs(6), ignore)  # learning rates 0.01 ... 0.06
     for run, loss in zip(runs[:3], [0.3, 0.1, 0.2], strict=True):
-        attempt = storage.start_run(run.id, "worker-1").attempts
-        storage.finish_run(run.id, RunStatus.SUCCEEDED, final_loss=loss, attempt=attempt)
+        attempt = start_run(storage, run.id, "worker-1").attempts
+        finish_run(storage, run.id, RunStatus.SUCCEEDED, final_loss=loss, attempt=attempt)
 
     page = storage.runs_page(sweep.id, limit=4, sort="final_loss")
     assert page.total == 6
@@ -175,8 +176,8 @@ def test_delete_sweep_removes_its_runs_and_losses_and_refuses_while_one_runs(sto
     sweep, (first, second) = storage.create_sweep("doomed", configs(2), ignore)
     kept, (other,) = storage.create_sweep("kept", configs(1), ignore)
     for run in (first, other):
-        attempt = storage.start_run(run.id, "worker-1").attempts
-        storage.write_losses(run.id, 0, [3.0, 2.0], attempt=attempt)
+        attempt = start_run(storage, run.id, "worker-1").attempts
+        write_losses(storage, run.id, 0, [3.0, 2.0], attempt=attempt)
 
     with pytest.raises(SweepActive, match="1 running"):
         storage.delete_sweep(sweep.id)
@@ -207,9 +208,9 @@ def test_a_sweep_is_created_in_one_piece_even_with_10_000_runs(storage: Storage)
 
 def test_cancel_sweep_cancels_queued_and_running_runs(storage: Storage) -> None:
     sweep, (done, running, queued) = storage.create_sweep("s", configs(3), ignore)
-    storage.start_run(done.id, "w")
-    storage.finish_run(done.id, RunStatus.SUCCEEDED, final_loss=0.5)
-    storage.start_run(running.id, "w")
+    start_run(storage, done.id, "w")
+    finish_run(storage, done.id, RunStatus.SUCCEEDED, final_loss=0.5)
+    start_run(storage, running.id, "w")
 
     assert storage.cancel_sweep(sweep.id) == 2
     statuses = [run.status for run in storage.list_runs(sweep.id)]
@@ -221,9 +222,9 @@ def test_cancel_sweep_cancels_queued_and_running_runs(storage: Storage) -> None:
 def test_retry_sweep_requeues_failed_and_cancelled_runs(storage: Storage) -> None:
     sweep, (failed, cancelled, succeeded) = storage.create_sweep("s", configs(3), ignore)
     for run in (failed, succeeded):
-        storage.start_run(run.id, "w")
-    storage.finish_run(failed.id, RunStatus.FAILED, error="Traceback ...")
-    storage.finish_run(succeeded.id, RunStatus.SUCCEEDED, final_loss=0.25)
+        start_run(storage, run.id, "w")
+    finish_run(storage, failed.id, RunStatus.FAILED, error="Traceback ...")
+    finish_run(storage, succeeded.id, RunStatus.SUCCEEDED, final_loss=0.25)
     storage.cancel_sweep(sweep.id)  # cancels the queued run only
 
     enqueued = Enqueued()
@@ -247,11 +248,11 @@ def test_retry_sweep_changes_nothing_if_enqueue_fails(storage: Storage) -> None:
 
 def test_start_run_begins_a_new_attempt_from_epoch_zero(storage: Storage) -> None:
     _, (run,) = storage.create_sweep("s", configs(1), ignore)
-    storage.start_run(run.id, "worker-1")
-    storage.write_losses(run.id, 0, [3.0, 2.0, 1.0])
+    start_run(storage, run.id, "worker-1")
+    write_losses(storage, run.id, 0, [3.0, 2.0, 1.0])
 
     # The worker died; the task is delivered again, to another worker.
-    again = storage.start_run(run.id, "worker-2")
+    again = start_run(storage, run.id, "worker-2")
 
     assert again is not None
     assert (again.status, again.attempts, again.worker) == (RunStatus.RUNNING, 2, "worker-2")
@@ -264,12 +265,12 @@ def test_start_run_returns_none_for_a_finished_run(storage: Storage) -> None:
     finished = [RunStatus.SUCCEEDED, RunStatus.DIVERGED, RunStatus.FAILED]
     sweep, runs = storage.create_sweep("s", configs(4), ignore)
     for run, status in zip(runs[:3], finished, strict=True):
-        storage.start_run(run.id, "w")
-        storage.finish_run(run.id, status)
+        start_run(storage, run.id, "w")
+        finish_run(storage, run.id, status)
     storage.cancel_sweep(sweep.id)  # the fourth
 
     for run in runs:
-        assert storage.start_run(run.id, "w") is None
+        assert start_run(storage, run.id, "w") is None
     assert [run.attempts for run in storage.list_runs(sweep.id)] == [1, 1, 1, 0]
 
 
@@ -278,7 +279,7 @@ def test_a_worker_handed_a_run_before_its_sweep_commits_waits_for_the_commit(sto
         handed: list[Future[Run | None]] = []
 
         def enqueue_to_an_eager_worker(jobs: list[Job]) -> None:
-            handed.append(worker.submit(storage.start_run, jobs[0].run_ids[0], "eager"))
+            handed.append(worker.submit(start_run, storage, jobs[0].run_ids[0], "eager"))
             time.sleep(0.2)  # the worker looks for the run before the sweep is committed
 
         _, runs = storage.create_sweep("s", configs(2), enqueue_to_an_eager_worker)
@@ -291,9 +292,9 @@ def test_a_worker_handed_a_run_before_its_sweep_commits_waits_for_the_commit(sto
 def test_finish_run_records_how_the_run_ended(storage: Storage) -> None:
     _, (diverged, failed) = storage.create_sweep("s", configs(2), ignore)
     for run in (diverged, failed):
-        storage.start_run(run.id, "w")
-    storage.finish_run(diverged.id, RunStatus.DIVERGED, final_loss=1e12, diverged_at=7)
-    storage.finish_run(failed.id, RunStatus.FAILED, error="MemoryError")
+        start_run(storage, run.id, "w")
+    finish_run(storage, diverged.id, RunStatus.DIVERGED, final_loss=1e12, diverged_at=7)
+    finish_run(storage, failed.id, RunStatus.FAILED, error="MemoryError")
 
     run = storage.get_run(diverged.id)
     assert (run.status, run.final_loss, run.diverged_at, run.error) == (RunStatus.DIVERGED, 1e12, 7, None)
@@ -305,10 +306,10 @@ def test_finish_run_records_how_the_run_ended(storage: Storage) -> None:
 
 def test_a_cancel_wins_over_a_late_success(storage: Storage) -> None:
     sweep, (run,) = storage.create_sweep("s", configs(1), ignore)
-    storage.start_run(run.id, "w")
+    start_run(storage, run.id, "w")
     storage.cancel_sweep(sweep.id)
 
-    storage.finish_run(run.id, RunStatus.SUCCEEDED, final_loss=0.1)
+    finish_run(storage, run.id, RunStatus.SUCCEEDED, final_loss=0.1)
 
     assert storage.get_run(run.id).status == RunStatus.CANCELLED
 
@@ -316,7 +317,7 @@ def test_a_cancel_wins_over_a_late_success(storage: Storage) -> None:
 def test_finish_run_refuses_an_unfinished_status(storage: Storage) -> None:
     _, (run,) = storage.create_sweep("s", configs(1), ignore)
     with pytest.raises(ValueError):
-        storage.finish_run(run.id, RunStatus.RUNNING)
+        finish_run(storage, run.id, RunStatus.RUNNING)
 
 
 # Losses
@@ -324,10 +325,10 @@ def test_finish_run_refuses_an_unfinished_status(storage: Storage) -> None:
 
 def test_writing_the_same_epochs_twice_keeps_one_loss_each_the_last(storage: Storage) -> None:
     _, (run,) = storage.create_sweep("s", configs(1), ignore)
-    storage.start_run(run.id, "w")
+    start_run(storage, run.id, "w")
 
-    assert storage.write_losses(run.id, 0, [1.0, 2.0, 3.0])
-    assert storage.write_losses(run.id, 1, [20.0, 30.0, 4.0])
+    assert write_losses(storage, run.id, 0, [1.0, 2.0, 3.0])
+    assert write_losses(storage, run.id, 1, [20.0, 30.0, 4.0])
 
     assert storage.run_losses(run.id).tolist() == [1.0, 20.0, 30.0, 4.0]
     run = storage.get_run(run.id)
@@ -338,27 +339,27 @@ def test_writing_the_same_epochs_twice_keeps_one_loss_each_the_last(storage: Sto
 
 def test_write_losses_tells_the_worker_to_stop_once_cancelled(storage: Storage) -> None:
     sweep, (run,) = storage.create_sweep("s", configs(1), ignore)
-    storage.start_run(run.id, "w")
-    storage.write_losses(run.id, 0, [1.0])
+    start_run(storage, run.id, "w")
+    write_losses(storage, run.id, 0, [1.0])
     storage.cancel_sweep(sweep.id)
 
-    assert storage.write_losses(run.id, 1, [0.5]) is False
+    assert write_losses(storage, run.id, 1, [0.5]) is False
     assert storage.run_losses(run.id).tolist() == [1.0]
 
 
 def test_losses_must_be_finite(storage: Storage) -> None:
     _, (run,) = storage.create_sweep("s", configs(1), ignore)
-    storage.start_run(run.id, "w")
+    start_run(storage, run.id, "w")
     with pytest.raises(ValueError, match="diverged_at"):
-        storage.write_losses(run.id, 0, [1.0, float("nan")])
+        write_losses(storage, run.id, 0, [1.0, float("nan")])
 
 
 def test_floats_come_back_bit_for_bit(storage: Storage) -> None:
     values = np.array([0.1 + 0.2, 1e-300, 5e-324, 1.7976931348623157e308, np.random.default_rng(0).random()])
     _, (run,) = storage.create_sweep("s", [replace(CONFIG, learning_rate=float(values[0]))], ignore)
-    storage.start_run(run.id, "w")
-    storage.write_losses(run.id, 0, values.tolist())
-    storage.finish_run(run.id, RunStatus.SUCCEEDED, final_loss=float(values[4]))
+    start_run(storage, run.id, "w")
+    write_losses(storage, run.id, 0, values.tolist())
+    finish_run(storage, run.id, RunStatus.SUCCEEDED, final_loss=float(values[4]))
 
     for read in (storage.run_losses(run.id), storage.sweep_losses(run.sweep_id)[run.id]):
         assert read.dtype == np.float64
@@ -371,11 +372,11 @@ def test_sweep_losses_gives_every_run_its_curve_in_epoch_order(storage: Storage)
     sweep, (a, b, silent) = storage.create_sweep("s", configs(3), ignore)
     _, (other,) = storage.create_sweep("another sweep", configs(1), ignore)
     for run in (a, b, other):
-        storage.start_run(run.id, "w")
-    storage.write_losses(a.id, 2, [0.3, 0.2])
-    storage.write_losses(a.id, 0, [0.5, 0.4])
-    storage.write_losses(b.id, 0, [9.0])
-    storage.write_losses(other.id, 0, [7.0])
+        start_run(storage, run.id, "w")
+    write_losses(storage, a.id, 2, [0.3, 0.2])
+    write_losses(storage, a.id, 0, [0.5, 0.4])
+    write_losses(storage, b.id, 0, [9.0])
+    write_losses(storage, other.id, 0, [7.0])
 
     curves = storage.sweep_losses(sweep.id)
 
@@ -398,9 +399,9 @@ def test_sweep_losses_gives_every_run_its_curve_in_epoch_order(storage: Storage)
         pytest.param(lambda storage: storage.retry_sweep(UNKNOWN, ignore), id="retry_sweep"),
         pytest.param(lambda storage: storage.sweep_losses(UNKNOWN), id="sweep_losses"),
         pytest.param(lambda storage: storage.get_run(UNKNOWN), id="get_run"),
-        pytest.param(lambda storage: storage.start_run(UNKNOWN, "w"), id="start_run"),
-        pytest.param(lambda storage: storage.write_losses(UNKNOWN, 0, [1.0]), id="write_losses"),
-        pytest.param(lambda storage: storage.finish_run(UNKNOWN, RunStatus.FAILED), id="finish_run"),
+        pytest.param(lambda storage: start_run(storage, UNKNOWN, "w"), id="start_run"),
+        pytest.param(lambda storage: write_losses(storage, UNKNOWN, 0, [1.0]), id="write_losses"),
+        pytest.param(lambda storage: finish_run(storage, UNKNOWN, RunStatus.FAILED), id="finish_run"),
         pytest.param(lambda storage: storage.run_losses(UNKNOWN), id="run_losses"),
     ],
 )
@@ -411,39 +412,39 @@ def test_unknown_ids_raise_not_found(storage: Storage, call: Callable[[Storage],
 
 def test_only_the_newest_attempt_writes_a_run(storage: Storage) -> None:
     _, (run,) = storage.create_sweep("s", configs(1), ignore)
-    first = storage.start_run(run.id, "slow-worker")
-    assert storage.write_losses(run.id, 0, [3.0, 2.0], attempt=first.attempts)
+    first = start_run(storage, run.id, "slow-worker")
+    assert write_losses(storage, run.id, 0, [3.0, 2.0], attempt=first.attempts)
 
     # The task is delivered again while the first worker still trains (or is cancelled and retried).
-    second = storage.start_run(run.id, "fast-worker")
-    assert storage.write_losses(run.id, 0, [3.0], attempt=second.attempts)
+    second = start_run(storage, run.id, "fast-worker")
+    assert write_losses(storage, run.id, 0, [3.0], attempt=second.attempts)
 
-    assert storage.write_losses(run.id, 2, [1.0], attempt=first.attempts) is False  # told to stop
-    storage.finish_run(run.id, RunStatus.FAILED, error="late", attempt=first.attempts)  # ignored
+    assert write_losses(storage, run.id, 2, [1.0], attempt=first.attempts) is False  # told to stop
+    finish_run(storage, run.id, RunStatus.FAILED, error="late", attempt=first.attempts)  # ignored
     assert storage.get_run(run.id).status == RunStatus.RUNNING
     assert storage.run_losses(run.id).tolist() == [3.0]
 
-    storage.finish_run(run.id, RunStatus.SUCCEEDED, final_loss=3.0, attempt=second.attempts)
+    finish_run(storage, run.id, RunStatus.SUCCEEDED, final_loss=3.0, attempt=second.attempts)
     assert storage.get_run(run.id).status == RunStatus.SUCCEEDED
 
 
 def test_an_attempt_that_finds_a_gap_in_its_curve_is_told_to_stop(storage: Storage) -> None:
     # As after a database crash that forgot the batch of epochs 2-3, which the worker saw committed.
     _, (run,) = storage.create_sweep("s", configs(1), ignore)
-    started = storage.start_run(run.id, "w")
-    assert storage.write_losses(run.id, 0, [4.0, 3.0], attempt=started.attempts)
+    started = start_run(storage, run.id, "w")
+    assert write_losses(storage, run.id, 0, [4.0, 3.0], attempt=started.attempts)
 
-    assert storage.write_losses(run.id, 4, [1.0], attempt=started.attempts) is False
-    assert storage.finish_run(run.id, RunStatus.SUCCEEDED, final_loss=0.5, attempt=started.attempts,
+    assert write_losses(storage, run.id, 4, [1.0], attempt=started.attempts) is False
+    assert finish_run(storage, run.id, RunStatus.SUCCEEDED, final_loss=0.5, attempt=started.attempts,
                               first_epoch=5, losses=[0.5]) is False
-    assert storage.finish_run(run.id, RunStatus.SUCCEEDED, attempt=started.attempts, first_epoch=6) is False
+    assert finish_run(storage, run.id, RunStatus.SUCCEEDED, attempt=started.attempts, first_epoch=6) is False
 
     stopped = storage.get_run(run.id)  # left running, for the reaper to take back once its lease ends
     assert (stopped.status, stopped.epochs_done) == (RunStatus.RUNNING, 2)
     assert storage.run_losses(run.id).tolist() == [4.0, 3.0]
     # A batch written again after a commit whose answer was lost starts before the end: that is no gap.
-    assert storage.write_losses(run.id, 0, [4.0, 3.0, 2.0], attempt=started.attempts)
-    assert storage.finish_run(run.id, RunStatus.SUCCEEDED, final_loss=1.0, attempt=started.attempts,
+    assert write_losses(storage, run.id, 0, [4.0, 3.0, 2.0], attempt=started.attempts)
+    assert finish_run(storage, run.id, RunStatus.SUCCEEDED, final_loss=1.0, attempt=started.attempts,
                               first_epoch=3, losses=[1.0])
     assert storage.run_losses(run.id).tolist() == [4.0, 3.0, 2.0, 1.0]
 
@@ -459,19 +460,19 @@ def test_only_engines_made_for_workers_commit_without_waiting_for_the_disk(postg
 
 def test_a_duplicate_message_does_not_restart_a_run_whose_worker_is_alive(storage: Storage) -> None:
     _, (run,) = storage.create_sweep("s", configs(1), ignore)
-    storage.start_run(run.id, "alive", lease=timedelta(seconds=30))
+    start_run(storage, run.id, "alive", lease=timedelta(seconds=30))
 
-    assert storage.start_run(run.id, "duplicate", lease=timedelta(seconds=30)) is None
+    assert start_run(storage, run.id, "duplicate", lease=timedelta(seconds=30)) is None
     assert storage.get_run(run.id).attempts == 1
 
 
 def test_runs_whose_worker_went_quiet_are_requeued_then_failed_after_max_attempts(storage: Storage) -> None:
     _, (quiet, poison, busy) = storage.create_sweep("s", configs(3), ignore)
     for _ in range(3):
-        storage.start_run(poison.id, "dies every time")  # three attempts already
-    storage.start_run(quiet.id, "vanished")
+        start_run(storage, poison.id, "dies every time")  # three attempts already
+    start_run(storage, quiet.id, "vanished")
     time.sleep(0.6)
-    storage.start_run(busy.id, "alive")
+    start_run(storage, busy.id, "alive")
 
     enqueued = Enqueued()
     requeued, failed = storage.requeue_stale_runs(timedelta(seconds=0.5), 3, enqueued)
@@ -482,13 +483,13 @@ def test_runs_whose_worker_went_quiet_are_requeued_then_failed_after_max_attempt
     failed_run = storage.get_run(poison.id)
     assert failed_run.status == RunStatus.FAILED and "3 attempts" in failed_run.error
     # The requeued run starts again as attempt 2; its old worker, if it wakes up, is fenced out.
-    assert storage.start_run(quiet.id, "new", lease=timedelta(seconds=30)).attempts == 2
-    assert storage.write_losses(quiet.id, 0, [1.0], attempt=1) is False
+    assert start_run(storage, quiet.id, "new", lease=timedelta(seconds=30)).attempts == 2
+    assert write_losses(storage, quiet.id, 0, [1.0], attempt=1) is False
 
 
 def test_runs_queued_for_too_long_are_enqueued_again(storage: Storage) -> None:
     _, (waiting, started) = storage.create_sweep("old", configs(2), ignore)
-    storage.start_run(started.id, "w")  # running runs are requeue_stale_runs' business
+    start_run(storage, started.id, "w")  # running runs are requeue_stale_runs' business
     time.sleep(0.6)
     _, (fresh,) = storage.create_sweep("new", configs(1), ignore)
 
@@ -514,12 +515,12 @@ def test_a_sweep_with_no_loss_yet_has_an_empty_curve_per_run(storage: Storage) -
 def test_rewriting_part_of_a_long_curve_replaces_exactly_those_epochs(storage: Storage) -> None:
     _, (run, neighbour) = storage.create_sweep("s", configs(2), ignore)
     for started in (run, neighbour):
-        storage.start_run(started.id, "w")
+        start_run(storage, started.id, "w")
     first = np.random.default_rng(1).random(5_000)
-    storage.write_losses(run.id, 0, first, attempt=1)  # a numpy array is a sequence of floats too
-    storage.write_losses(neighbour.id, 0, [9.0] * 10, attempt=1)
+    write_losses(storage, run.id, 0, first, attempt=1)  # a numpy array is a sequence of floats too
+    write_losses(storage, neighbour.id, 0, [9.0] * 10, attempt=1)
 
-    storage.write_losses(run.id, 4_000, [0.5] * 1_500, attempt=1)  # overlaps the end and goes past it
+    write_losses(storage, run.id, 4_000, [0.5] * 1_500, attempt=1)  # overlaps the end and goes past it
 
     expected = np.concatenate([first[:4_000], [0.5] * 1_500])
     assert storage.run_losses(run.id).tolist() == expected.tolist()
@@ -530,11 +531,11 @@ def test_rewriting_part_of_a_long_curve_replaces_exactly_those_epochs(storage: S
 
 def test_write_losses_with_no_values_only_renews_the_lease(storage: Storage) -> None:
     _, (run,) = storage.create_sweep("s", configs(1), ignore)
-    started = storage.start_run(run.id, "w")
-    storage.write_losses(run.id, 0, [2.0, 1.0], attempt=1)
+    started = start_run(storage, run.id, "w")
+    write_losses(storage, run.id, 0, [2.0, 1.0], attempt=1)
     time.sleep(0.01)
 
-    assert storage.write_losses(run.id, 2, [], attempt=1)
+    assert write_losses(storage, run.id, 2, [], attempt=1)
 
     renewed = storage.get_run(run.id)
     assert (renewed.epochs_done, renewed.best_loss) == (2, 1.0)
@@ -543,34 +544,34 @@ def test_write_losses_with_no_values_only_renews_the_lease(storage: Storage) -> 
 
 def test_losses_must_be_a_flat_sequence(storage: Storage) -> None:
     _, (run,) = storage.create_sweep("s", configs(1), ignore)
-    storage.start_run(run.id, "w")
+    start_run(storage, run.id, "w")
     with pytest.raises(ValueError, match="flat"):
-        storage.write_losses(run.id, 0, [[1.0, 2.0]])
+        write_losses(storage, run.id, 0, [[1.0, 2.0]])
 
 
 @pytest.mark.parametrize("batch", [3, 1_000])  # PostgreSQL writes a few losses and many in different ways
 def test_a_new_attempt_waits_for_a_batch_being_written_and_then_deletes_it(storage: Storage, batch: int) -> None:
     """The old attempt's batch and the new attempt's start never interleave: no loss of attempt 1 survives."""
     _, (run,) = storage.create_sweep("s", configs(1), ignore)
-    storage.start_run(run.id, "old")
+    start_run(storage, run.id, "old")
     with ThreadPoolExecutor(4) as pool:
-        writes = [pool.submit(storage.write_losses, run.id, batch * i, [1.0] * batch, attempt=1) for i in range(3)]
-        restarted = pool.submit(storage.start_run, run.id, "new")
+        writes = [pool.submit(write_losses, storage, run.id, batch * i, [1.0] * batch, attempt=1) for i in range(3)]
+        restarted = pool.submit(start_run, storage, run.id, "new")
         [write.result() for write in writes]
         assert restarted.result().attempts == 2
 
     assert storage.run_losses(run.id).size == 0  # a batch either committed before the restart, or was refused
-    assert storage.write_losses(run.id, 0, [0.5], attempt=1) is False
-    assert storage.write_losses(run.id, 0, [0.5], attempt=2)
+    assert write_losses(storage, run.id, 0, [0.5], attempt=1) is False
+    assert write_losses(storage, run.id, 0, [0.5], attempt=2)
     assert storage.run_losses(run.id).tolist() == [0.5]
 
 
 def test_finish_run_can_store_the_last_losses_with_the_outcome(storage: Storage) -> None:
     _, (run,) = storage.create_sweep("s", configs(1), ignore)
-    attempt = storage.start_run(run.id, "w").attempts
-    storage.write_losses(run.id, 0, [4.0, 3.0], attempt=attempt)
+    attempt = start_run(storage, run.id, "w").attempts
+    write_losses(storage, run.id, 0, [4.0, 3.0], attempt=attempt)
 
-    assert storage.finish_run(run.id, RunStatus.SUCCEEDED, final_loss=1.0, attempt=attempt,
+    assert finish_run(storage, run.id, RunStatus.SUCCEEDED, final_loss=1.0, attempt=attempt,
                               first_epoch=2, losses=[2.0, 1.0])
 
     finished = storage.get_run(run.id)
@@ -582,12 +583,12 @@ def test_finish_run_can_store_the_last_losses_with_the_outcome(storage: Storage)
 def test_finish_run_stores_no_last_losses_for_a_cancelled_run_or_a_stale_attempt(storage: Storage) -> None:
     sweep, (cancelled, taken_over) = storage.create_sweep("s", configs(2), ignore)
     for run in (cancelled, taken_over):
-        storage.start_run(run.id, "w")
-    storage.start_run(taken_over.id, "newer")
+        start_run(storage, run.id, "w")
+    start_run(storage, taken_over.id, "newer")
     storage.cancel_sweep(sweep.id)
 
     for run in (cancelled, taken_over):
-        assert storage.finish_run(run.id, RunStatus.SUCCEEDED, final_loss=1.0, attempt=1, losses=[1.0]) is False
+        assert finish_run(storage, run.id, RunStatus.SUCCEEDED, final_loss=1.0, attempt=1, losses=[1.0]) is False
         assert storage.get_run(run.id).status == RunStatus.CANCELLED
         assert storage.run_losses(run.id).size == 0
 
@@ -597,8 +598,8 @@ def test_a_long_batch_comes_back_bit_for_bit_too(storage: Storage) -> None:
     values = np.random.default_rng(2).random(1_000) * 10.0 ** np.arange(-300, 300, 0.6)
     values[:4] = [0.1 + 0.2, 5e-324, 1.7976931348623157e308, 0.0]
     _, (run,) = storage.create_sweep("s", configs(1), ignore)
-    storage.start_run(run.id, "w")
-    storage.write_losses(run.id, 0, values.tolist())
+    start_run(storage, run.id, "w")
+    write_losses(storage, run.id, 0, values.tolist())
 
     for read in (storage.run_losses(run.id), storage.sweep_losses(run.sweep_id)[run.id]):
         assert read.view(np.uint64).tolist() == values.view(np.uint64).tolist()
@@ -609,10 +610,10 @@ def test_best_runs_picks_each_sweeps_lowest_loss_among_runs_that_neither_diverge
     sweep, (diverged, failed, good, better) = storage.create_sweep("s", configs(4), ignore)
     other, (unstarted,) = storage.create_sweep("other", configs(1), ignore)
     for run, loss in ((diverged, 0.1), (failed, 0.2), (good, 0.5), (better, 0.4)):
-        storage.start_run(run.id, "w")
-        storage.write_losses(run.id, 0, [1.0, loss], attempt=1)
-    storage.finish_run(diverged.id, RunStatus.DIVERGED, diverged_at=2, attempt=1)
-    storage.finish_run(failed.id, RunStatus.FAILED, error="boom", attempt=1)
+        start_run(storage, run.id, "w")
+        write_losses(storage, run.id, 0, [1.0, loss], attempt=1)
+    finish_run(storage, diverged.id, RunStatus.DIVERGED, diverged_at=2, attempt=1)
+    finish_run(storage, failed.id, RunStatus.FAILED, error="boom", attempt=1)
 
     best = storage.best_runs([sweep.id, other.id])
 
@@ -638,8 +639,8 @@ def test_a_sweep_stores_its_batches_and_enqueues_a_job_per_batch(storage: Storag
 
 def test_start_job_starts_what_is_left_of_a_batch_and_returns_all_of_it(storage: Storage) -> None:
     sweep, runs = storage.create_sweep("s", configs(4), ignore, batch_sizes=[4])
-    storage.start_run(runs[0].id, "w")
-    storage.finish_run(runs[0].id, RunStatus.SUCCEEDED, final_loss=1.0)
+    start_run(storage, runs[0].id, "w")
+    finish_run(storage, runs[0].id, RunStatus.SUCCEEDED, final_loss=1.0)
 
     job = storage.start_job([run.id for run in runs[:3]], "worker", lease=timedelta(seconds=30))
 
@@ -656,7 +657,7 @@ def test_start_job_starts_what_is_left_of_a_batch_and_returns_all_of_it(storage:
 def test_record_writes_a_whole_job_in_one_call_and_refuses_runs_no_longer_its_own(storage: Storage) -> None:
     sweep, (a, b, c) = storage.create_sweep("s", configs(3), ignore, batch_sizes=[3])
     job = storage.start_job([a.id, b.id, c.id], "w")
-    storage.start_run(c.id, "newer")  # c is taken over by a newer attempt
+    start_run(storage, c.id, "newer")  # c is taken over by a newer attempt
 
     kept = storage.record([
         LossWrite(a.id, 0, np.array([3.0, 2.0]), attempt=1, outcome=Outcome(RunStatus.SUCCEEDED, final_loss=2.0)),
@@ -683,7 +684,7 @@ def test_a_job_whose_worker_died_is_requeued_whole_then_split_until_the_poison_r
             storage.start_job(run_ids, f"worker for {run_ids}")
             if poison not in run_ids:
                 for run_id in run_ids:
-                    storage.finish_run(run_id, RunStatus.SUCCEEDED, final_loss=1.0)
+                    finish_run(storage, run_id, RunStatus.SUCCEEDED, final_loss=1.0)
         time.sleep(0.1)
         enqueued = Enqueued()
         storage.requeue_stale_runs(lease, 2, enqueued)
@@ -708,9 +709,9 @@ def test_a_retry_enqueues_the_batch_again_as_one_job(storage: Storage) -> None:
 
 def test_losses_are_stored_a_chunk_per_write(storage: Storage) -> None:
     _, (run,) = storage.create_sweep("s", configs(1), ignore)
-    storage.start_run(run.id, "w")
+    start_run(storage, run.id, "w")
     for first in range(0, 3000, 1000):
-        storage.write_losses(run.id, first, np.arange(first, first + 1000, dtype=np.float64), attempt=1)
+        write_losses(storage, run.id, first, np.arange(first, first + 1000, dtype=np.float64), attempt=1)
 
     engine = make_engine(storage.url)
     with engine.connect() as connection:
@@ -724,9 +725,9 @@ def test_postgresql_keeps_a_losses_view_of_one_row_per_epoch(postgres_schema) ->
     storage = Storage(postgres_schema)
     storage.upgrade()
     _, (run,) = storage.create_sweep("s", configs(1), ignore)
-    storage.start_run(run.id, "w")
-    storage.write_losses(run.id, 0, [3.0, 2.0], attempt=1)
-    storage.write_losses(run.id, 2, [1.0], attempt=1)
+    start_run(storage, run.id, "w")
+    write_losses(storage, run.id, 0, [3.0, 2.0], attempt=1)
+    write_losses(storage, run.id, 2, [1.0], attempt=1)
     engine = make_engine(postgres_schema)
     with engine.connect() as connection:
         rows = connection.execute(text("SELECT run_id, epoch, value FROM losses ORDER BY epoch")).all()
@@ -761,21 +762,21 @@ def test_a_sweeps_version_changes_with_every_change_to_its_runs_and_only_then(st
         seen.append(storage.sweep_version(sweep.id))
         return seen[-1] != seen[-2]
 
-    storage.start_run(first.id, "w")
+    start_run(storage, first.id, "w")
     assert changed()
-    storage.write_losses(first.id, 0, [3.0, 2.0])
+    write_losses(storage, first.id, 0, [3.0, 2.0])
     assert changed()
-    storage.finish_run(first.id, RunStatus.FAILED, error="boom")
+    finish_run(storage, first.id, RunStatus.FAILED, error="boom")
     assert changed()
     storage.list_runs(sweep.id), storage.sweep_losses(sweep.id), storage.get_sweep(sweep.id)
-    storage.start_run(elsewhere.id, "w")  # another sweep's run
+    start_run(storage, elsewhere.id, "w")  # another sweep's run
     assert not changed()
     storage.cancel_sweep(sweep.id)  # cancels the second run
     assert changed()
     storage.retry_sweep(sweep.id, ignore)
     assert changed()
-    storage.start_run(second.id, "w")
-    storage.finish_run(second.id, RunStatus.SUCCEEDED, final_loss=0.5, losses=[0.5])
+    start_run(storage, second.id, "w")
+    finish_run(storage, second.id, RunStatus.SUCCEEDED, final_loss=0.5, losses=[0.5])
     assert changed()
     assert len(set(seen)) == len(seen) - 1  # never back to an earlier state's number
     with pytest.raises(NotFound):
@@ -787,8 +788,8 @@ def test_a_sweeps_overview_has_its_counts_task_jobs_and_best_run(storage: Storag
     empty = storage.sweep_overview(sweep.id)
     assert (empty.sweep.counts["queued"], empty.task, empty.n_jobs, empty.best_run) == (7, configs(7)[0], 3, None)
     for run, loss in zip(runs[:3], (0.5, 0.25, 0.75), strict=True):
-        storage.start_run(run.id, "w")
-        storage.finish_run(run.id, RunStatus.SUCCEEDED, final_loss=loss, losses=[loss])
+        start_run(storage, run.id, "w")
+        finish_run(storage, run.id, RunStatus.SUCCEEDED, final_loss=loss, losses=[loss])
     overview = storage.sweep_overview(sweep.id)
     assert overview.best_run.id == runs[1].id and overview.sweep.counts["succeeded"] == 3
     with pytest.raises(NotFound):

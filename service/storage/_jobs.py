@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import delete, or_, select, update
 
-from gradsweep.service.domain.records import Run, RunStatus, StartedJob
+from gradsweep.service.domain.records import RunStatus, StartedJob
 from gradsweep.service.storage._rows import (
     Aggregate, _CHUNKS, Enqueue, _enqueued, _FINISHED, _job, _now, _run, _runs, _RUNS, _search,
 )
@@ -65,11 +65,6 @@ class Jobs(Aggregate):
                 batch = _runs(connection, _RUNS.c.sweep_id == started[0].sweep_id, _RUNS.c.batch == started[0].batch)
             return StartedJob(batch=batch, started=frozenset(row.id for row in started),
                               search=_search(connection, started[0].sweep_id))
-
-    def start_run(self, run_id: int, worker: str, *, lease: timedelta | None = None) -> Run | None:
-        """`start_job` for one run: the run, running for its new attempt, or None if there is nothing to do."""
-        job = self.start_job([run_id], worker, lease=lease)
-        return None if job is None else next(run for run in job.batch if run.id == run_id)
 
     def requeue_stale_runs(self, lease: timedelta, max_attempts: int, enqueue: Enqueue) -> tuple[list[int], list[int]]:
         """Takes back running runs whose worker has not written within `lease`: its worker is gone.

@@ -14,7 +14,7 @@ import numpy as np
 from sqlalchemy import Connection, bindparam, delete, func, select, update
 from sqlalchemy.exc import DBAPIError
 
-from gradsweep.service.domain.records import LossWrite, Outcome, Run, RunStatus
+from gradsweep.service.domain.records import LossWrite, Run, RunStatus
 from gradsweep.service.storage import codec
 from gradsweep.service.storage._rows import Aggregate, _CHUNKS, _now, _require, _RUNS, _runs, _SWEEPS
 from gradsweep.service.storage.errors import NotFound
@@ -40,6 +40,8 @@ class Losses(Aggregate):
         recorded as the run's `diverged_at`. Raises NotFound for an unknown run.
         """
         for write in writes:
+            if write.losses.ndim != 1:
+                raise ValueError("losses must be a flat sequence of numbers, one per epoch")
             _check_finite(write.losses)
             if write.outcome is not None and write.outcome.final_loss is not None:
                 _check_finite([write.outcome.final_loss])
@@ -67,30 +69,6 @@ class Losses(Aggregate):
                     chunks += self._spliced(connection, write)
                 self._insert_chunks(connection, chunks)
             return {write.run_id for write in allowed}
-
-    def write_losses(
-        self, run_id: int, first_epoch: int, values: Sequence[float], *, attempt: int | None = None
-    ) -> bool:
-        """`record` for one run's losses of epochs first_epoch, first_epoch + 1, ...; False once the writer must stop."""
-        return bool(self.record([LossWrite(run_id, first_epoch, _losses(values), attempt)]))
-
-    def finish_run(
-        self,
-        run_id: int,
-        status: RunStatus,
-        *,
-        final_loss: float | None = None,
-        diverged_at: int | None = None,
-        error: str | None = None,
-        attempt: int | None = None,
-        first_epoch: int = 0,
-        losses: Sequence[float] = (),
-    ) -> bool:
-        """`record` for how one run ended, with its last `losses` from `first_epoch` on; False if not recorded."""
-        outcome = Outcome(RunStatus(status), final_loss, diverged_at, error)
-        if not outcome.status.is_finished:
-            raise ValueError(f"{status} is not a finished status")
-        return bool(self.record([LossWrite(run_id, first_epoch, _losses(losses), attempt, outcome)]))
 
     def run_with_curve(self, run_id: int) -> tuple[Run, np.ndarray]:
         """The run and its loss per epoch, as float64, read together (one transaction: the curve is the run's)."""
@@ -226,13 +204,6 @@ def _updated(run: Any, write: LossWrite, now: datetime) -> dict[str, Any]:
         changes |= {"status": outcome.status.value, "finished_at": now, "final_loss": outcome.final_loss,
                     "diverged_at": outcome.diverged_at, "error": outcome.error}
     return {"run": run.id} | {f"new_{name}": value for name, value in changes.items()}
-
-
-def _losses(values: Sequence[float]) -> np.ndarray:
-    losses = np.asarray(values, dtype=np.float64)
-    if losses.ndim != 1:
-        raise ValueError("losses must be a flat sequence of numbers, one per epoch")
-    return losses
 
 
 def _check_finite(values: Sequence[float] | np.ndarray) -> None:
