@@ -199,13 +199,14 @@ def optuna_alone(n_trials: int, epochs: int, search_seed: int, pruner_settings: 
         learning_rate = trial.suggest_float("learning_rate", LOW, HIGH, log=True)
         optimizer = trial.suggest_categorical("optimizer", OPTIMIZERS)
 
-        def on_epoch(epoch: int, losses: np.ndarray) -> None:
+        def on_epoch(epoch: int, losses: np.ndarray) -> set[int]:
             nonlocal trained
             live = ~np.isnan(losses)  # NaN: a run that diverged, whose mean is then inf
             trained += int(live.sum())
             trial.report(float(np.where(live, losses, np.inf).mean()), step=epoch + 1)
             if trial.should_prune():
                 raise optuna.TrialPruned()
+            return set()
 
         results = linear_regression.train_batch([learning_rate] * len(SEEDS), SEEDS, epochs, optimizer=optimizer,
                                                 on_epoch=on_epoch)

@@ -53,9 +53,9 @@ def test_a_runs_curve_does_not_depend_on_what_happens_to_the_others(optimizer):
     calm = train_batch([0.01, 0.02, 0.03, 0.04], seeds, epochs=300, optimizer=optimizer)
     blown = train_batch([0.01, 5.0, 0.03, 1e150], seeds, epochs=300, optimizer=optimizer)
     redone = train_batch([0.01, 0.02, 0.03, 0.04], seeds, epochs=300, optimizer=optimizer,
-                         on_epoch=lambda epoch, losses: [1, 3] if epoch == 0 else None)
+                         on_epoch=lambda epoch, losses: [1, 3] if epoch == 0 else [])
     late = train_batch([0.01, 0.02, 0.03, 0.04], seeds, epochs=300, optimizer=optimizer,
-                       on_epoch=lambda epoch, losses: {5: [1], 150: [3]}.get(epoch))
+                       on_epoch=lambda epoch, losses: {5: [1], 150: [3]}.get(epoch, []))
     if optimizer == "sgd":
         assert blown[1].diverged and blown[3].diverged
     assert [r.losses for r in redone[1::2]] == [c.losses[:1] for c in calm[1::2]]
@@ -71,7 +71,7 @@ def test_on_epoch_gets_a_fresh_array_of_this_epochs_losses_with_nan_for_runs_tha
 
     def on_epoch(epoch, losses):
         seen.append((epoch, losses))  # kept without a copy: the array must not change later
-        return [2] if epoch == 3 else None
+        return [2] if epoch == 3 else []
 
     results = train_batch([0.01, 2.0, 0.02], [0, 1, 2], epochs=40, on_epoch=on_epoch)
     assert results[1].diverged and results[2].stopped and len(results[2].losses) == 4
@@ -84,10 +84,10 @@ def test_on_epoch_gets_a_fresh_array_of_this_epochs_losses_with_nan_for_runs_tha
     assert len({id(losses) for _, losses in seen}) == len(seen)
 
 
-def test_on_epoch_false_stops_every_run_and_keeps_this_epochs_losses():
+def test_on_epoch_naming_every_run_stops_them_all_and_keeps_this_epochs_losses():
     calls = []
     results = train_batch([0.01, 0.02], [0, 1], epochs=50,
-                          on_epoch=lambda epoch, losses: calls.append(epoch) or epoch < 9)
+                          on_epoch=lambda epoch, losses: calls.append(epoch) or ({0, 1} if epoch == 9 else set()))
     assert calls == list(range(10))
     assert all(r.stopped and not r.diverged and len(r.losses) == 10 for r in results)
 
@@ -100,14 +100,15 @@ def test_the_loop_ends_once_no_run_is_live():
     assert [len(r.losses) for r in results] == [1, 2, 1] and all(r.stopped for r in results)
 
     calls = []
-    results = train_batch([1e150, 1e150], [0, 1], epochs=10_000, on_epoch=lambda epoch, losses: calls.append(epoch))
+    results = train_batch([1e150, 1e150], [0, 1], epochs=10_000,
+                          on_epoch=lambda epoch, losses: calls.append(epoch) or set())
     assert calls == [0]  # both blow up at epoch 1, before its update: no run is left to report on
     assert [r.diverged_at for r in results] == [1, 1]
 
 
 def test_results_keep_their_meaning_stopped_runs_are_not_diverged():
     results = train_batch([0.01, 0.02, 3.0], [0, 1, 2], epochs=20,
-                          on_epoch=lambda epoch, losses: (0, 2) if epoch == 4 else True)
+                          on_epoch=lambda epoch, losses: (0, 2) if epoch == 4 else ())
     assert (results[0].stopped, results[0].diverged, len(results[0].losses)) == (True, False, 5)
     assert (results[1].stopped, results[1].diverged, len(results[1].losses)) == (False, False, 20)
     assert results[2].diverged and not results[2].stopped and results[2].diverged_at == len(results[2].losses) < 5
@@ -197,7 +198,7 @@ def test_bad_arguments_are_refused_by_name(kwargs, message):
         train_batch(**arguments)
 
 
-@pytest.mark.parametrize("reply", [[3], [-1], ["0"], 2, [True]])
+@pytest.mark.parametrize("reply", [[3], [-1], ["0"], 2, [True], None, True, False, "0"])
 def test_on_epoch_must_name_runs_by_their_index(reply):
     with pytest.raises(ValueError, match="on_epoch"):
         train_batch([0.01, 0.02, 0.03], [0, 1, 2], epochs=5, on_epoch=lambda epoch, losses: reply)

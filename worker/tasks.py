@@ -114,15 +114,15 @@ class JobWriter:
     def not_started(self) -> set[int]:
         return set(range(len(self.run_ids))) - self.owned.keys()
 
-    def on_epoch(self, epoch: int, losses: np.ndarray) -> set[int] | None:
-        """What `train_batch` calls after each epoch; returns the slots to stop, or None (the engine's fast path)."""
+    def on_epoch(self, epoch: int, losses: np.ndarray) -> set[int]:
+        """What `train_batch` calls after each epoch; returns the slots to stop (empty: go on)."""
         self.rows.append(losses)
         stop = self.not_started() if epoch == 0 else set()
         if epoch + 1 in self.rungs:
             stop |= self.judge(epoch + 1, losses)
         if time.monotonic() - self.last_write >= FLUSH_SECONDS:
             stop |= self.flush()
-        return stop or None
+        return stop
 
     def judge(self, rung: int, losses: np.ndarray) -> set[int]:
         """The slots that early stopping ends at this rung (after `rung` epochs), of the runs still training.
@@ -282,7 +282,7 @@ def _trained(job: StartedJob, writer: JobWriter) -> list[TrainResult]:
     shared = (config.epochs, config.n_samples, config.n_features, config.data_seed)
     if len(job.batch) == 1:
         def on_epoch(epoch: int, loss: float) -> bool:
-            return writer.on_epoch(epoch, np.array([loss])) is None
+            return not writer.on_epoch(epoch, np.array([loss]))
 
         return [linear_regression.train(config.learning_rate, config.seed, *shared, mode=config.mode,
                                         optimizer=config.optimizer, on_epoch=on_epoch, constants=config.constants)]

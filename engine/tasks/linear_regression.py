@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gc
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -25,7 +25,7 @@ MODES = ("scalar", "tensor")
 DIVERGENCE_FACTOR = 1e6
 
 OnEpoch = Callable[[int, float], "bool | None"]
-OnBatchEpoch = Callable[[int, np.ndarray], "bool | Iterable[int] | None"]
+OnBatchEpoch = Callable[[int, np.ndarray], "Collection[int]"]
 Params = list[np.ndarray]  # [W, b]: (n_features, 1) and a scalar for one run; (n_features, K) and (1, K) for K
 LossAndGrads = Callable[[Params], tuple[Any, Params]]  # the loss (one per run in a batch) and the gradients
 
@@ -93,7 +93,7 @@ def train_batch(learning_rates: Sequence[float], seeds: Sequence[int], epochs: i
 
     `on_epoch(epoch, losses)` is called after each epoch's update while a run is live, with
     a new array of this epoch's K losses, NaN for each run that recorded none. It returns
-    None or True to go on, False to stop every run, or the indices of the runs to stop.
+    the indices of the runs to stop: empty to go on.
     """
     if len(learning_rates) < 1:
         raise ValueError(f"learning_rates must hold at least one learning rate, got {learning_rates!r}")
@@ -147,13 +147,14 @@ def _train_columns(loss_and_grads: LossAndGrads, params: Params, update: Any, ep
 
 
 def _runs_to_stop(reply: Any, live: np.ndarray) -> np.ndarray | None:
-    """on_epoch's reply as a mask of the live runs it stops, or None for none."""
-    if reply is None or isinstance(reply, (bool, np.bool_)):
-        return None if reply is None or reply else live.copy()
-    indices = list(reply) if isinstance(reply, Iterable) else [None]  # [None]: refused below
-    if not all((type(k) is int or isinstance(k, np.integer)) and 0 <= k < len(live) for k in indices):
-        raise ValueError(f"on_epoch must return None, a bool or indices in range({len(live)}), got {reply!r}")
-    return np.isin(np.arange(len(live)), indices) & live
+    """on_epoch's reply (the indices of the runs to stop) as a mask of the live runs it stops; None for none."""
+    if not isinstance(reply, Collection) or isinstance(reply, str):
+        raise ValueError(f"on_epoch must return a collection of run indices (empty: go on), got {reply!r}")
+    if not reply:
+        return None
+    if not all((type(k) is int or isinstance(k, np.integer)) and 0 <= k < len(live) for k in reply):
+        raise ValueError(f"on_epoch must return indices in range({len(live)}), got {reply!r}")
+    return np.isin(np.arange(len(live)), list(reply)) & live
 
 
 def least_squares_loss(n_samples: int = 100, n_features: int = 50, data_seed: int = 0) -> float:

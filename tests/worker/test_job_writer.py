@@ -62,7 +62,7 @@ def epoch_losses(epoch: int, n_runs: int) -> np.ndarray:
     return np.array([10.0 * (k + 1) / (epoch + 1) for k in range(n_runs)])
 
 
-def train(writer: JobWriter, epochs: range, n_runs: int) -> list[set[int] | None]:
+def train(writer: JobWriter, epochs: range, n_runs: int) -> list[set[int]]:
     """What training does: `on_epoch` after each epoch; returns what it answered each time."""
     return [writer.on_epoch(epoch, epoch_losses(epoch, n_runs)) for epoch in epochs]
 
@@ -83,11 +83,11 @@ def test_nothing_is_written_until_flush_seconds_have_passed_then_every_epoch_sin
     job = start(storage, 3)
     writer = JobWriter(job)
 
-    assert train(writer, range(4), 3) == [None] * 4
+    assert train(writer, range(4), 3) == [set()] * 4
     assert all(storage.run_losses(run.id).size == 0 for run in job.batch)
 
     clock.advance()
-    assert writer.on_epoch(4, epoch_losses(4, 3)) is None  # written; no run has to stop
+    assert writer.on_epoch(4, epoch_losses(4, 3)) == set()  # written; no run has to stop
     for slot, run in enumerate(job.batch):
         assert storage.run_losses(run.id).tolist() == curve(slot, 5, 3)
         assert storage.get_run(run.id).status == RunStatus.RUNNING
@@ -141,7 +141,7 @@ def test_runs_this_attempt_did_not_start_stop_at_the_first_epoch_and_are_never_w
     job = start(storage, 3, finished=1)
     writer = JobWriter(job)
     assert writer.on_epoch(0, epoch_losses(0, 3)) == {1}
-    assert writer.on_epoch(1, epoch_losses(1, 3)) is None
+    assert writer.on_epoch(1, epoch_losses(1, 3)) == set()
 
     assert writer.finish(results(3, 10)) == 2
     finished = storage.get_run(job.batch[1].id)
@@ -155,7 +155,7 @@ def test_a_cancelled_sweep_stops_every_run_at_the_next_write_and_keeps_what_was_
     train(writer, range(2), 3)  # epoch 0 written
     storage.cancel_sweep(job.batch[0].sweep_id)
 
-    assert writer.on_epoch(2, epoch_losses(2, 3)) is None  # no write yet: training goes on
+    assert writer.on_epoch(2, epoch_losses(2, 3)) == set()  # no write yet: training goes on
     clock.advance()
     assert writer.on_epoch(3, epoch_losses(3, 3)) == {0, 1, 2}
     assert writer.finish(results(3, 10)) == 0
@@ -191,14 +191,14 @@ def test_a_rung_stops_the_worse_half_at_once_with_their_losses_and_the_next_judg
     assert writer.rungs == {2: [(0, 0), (1, 0), (2, 0), (3, 0)], 4: [(0, 0), (1, 0), (2, 0), (3, 0)],
                             8: [(0, 0), (1, 0), (2, 0), (3, 0)]}
 
-    assert writer.on_epoch(0, epoch_losses(0, 4)) is None
+    assert writer.on_epoch(0, epoch_losses(0, 4)) == set()
     assert writer.on_epoch(1, epoch_losses(1, 4)) == {2, 3}  # after 2 epochs: slot k's loss grows with k
     for slot in (2, 3):
         stopped = storage.get_run(job.batch[slot].id)
         assert (stopped.status, stopped.final_loss) == (RunStatus.STOPPED_EARLY, curve(slot, 2, 4)[-1])
         assert storage.run_losses(stopped.id).tolist() == curve(slot, 2, 4)
 
-    assert writer.on_epoch(2, epoch_losses(2, 4)) is None
+    assert writer.on_epoch(2, epoch_losses(2, 4)) == set()
     assert writer.on_epoch(3, epoch_losses(3, 4)) == {1}  # after 4: slots 0 and 1 only
     assert writer.finish(results(4, 10)) == 1
     assert [storage.get_run(run.id).status for run in job.batch] == [
