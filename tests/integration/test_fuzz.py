@@ -23,6 +23,8 @@ from tests.support.processes import Stack, embedded_settings, gradsweep
 CHECKS = ["--checks", "all", "--exclude-checks", "positive_data_acceptance"]
 WRITE_TOKEN = "fuzz-write-token"
 # Examples per operation: the open API gets the most; the roles' runs add what differs with a token.
+# One schemathesis worker: with two threads, Python 3.11's AST validation sometimes fails in schemathesis
+# itself ("AST constructor recursion depth mismatch"), a runtime error that is not the API's.
 EXAMPLES = {"open": 250, "write": 120, "read": 80}
 
 
@@ -48,7 +50,7 @@ def test_no_generated_request_gets_a_5xx_or_breaks_the_schema(tmp_path: Path, ro
                 else ["--header", f"Authorization: Bearer {token}"])
         fuzz = subprocess.run(
             [sys.executable, "-m", "schemathesis.cli", "run", f"{stack.url}/openapi.json", *CHECKS, *auth,
-             "--max-examples", str(EXAMPLES[role]), "--phases", "examples,coverage,fuzzing", "--workers", "2",
+             "--max-examples", str(EXAMPLES[role]), "--phases", "examples,coverage,fuzzing", "--workers", "1",
              "--request-timeout", "30", "--seed", "1", "--no-color"],
             cwd=tmp_path, capture_output=True, text=True, timeout=600)
         after = stack.http.get("/audit", params={"limit": 1000}).json(), stack.http.get("/sweeps").json()
