@@ -1,3 +1,3 @@
-from gradsweep.service.cli import app
+from gradsweep.service.client.cli import app
 
 app(prog_name="gradsweep")

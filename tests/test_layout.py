@@ -5,7 +5,7 @@ each other. A newcomer can trust the layout (README: "Layout") because this test
     service.domain, service.plots   the sweep domain (value types, planning, search); rendering
     service.storage, worker.queue   persistence; the job queue (and the Celery app it sends through)
     service.api, worker             the HTTP API and its dashboard; the workers' tasks
-    service.cli, service.client     the command line, the Python client, the demo
+    service.client                  the client side: the Python client, the command line, the demo
 
 Each is a part of the one import name `gradsweep` (gradsweep.engine, ...), and every import says so.
 """
@@ -25,7 +25,7 @@ LAYERS = [("gradsweep." + prefix for prefix in layer) for layer in [
     ("service.domain", "service.plots"),
     ("service.storage", "service.migrations", "worker.app", "worker.embedded_broker", "worker.queue"),
     ("service.api", "worker"),
-    ("service.cli", "service.client", "service.demo", "service.__main__", "service", "__main__"),
+    ("service.client", "service.__main__", "service", "__main__"),
 ]]
 LAYERS = [tuple(layer) for layer in LAYERS] + [("gradsweep",)]
 

@@ -20,7 +20,7 @@ import typer
 import yaml
 from celery import Celery
 
-from gradsweep.service.cli import app as cli_app
+from gradsweep.service.client.cli import app as cli_app
 from gradsweep.service.settings import Settings
 from tests.support.services import unavailable
 

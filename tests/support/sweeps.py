@@ -42,3 +42,8 @@ def wait_until_finished(http: httpx.Client, sweep_id: int, timeout: float, poll:
             return with_runs(http, sweep)
         assert time.monotonic() < deadline, f"sweep {sweep_id} unfinished: {sweep['counts']}\n{explain()}"
         time.sleep(poll)
+
+
+def names_field(response: httpx.Response, field: str) -> bool:
+    """Whether a 422 answer names `field` in one of its errors' locations."""
+    return any(field in [str(part) for part in error["loc"]] for error in response.json()["detail"])

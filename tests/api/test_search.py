@@ -1,6 +1,6 @@
 """`POST /sweeps` with `parameters`: a grid or a random search over any hyperparameter, checked field by field.
 
-In process on a SQLite file with the queue replaced by a list, as test_api_validation.py;
+In process (tests/api/conftest.py);
 tests/integration/test_search.py trains searches on the real stack.
 """
 
@@ -11,11 +11,7 @@ import math
 import pytest
 
 from gradsweep.service.settings import get_settings
-from tests import test_api_validation
-from tests.support.sweeps import with_runs
-from tests.test_api_validation import names_field
-
-api, queued = test_api_validation.api, test_api_validation.queued  # the in-process API and its queue (fixtures)
+from tests.support.sweeps import names_field, with_runs
 
 LOG_LR = {"distribution": "log_uniform", "min": 1e-3, "max": 1.0}
 RANDOM = {"name": "search", "method": "random", "run_cap": 12, "search_seed": 7, "parameters": {

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gradsweep.engine.tasks.linear_regression import least_squares_loss, stability_limit
-from gradsweep.service.client import Client
+from gradsweep.service.client.http import Client
 from gradsweep.service.settings import get_settings
 from gradsweep.service.storage import Storage
 

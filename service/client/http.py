@@ -1,6 +1,6 @@
 """A client of the HTTP API, for notebooks, scripts and the CLI.
 
-    from gradsweep.service.client import Client
+    from gradsweep import Client
     client = Client()                     # GRADSWEEP_API_URL and GRADSWEEP_API_TOKEN, as the CLI reads them
     sweep = client.submit(learning_rates=[1e-3, 1e-2, 5e-2], seeds=range(5), optimizers=["sgd", "adam"])
     client.wait(sweep["id"])              # a progress bar until no run is queued or running

@@ -6,15 +6,11 @@ from __future__ import annotations
 import pytest
 
 from gradsweep.engine.tasks.linear_regression import train
-from gradsweep.service.api.deps import get_storage
 from gradsweep.service.domain import bayes
 from gradsweep.service.domain.search import SearchSpec
 from gradsweep.service.storage import RunStatus, Storage
 from gradsweep.worker.waves import propose_next_wave
-from tests import test_api_validation
 from tests.support.writes import finish_run
-
-api, queued = test_api_validation.api, test_api_validation.queued  # the in-process API and its queue (fixtures)
 
 BAYES = {"name": "bayes", "method": "bayes", "run_cap": 10, "wave_size": 4, "search_seed": 3, "parameters": {
     "learning_rate": {"distribution": "log_uniform", "min": 1e-3, "max": 1.0},
@@ -22,8 +18,8 @@ BAYES = {"name": "bayes", "method": "bayes", "run_cap": 10, "wave_size": 4, "sea
 
 
 @pytest.fixture
-def storage(api) -> Storage:
-    return api.app.dependency_overrides[get_storage]()
+def storage(api_storage: Storage) -> Storage:
+    return api_storage
 
 
 def train_wave(storage: Storage, sweep_id: int) -> None:

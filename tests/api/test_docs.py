@@ -10,36 +10,11 @@ from __future__ import annotations
 import re
 
 import pytest
-from fastapi.testclient import TestClient
 
-from gradsweep.service.api.deps import get_storage
-from gradsweep.service.api.main import create_app
-from gradsweep.service.settings import get_settings
-from gradsweep.service.storage import Storage
 
 PAGES = ["/docs", "/redoc"]
 # A browser refuses a style sheet served under another type, and with nosniff a script too.
 TYPES = {".js": "javascript", ".css": "text/css", ".png": "image/png"}
-
-
-@pytest.fixture
-def api(tmp_path):
-    storage = Storage(f"sqlite:///{tmp_path}/api.sqlite")
-    storage.upgrade()
-    app = create_app()
-    app.dependency_overrides[get_storage] = lambda: storage
-    with TestClient(app, base_url="http://127.0.0.1") as client:
-        yield client
-    storage.close()
-
-
-@pytest.fixture
-def token(monkeypatch):
-    monkeypatch.setenv("GRADSWEEP_API_TOKEN", "s3cret")
-    get_settings.cache_clear()
-    yield "s3cret"
-    monkeypatch.undo()
-    get_settings.cache_clear()
 
 
 def assets(html: str) -> list[str]:

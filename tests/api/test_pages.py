@@ -1,7 +1,7 @@
 """Sweeps and runs page through the API: summaries without runs, cursors and offsets, filters and sorts;
 and a sweep is deleted whole.
 
-The API runs in process on a SQLite file (as in test_api_validation.py), with runs
+The API runs in process on a SQLite file (tests/api/conftest.py), with runs
 given losses through the storage as a worker would write them.
 """
 
@@ -16,8 +16,6 @@ import zstandard
 from fastapi.testclient import TestClient
 
 from gradsweep.engine.tasks.linear_regression import least_squares_loss, stability_limit
-from gradsweep.service.api.deps import get_enqueue, get_storage
-from gradsweep.service.api.main import create_app
 from gradsweep.service.storage import RunStatus, Storage
 from tests.support.writes import finish_run, start_run, write_losses
 
@@ -26,20 +24,8 @@ GRID = {"name": "grid", "learning_rates": [1e-3, 1e-2, 3e-2, 1e-1], "seeds": [0,
 
 
 @pytest.fixture
-def storage(tmp_path):
-    storage = Storage(f"sqlite:///{tmp_path}/api.sqlite")
-    storage.upgrade()
-    yield storage
-    storage.close()
-
-
-@pytest.fixture
-def api(storage):
-    app = create_app()
-    app.dependency_overrides[get_storage] = lambda: storage
-    app.dependency_overrides[get_enqueue] = lambda: lambda jobs: None
-    with TestClient(app, base_url="http://127.0.0.1") as client:
-        yield client
+def storage(api_storage: Storage) -> Storage:
+    return api_storage
 
 
 def finish(storage: Storage, run: dict, final_loss: float, status: RunStatus = RunStatus.SUCCEEDED) -> None:

@@ -1,7 +1,6 @@
 """Every field of `POST /sweeps` is checked: bad input gets a 422 naming the field, and nothing is stored or queued.
 
-The API runs in process on a SQLite file, with the queue replaced by a list, so
-that hundreds of cases run in a second; the integration tests repeat the key
+The API runs in process (tests/api/conftest.py); the integration tests repeat the key
 cases against real Redis and PostgreSQL.
 """
 
@@ -14,30 +13,9 @@ from gradsweep.service.api.deps import get_enqueue, get_storage
 from gradsweep.service.api.main import create_app
 from gradsweep.service.settings import get_settings
 from gradsweep.service.storage import Storage
-from tests.support.sweeps import with_runs
+from tests.support.sweeps import names_field, with_runs
 
 VALID = {"name": "ok", "learning_rates": [0.01], "seeds": [0], "epochs": 10}
-
-
-@pytest.fixture
-def queued() -> list:
-    return []
-
-
-@pytest.fixture
-def api(tmp_path, queued):
-    storage = Storage(f"sqlite:///{tmp_path}/api.sqlite")
-    storage.upgrade()
-    app = create_app()
-    app.dependency_overrides[get_storage] = lambda: storage
-    app.dependency_overrides[get_enqueue] = lambda: queued.extend
-    with TestClient(app, base_url="http://127.0.0.1") as client:
-        yield client
-    storage.close()
-
-
-def names_field(response, field: str) -> bool:
-    return any(field in [str(part) for part in error["loc"]] for error in response.json()["detail"])
 
 
 BAD = [

@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from gradsweep.engine.tasks import linear_regression
-from gradsweep.service.client import MAX_PAGE, ApiError, Client
+from gradsweep.service.client.http import MAX_PAGE, ApiError, Client
 from gradsweep.service.domain.text import printable
 from gradsweep.service.plots import RunCurve, plot_curves
 from gradsweep.service.settings import get_settings
@@ -343,7 +343,7 @@ def demo(
     output_dir: Path = typer.Option(Path("."), help="where to write the plots"),
 ) -> None:
     """The main job: start the API and workers here, run a sweep, plot it, and stop what was started."""
-    from gradsweep.service.demo import run_demo
+    from gradsweep.service.client.demo import run_demo
 
     _call(lambda: run_demo(workers=workers, epochs=epochs, output_dir=output_dir, console=console))
 
