@@ -33,7 +33,7 @@ import redis
 from sqlalchemy import make_url
 
 from gradsweep.engine.tasks import linear_regression
-from gradsweep.service.cli import worker_environment
+from gradsweep.service.client.cli import worker_environment
 from gradsweep.service.storage import LossWrite, Run, RunConfig, RunStatus, Storage
 from tests.support.databases import empty_redis, new_database
 from tests.support.processes import answering, free_port, stop_all

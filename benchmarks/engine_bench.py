@@ -33,7 +33,7 @@ from typing import Callable
 import numpy as np
 
 from gradsweep.engine.tasks.linear_regression import initial_parameters, make_data, stability_limit, train, train_batch
-from gradsweep.service.cli import worker_environment
+from gradsweep.service.client.cli import worker_environment
 
 Curves = Callable[[], list[float] | list[list[float]]]
 
