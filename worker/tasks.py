@@ -160,9 +160,9 @@ class JobWriter:
         losses, outcomes = {}, {}
         for slot in self.owned:
             result = results[slot]
-            losses[slot] = np.array(result.losses[self.written[slot]:], dtype=np.float64)
+            losses[slot] = result.losses[self.written[slot]:]
             status = RunStatus.DIVERGED if result.diverged else RunStatus.SUCCEEDED
-            outcomes[slot] = Outcome(status, result.losses[-1] if result.losses else None, result.diverged_at)
+            outcomes[slot] = Outcome(status, float(result.losses[-1]) if result.losses.size else None, result.diverged_at)
         return len(outcomes) - len(self._write(losses, outcomes))  # less those cancelled or taken over meanwhile
 
     def fail(self, error: str) -> None:

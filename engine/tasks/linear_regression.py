@@ -30,9 +30,9 @@ Params = list[np.ndarray]  # [W, b]: (n_features, 1) and a scalar for one run; (
 LossAndGrads = Callable[[Params], tuple[Any, Params]]  # the loss (one per run in a batch) and the gradients
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TrainResult:
-    losses: list[float]  # losses[k]: the MSE with the parameters before update k
+    losses: np.ndarray  # float64, as storage takes it; losses[k]: the MSE with the parameters before update k
     diverged: bool  # stopped because the loss blew up; `losses` keeps only the finite values
     stopped: bool  # stopped early by on_epoch
 
@@ -75,12 +75,12 @@ def train(learning_rate: float, seed: int, epochs: int, n_samples: int = 100, n_
         for epoch in range(epochs):
             loss, grads = loss_and_grads(params)
             if not math.isfinite(loss) or (losses and loss > DIVERGENCE_FACTOR * losses[0]):
-                return TrainResult(losses, diverged=True, stopped=False)
+                return TrainResult(np.array(losses), diverged=True, stopped=False)
             losses.append(loss)
             params = update.step(params, grads)
             if on_epoch is not None and on_epoch(epoch, loss) is False:
-                return TrainResult(losses, diverged=False, stopped=True)
-    return TrainResult(losses, diverged=False, stopped=False)
+                return TrainResult(np.array(losses), diverged=False, stopped=True)
+    return TrainResult(np.array(losses), diverged=False, stopped=False)
 
 
 def train_batch(learning_rates: Sequence[float], seeds: Sequence[int], epochs: int, n_samples: int = 100,
@@ -142,7 +142,7 @@ def _train_columns(loss_and_grads: LossAndGrads, params: Params, update: Any, ep
                     lengths[stop], stopped[stop], live[stop] = epoch + 1, True, False
                     if not live.any():
                         break
-    return [TrainResult(curves[:length, k].tolist(), diverged=bool(diverged[k]), stopped=bool(stopped[k]))
+    return [TrainResult(np.ascontiguousarray(curves[:length, k]), diverged=bool(diverged[k]), stopped=bool(stopped[k]))
             for k, length in enumerate(lengths)]
 
 

@@ -10,7 +10,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
-import numpy as np
 import typer
 import yaml
 from rich.console import Console
@@ -327,7 +326,7 @@ def train(
         result = linear_regression.train(lr, seed, epochs, n_samples, n_features, data_seed, mode, optimizer)
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
-    curve = RunCurve(lr, seed, optimizer, np.asarray(result.losses), result.diverged)
+    curve = RunCurve(lr, seed, optimizer, result.losses, result.diverged)
     optimum = linear_regression.least_squares_loss(n_samples, n_features, data_seed)
     title = f"Linear regression {n_samples}×{n_features}, {optimizer}, lr = {lr:g}, seed {seed}"
     output.write_bytes(plot_curves([curve], title=title, optimum=optimum, fmt=output.suffix.lstrip(".") or "png"))

@@ -31,7 +31,7 @@ def test_each_run_of_a_batch_is_the_run_trained_alone(optimizer, learning_rates,
         alone = train(learning_rate, seed, epochs=150, optimizer=optimizer)
         assert_curves_close(result.losses, alone.losses)
         assert (result.diverged, result.stopped) == (alone.diverged, alone.stopped) == (False, False)
-        assert all(type(loss) is float for loss in result.losses)
+        assert result.losses.dtype == np.float64 and result.losses.ndim == 1
 
 
 def test_diverging_runs_stop_where_they_would_alone_and_the_others_go_on():
@@ -58,12 +58,12 @@ def test_a_runs_curve_does_not_depend_on_what_happens_to_the_others(optimizer):
                        on_epoch=lambda epoch, losses: {5: [1], 150: [3]}.get(epoch, []))
     if optimizer == "sgd":
         assert blown[1].diverged and blown[3].diverged
-    assert [r.losses for r in redone[1::2]] == [c.losses[:1] for c in calm[1::2]]
+    assert [r.losses.tolist() for r in redone[1::2]] == [c.losses[:1].tolist() for c in calm[1::2]]
     for k in (0, 2):
-        assert blown[k].losses == calm[k].losses  # bit for bit
-        assert redone[k].losses == calm[k].losses
-        assert late[k].losses == calm[k].losses
-    assert late[1].losses == calm[1].losses[:6] and late[3].losses == calm[3].losses[:151]
+        assert blown[k].losses.tolist() == calm[k].losses.tolist()  # bit for bit
+        assert redone[k].losses.tolist() == calm[k].losses.tolist()
+        assert late[k].losses.tolist() == calm[k].losses.tolist()
+    assert late[1].losses.tolist() == calm[1].losses[:6].tolist() and late[3].losses.tolist() == calm[3].losses[:151].tolist()
 
 
 def test_on_epoch_gets_a_fresh_array_of_this_epochs_losses_with_nan_for_runs_that_recorded_none():
@@ -115,7 +115,7 @@ def test_results_keep_their_meaning_stopped_runs_are_not_diverged():
 
 
 def _batch_in_another_process(args):
-    return [r.losses for r in train_batch(*args)]
+    return [r.losses.tolist() for r in train_batch(*args)]
 
 
 def test_another_process_computes_the_same_bits():
@@ -155,15 +155,15 @@ def test_each_run_of_a_batch_trains_with_its_own_optimizer_constants(optimizer, 
         own = {name: values[k] for name, values in constants.items()}
         assert_curves_close(result.losses, train(learning_rate, seed, epochs=120, optimizer=optimizer,
                                                  constants=own).losses)
-        assert result.losses != train(learning_rate, seed, epochs=120, optimizer=optimizer).losses  # they matter
+        assert result.losses.tolist() != train(learning_rate, seed, epochs=120, optimizer=optimizer).losses.tolist()  # they matter
 
 
 def test_defaults_are_the_constants_not_given():
     from gradsweep.engine.optimizers import CONSTANTS
 
     for optimizer, defaults in CONSTANTS.items():
-        assert train(0.01, 0, 50, optimizer=optimizer, constants=defaults).losses == \
-            train(0.01, 0, 50, optimizer=optimizer).losses
+        assert train(0.01, 0, 50, optimizer=optimizer, constants=defaults).losses.tolist() == \
+            train(0.01, 0, 50, optimizer=optimizer).losses.tolist()
 
 
 @pytest.mark.parametrize("optimizer, constants, message", [

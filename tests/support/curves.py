@@ -35,7 +35,7 @@ def expected_curves(runs: list[dict]) -> dict[int, list[float]]:
         else:
             results = train_batch([run["learning_rate"] for run in batch], [run["seed"] for run in batch],
                                   constants={name: [run[name] for run in batch] for name in names}, **shared)
-        curves.update((run["id"], result.losses) for run, result in zip(batch, results, strict=True))
+        curves.update((run["id"], result.losses.tolist()) for run, result in zip(batch, results, strict=True))
     return curves
 
 

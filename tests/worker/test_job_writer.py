@@ -68,7 +68,7 @@ def train(writer: JobWriter, epochs: range, n_runs: int) -> list[set[int]]:
 
 
 def results(n_runs: int, epochs: int) -> list[TrainResult]:
-    return [TrainResult([float(epoch_losses(e, n_runs)[k]) for e in range(epochs)], False, False)
+    return [TrainResult(np.array([epoch_losses(e, n_runs)[k] for e in range(epochs)]), False, False)
             for k in range(n_runs)]
 
 
