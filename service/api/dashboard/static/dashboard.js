@@ -176,25 +176,16 @@ document.addEventListener("click", async (event) => {
     return;
   }
 
-  const remove = event.target.closest("button[data-delete]");
+  // Deleting a sweep leaves its page for the list; revoking a token reloads the tokens page.
+  const remove = event.target.closest("button[data-delete], button[data-revoke]");
   if (remove) {
     if (!window.confirm(remove.dataset.confirm)) return;
     remove.disabled = true;
-    const response = await api(remove.dataset.delete, { method: "DELETE" }).catch(() => null);
-    if (response?.ok) return location.assign("/");
+    const url = remove.dataset.delete ?? remove.dataset.revoke;
+    const response = await api(url, { method: "DELETE" }).catch(() => null);
+    if (response?.ok) return remove.dataset.delete ? location.assign("/") : loadContent();
     if (response) showProblem(await response.json().then((body) => body.detail, () => response.statusText));
     remove.disabled = false;
-    return;
-  }
-
-  const revoke = event.target.closest("button[data-revoke]");
-  if (revoke) {
-    if (!window.confirm(revoke.dataset.confirm)) return;
-    revoke.disabled = true;
-    const response = await api(revoke.dataset.revoke, { method: "DELETE" }).catch(() => null);
-    if (response?.ok) return loadContent();
-    if (response) showProblem(await response.json().then((body) => body.detail, () => response.statusText));
-    revoke.disabled = false;
     return;
   }
 
