@@ -8,6 +8,12 @@ from sqlalchemy.engine import URL
 # An execution option: SQLite write transactions start with BEGIN IMMEDIATE.
 BEGIN_IMMEDIATE = "gradsweep_begin_immediate"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# PostgreSQL ends the session of a client the network lost within about 10 s, instead of the kernel's
+# two hours: keepalive probes from 5 s of silence, and at most 10 s for sent data to be acknowledged.
+# A worker cut off inside a write transaction would otherwise keep its runs' rows locked, and the
+# reaper, which skips locked rows, could not take them back (tests/deploy: a worker cut off the network).
+DEAD_CLIENT_SETTINGS = ("tcp_keepalives_idle=5", "tcp_keepalives_interval=1", "tcp_keepalives_count=5",
+                        "tcp_user_timeout=10000")
 
 
 def database_url(url: str | URL) -> URL:
@@ -26,8 +32,9 @@ def make_engine(url: str | URL, *, pre_ping: bool = True, synchronous_commit: bo
     """
     url = database_url(url)
     connect_args = {}
-    if url.get_backend_name() == "postgresql" and not synchronous_commit:
-        connect_args["options"] = " ".join(filter(None, [url.query.get("options"), "-c synchronous_commit=off"]))
+    if url.get_backend_name() == "postgresql":
+        settings = [*DEAD_CLIENT_SETTINGS, *([] if synchronous_commit else ["synchronous_commit=off"])]
+        connect_args["options"] = " ".join(filter(None, [url.query.get("options"), *(f"-c {s}" for s in settings)]))
     engine = create_engine(url, pool_pre_ping=pre_ping, connect_args=connect_args)
     if url.get_backend_name() == "sqlite":
         _configure_sqlite(engine)

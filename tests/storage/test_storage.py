@@ -458,6 +458,19 @@ def test_only_engines_made_for_workers_commit_without_waiting_for_the_disk(postg
     engine.dispose()
 
 
+def test_postgresql_ends_the_session_of_a_client_the_network_lost_within_seconds(postgres_schema):
+    """A worker cut off inside a write transaction holds its runs' rows until PostgreSQL ends its session;
+    the reaper skips locked rows, so that must take seconds, not the kernel's two hours of keepalive."""
+    engine = make_engine(postgres_schema)
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT inet_server_addr() IS NOT NULL")).scalar()  # over TCP, where they apply
+        shown = {name: connection.execute(text(f"SHOW {name}")).scalar()
+                 for name in ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count", "tcp_user_timeout")}
+    engine.dispose()
+    assert shown == {"tcp_keepalives_idle": "5", "tcp_keepalives_interval": "1", "tcp_keepalives_count": "5",
+                     "tcp_user_timeout": "10000"}  # milliseconds
+
+
 def test_a_duplicate_message_does_not_restart_a_run_whose_worker_is_alive(storage: Storage) -> None:
     _, (run,) = storage.create_sweep("s", configs(1), ignore)
     start_run(storage, run.id, "alive", lease=timedelta(seconds=30))
