@@ -2,7 +2,7 @@
 each other. A newcomer can trust the layout (README: "Layout") because this test reads every import.
 
     engine, service.settings        the autodiff engine and its tasks; the one settings object
-    service.domain, service.plots   the sweep domain (value types, planning, search); rendering
+    service.domain, service.plots   the sweep domain (value types, planning, search); colours, rendering
     service.storage, worker.queue   persistence; the job queue (and the Celery app it sends through)
     service.api, worker             the HTTP API and its dashboard; the workers' tasks
     service.client                  the client side: the Python client, the command line, the demo
@@ -22,7 +22,7 @@ PACKAGES = ("engine", "service", "worker")  # the folders; each is gradsweep.<fo
 # The lowest layer first; a module's layer is that of the longest prefix listed.
 LAYERS = [("gradsweep." + prefix for prefix in layer) for layer in [
     ("engine", "service.settings"),
-    ("service.domain", "service.plots"),
+    ("service.domain", "service.palette", "service.plots"),
     ("service.storage", "service.migrations", "worker.app", "worker.embedded_broker", "worker.queue"),
     ("service.api", "worker"),
     ("service.client", "service.__main__", "service", "__main__"),

@@ -19,6 +19,9 @@ from gradsweep.service.domain.search_space import SearchSpace
 from gradsweep.service.plots import (
     HEADROOM, KNOWN_LINESTYLES, LOG_FLOOR, STOPPED_EARLY_COLOR, TAB10, VIRIDIS, VIRIDIS_END,
 )
+from gradsweep.service.palette import (
+    DIVERGED_COLOR, LEARNING_RATE_SCALE, LEARNING_RATE_STOPS, OPTIMIZER_COLORS, SPARE_COLORS,
+)
 from gradsweep.service.storage import RunStatus
 
 __all__ = ["BROWSER", "FRAGMENT_HEADER", "PLOTLY_URL", "RUNS_PAGE_SIZE", "STATUS_COLORS", "SWEEPS_PAGE_SIZE", "status_name"]
@@ -73,6 +76,9 @@ BROWSER: dict[str, Any] = {
     # The known optimizers' line styles, in their fixed order (so pairs: a JSON object keeps no order);
     # any other optimizer gets a spare one, by name.
     "optimizer_dashes": [[name, _PLOTLY_DASHES[style]] for name, style in KNOWN_LINESTYLES.items()],
+    # service/palette.py's tables, for display.js: one colour per optimizer, one fixed scale of learning rates.
+    "palette": {"optimizers": OPTIMIZER_COLORS, "spare": SPARE_COLORS, "diverged": DIVERGED_COLOR,
+                "learning_rate_scale": list(LEARNING_RATE_SCALE), "learning_rate_stops": LEARNING_RATE_STOPS},
     "log_floor": LOG_FLOOR,  # a log axis cannot show an exact zero
     "headroom": HEADROOM,  # the loss axis stops this factor above the highest loss of a run that did not diverge
 }
