@@ -314,6 +314,9 @@ class SweepSummary(SweepPublic):
     """A sweep without its runs: what a client polls, whatever the sweep's size."""
 
     n_jobs: int
+    planned_runs: int = Field(description="the runs the sweep will have when done: n_runs, except for a Bayesian "
+                                          "search still proposing waves, which counts its run_cap × its repeats "
+                                          "from the first wave on; progress is n_finished of planned_runs")
     best_run: RunPublic | None  # the lowest loss so far, of runs that neither diverged nor failed
     n_samples: int
     n_features: int

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -119,6 +120,17 @@ class SweepOverview:
     n_jobs: int
     best_run: Run | None
     search: SearchSpec | None = None  # how its runs were chosen (None: a grid of the first form)
+
+    @property
+    def planned_runs(self) -> int:
+        """The runs the sweep will have once no wave is to come: of a Bayesian search still proposing, its run cap
+        × the values of its repeated parameters, from its first wave on (issue 24: its first wave was taken for
+        the whole); of any other sweep, or a search cancelled before its last wave, the runs it has."""
+        if self.search is None or not self.sweep.searching:
+            return self.sweep.n_runs
+        _, repeated = self.search.parameters.drawn_and_repeated()
+        runs_per_point = math.prod(len(parameter.choices()) for parameter in repeated.values())
+        return max(self.sweep.n_runs, (self.search.run_cap or 0) * runs_per_point)
 
 
 @dataclass(frozen=True)
