@@ -14,6 +14,7 @@ numpy arrays.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -35,7 +36,17 @@ RUN_COLUMNS = ["id", "point", "learning_rate", "seed", "optimizer", "status", "e
 
 
 class ApiError(Exception):
-    """The API refused a request, or could not be reached."""
+    """The API refused a request (`status_code`, its HTTP status), or could not be reached (`status_code` None).
+
+    `reason` is the API's reason in the user's words: a refused body names each field as the user wrote it
+    (`learning_rates[0] = -1.0: Input should be greater than 0`), not the validator's internals. The message
+    says the request and the status before it: `POST /sweeps: HTTP 422: learning_rates[0] = -1.0: ...`.
+    """
+
+    def __init__(self, message: str, status_code: int | None = None, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.reason = message if reason is None else reason
 
 
 class Client:
@@ -101,8 +112,10 @@ class Client:
             while True:
                 sweep = self.sweep(sweep_id)
                 if task is None:
-                    task = bar.add_task("", total=sweep["n_runs"], sweep=sweep_id)
-                bar.update(task, completed=sweep["n_finished"])
+                    task = bar.add_task("", total=sweep["planned_runs"], sweep=sweep_id)
+                # A Bayesian search's waves come one after the other: its total is planned from the start, and
+                # shrinks to the runs it has if it is cancelled before its last wave.
+                bar.update(task, completed=sweep["n_finished"], total=sweep["planned_runs"])
                 if sweep["status"] == "finished":
                     return sweep
                 time.sleep(poll_seconds)
@@ -164,7 +177,8 @@ class Client:
         except httpx.TransportError as error:
             raise ApiError(f"cannot reach the API at {self.http.base_url}: {error}") from error
         if response.is_error:
-            raise ApiError(f"{method} {path}: HTTP {response.status_code}: {_detail(response)}")
+            reason = _detail(response, kwargs.get("json"))
+            raise ApiError(f"{method} {path}: HTTP {response.status_code}: {reason}", response.status_code, reason)
         return response
 
 
@@ -176,11 +190,82 @@ def _pandas():
     return pandas
 
 
-def _detail(response: httpx.Response) -> str:
+def _detail(response: httpx.Response, sent: Any = None) -> str:
+    """The API's reason for refusing a request; of a refused body (`sent`), each field's, as `_field_error` says it."""
     try:
         detail = response.json().get("detail", response.text)
-    except ValueError:
+    except (ValueError, AttributeError):
         return response.text
-    if isinstance(detail, list):  # FastAPI's validation errors: name each field
-        return "; ".join(f"{'.'.join(str(p) for p in e.get('loc', [])[1:])}: {e.get('msg')}" for e in detail)
+    if isinstance(detail, list):  # FastAPI's validation errors
+        reasons: dict[str, list[str]] = {}
+        for error in _without_other_alternatives([error for error in detail if isinstance(error, dict)]):
+            field, reason = _field_error(error, sent)
+            reasons.setdefault(field, []).append(reason)
+        return "; ".join(f"{field}: {_either(found)}" if field else _either(found) for field, found in reasons.items())
     return str(detail)
+
+
+def _either(reasons: list[str]) -> str:
+    """A field's reasons as one: "Input should be a valid list or a valid dictionary" when it fits no alternative."""
+    first, *others = dict.fromkeys(reasons)
+    if all(reason.startswith(_SHOULD_BE) for reason in (first, *others)):
+        return " or ".join([first, *(reason.removeprefix(_SHOULD_BE) for reason in others)])
+    return "; ".join([first, *others])
+
+
+# How `POST /sweeps` tells its two forms apart (a tagged union): the tag is in each error's location, not in the body.
+_BODY_FORMS = ("grid", "search")
+_VALUE_ERROR = "Value error, "
+_SHOULD_BE = "Input should be "
+
+
+def _path(location: list) -> tuple[list, bool]:
+    """An error's location as the request wrote it, and whether it went through one alternative of a union.
+
+    Dropped: where it was (body, query), the form of a sweep, and a union's alternative, which pydantic names by
+    its type (`list[constrained-float]`, `LogSpace`) where a field name is snake_case.
+    """
+    path = list(location[1:])
+    if location[:1] == ["body"] and path[:1] and path[0] in _BODY_FORMS:
+        path = path[1:]
+    kept = [part for part in path if not _names_a_type(part)]
+    return kept, len(kept) < len(path)
+
+
+def _names_a_type(part: str | int) -> bool:
+    return isinstance(part, str) and (not part.replace("_", "").isalnum() or part[:1].isupper())
+
+
+def _without_other_alternatives(errors: list[dict]) -> list[dict]:
+    """Of a field whose value could be one of several types, the errors of the type the user meant: a list of
+    learning rates with a negative one is wrong for being negative, not for not being a `{"logspace": ...}`."""
+    paths = [_path(error.get("loc", [])) for error in errors]
+    mismatched = {i for i, (error, (path, alternative)) in enumerate(zip(errors, paths, strict=True))
+                  if alternative and str(error.get("type", "")).endswith("_type")}
+    meant = {tuple(path[:1]) for i, (path, alternative) in enumerate(paths) if alternative and i not in mismatched}
+    return [error for i, (error, (path, _)) in enumerate(zip(errors, paths, strict=True))
+            if i not in mismatched or tuple(path[:1]) not in meant]
+
+
+def _field_error(error: dict, sent: Any) -> tuple[str, str]:
+    """The field with the value the user gave, and the reason: (`learning_rates[0] = -1.0`,
+    `Input should be greater than 0`); the field is "" for an error of the whole body."""
+    path, _ = _path(error.get("loc", []))
+    field = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path).lstrip(".")
+    message = str(error.get("msg", "refused")).removeprefix(_VALUE_ERROR)
+    given = _value_at(sent, path)
+    if given is not None:
+        field = f"{field} = {given}"
+    return field, message
+
+
+def _value_at(body: Any, path: list) -> str | None:
+    """The scalar the request held at `path`, as JSON writes it, or None."""
+    for part in path:
+        try:
+            body = body[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    if body is None or isinstance(body, (dict, list)):
+        return None
+    return json.dumps(body)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
+from rich.console import Console
 
 from gradsweep.service.client import ApiError, Client
 from gradsweep.service.settings import get_settings
@@ -69,8 +72,13 @@ def test_a_search_from_a_notebook_comes_back_with_each_runs_hyperparameters(clie
     assert set(momentum["beta"]) <= {0.5, 0.9} and adam["beta"].isna().all() and set(adam["beta2"]) <= {0.999}
     # Seeds as repeats: every point is trained over the three, so a mean over seeds is a mean of three.
     assert set(frame.groupby(["optimizer", "learning_rate", "beta"], dropna=False)["seed"].count()) == {3}
-    with pytest.raises(ApiError, match="422.*run_cap"):
+    with pytest.raises(ApiError, match="422.*run_cap") as refused:
         client.search(parameters)  # random needs run_cap
+    assert refused.value.status_code == 422
+    assert refused.value.reason == "method random needs run_cap, the number of points to draw"
+    with pytest.raises(ApiError) as refused:
+        client.search(parameters | {"beta": {"values": [0.5, 1.5]}}, run_cap=2)
+    assert refused.value.reason == "parameters.beta.values[1] = 1.5: Input should be less than 1"
     client.delete_sweep(submitted["id"])
 
 
@@ -86,3 +94,16 @@ def test_the_client_reads_the_url_and_the_token_from_the_settings_as_the_cli_doe
             client.sweeps()
     finally:
         get_settings.cache_clear()
+
+
+def test_the_progress_bar_of_a_bayesian_search_counts_its_run_cap_times_its_repeats_from_the_start(client):
+    parameters = {"learning_rate": {"distribution": "log_uniform", "min": 1e-3, "max": 1}, "epochs": {"value": 30},
+                  "seed": {"values": [0, 1, 2], "repeat": True}}
+    submitted = client.search(parameters, run_cap=4, method="bayes", wave_size=2,
+                              early_stopping={"type": "hyperband", "min_epochs": 4, "eta": 2})
+    assert (submitted["n_runs"], submitted["planned_runs"]) == (6, 12)  # its first wave, of the 12 it plans
+    shown = io.StringIO()
+    sweep = client.wait(submitted["id"], poll_seconds=0.1, console=Console(file=shown, width=100))
+    assert sweep["n_runs"] == sweep["planned_runs"] == 12
+    assert "12/12 runs" in shown.getvalue() and "/6 runs" not in shown.getvalue()  # it said 12/6 (issue 24)
+    client.delete_sweep(submitted["id"])
