@@ -37,13 +37,15 @@ console = Console(width=None if sys.stdout.isatty() else 200)
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
-    """Create or migrate the database's tables to this version of gradsweep."""
-    from gradsweep.service.storage import Storage
+    """Create or migrate the database's tables to this version of gradsweep, and say which of them it did."""
+    from gradsweep.service.client.database import upgrade_database
+    from gradsweep.service.storage import StorageError
 
-    storage = Storage(get_settings().database_url)
-    storage.upgrade()
-    storage.close()
-    console.print(f"database at {storage.url.render_as_string(hide_password=True)} is up to date")
+    try:
+        done = upgrade_database(get_settings().database_url)
+    except StorageError as error:
+        _fail(f"cannot upgrade the database: {error}")
+    console.print(done, markup=False)
 
 
 @app.command()

@@ -20,9 +20,9 @@ from rich.console import Console
 from rich.table import Table
 
 from gradsweep.engine.tasks.linear_regression import least_squares_loss, stability_limit
+from gradsweep.service.client.database import upgrade_database
 from gradsweep.service.client.http import Client
 from gradsweep.service.settings import get_settings
-from gradsweep.service.storage import Storage
 
 LEARNING_RATES = [0.003, 0.01, 0.03, 0.06, 0.1]  # the last lies above the SGD stability limit (about 0.074)
 SEEDS = [0, 1, 2, 3]
@@ -34,10 +34,7 @@ def run_demo(workers: int, epochs: int, output_dir: Path, console: Console) -> N
     """Raises the client's ApiError if the API refuses something; `gradsweep demo` reports it."""
     started = time.perf_counter()
     output_dir.mkdir(parents=True, exist_ok=True)
-    storage = Storage(get_settings().database_url)
-    storage.upgrade()
-    storage.close()
-    console.print(f"database at {storage.url.render_as_string(hide_password=True)} is up to date")
+    console.print(upgrade_database(get_settings().database_url), markup=False)
     port = _free_port()
     with ExitStack() as stack, open(output_dir / LOG_FILE, "ab") as log:
         stack.callback(console.print, f"stopped the API and the worker (their log: {output_dir / LOG_FILE})")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 
 from tests.integration.test_end_to_end import png_size
-from tests.support.processes import gradsweep
+from tests.support.processes import embedded_settings, gradsweep
 from tests.support.sweeps import all_runs
 
 
@@ -108,3 +109,25 @@ def test_submit_takes_a_yaml_or_json_sweep_file(stack, tmp_path):
     assert refused.returncode == 1 and "learning_rate" in refused.stdout and "must be below max" in refused.stdout
     both = gradsweep("submit", "--file", str(path), "--lr", "0.1", env=stack.env, cwd=tmp_path)
     assert both.returncode == 1 and "not both" in both.stdout
+
+
+def test_db_upgrade_says_what_it_did(database, tmp_path):
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
+    from gradsweep.service.storage import alembic_config
+    from gradsweep.service.storage.engine import database_url
+
+    url = database.render_as_string(hide_password=False)
+    shown = database_url(url).render_as_string(hide_password=True)  # as the CLI names it: postgresql+psycopg://...
+    env = embedded_settings(tmp_path, GRADSWEEP_DATABASE_URL=url) | {"PATH": os.environ["PATH"]}
+    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    created = gradsweep("db", "upgrade", env=env, cwd=tmp_path)
+    assert created.stdout == f"created the schema at revision {head} in the database at {shown}\n", created.stderr
+    again = gradsweep("db", "upgrade", env=env, cwd=tmp_path)
+    assert again.stdout == f"the database at {shown} is already at revision {head}, the newest\n"
+
+    command.downgrade(alembic_config(url), "-1")  # as a database of the version before
+    upgraded = gradsweep("db", "upgrade", env=env, cwd=tmp_path)
+    previous = ScriptDirectory.from_config(alembic_config(url)).get_revision(head).down_revision
+    assert upgraded.stdout == f"upgraded the database at {shown} from revision {previous} to {head}\n"
