@@ -16,6 +16,8 @@ import zstandard
 from fastapi.testclient import TestClient
 
 from gradsweep.engine.tasks.linear_regression import least_squares_loss, stability_limit
+from gradsweep.service.api.routes import plots as plot_routes
+from gradsweep.service.plots import final_figure
 from gradsweep.service.storage import RunStatus, Storage
 from tests.support.writes import finish_run, start_run, write_losses
 
@@ -224,3 +226,41 @@ def test_the_plots_of_a_search_that_varies_the_data_draw_no_one_reference_line(a
     # matplotlib's SVG names each text it draws in a comment.
     assert f"<!-- {line}" in api.get(f"/sweeps/{one_data['id']}/plot.svg", params={"kind": kind}).text
     assert f"<!-- {line}" not in api.get(f"/sweeps/{many_data['id']}/plot.svg", params={"kind": kind}).text
+
+
+def test_a_runs_plot_names_the_run_and_says_where_it_diverged(api, storage):
+    """Issue 24: not "mean over seeds" nor 5.473520283788641e-01; the × at the last finite epoch, said in words."""
+    sweep = api.post("/sweeps", json=GRID | {"learning_rates": [0.5473520283788641], "seeds": [0],
+                                             "optimizers": ["momentum"]}).json()
+    [run] = all_runs(api, sweep["id"])
+    started = start_run(storage, run["id"], "test-worker")
+    write_losses(storage, run["id"], 0, [1.0, 10.0, 100.0], attempt=started.attempts)
+    finish_run(storage, run["id"], RunStatus.DIVERGED, final_loss=100.0, diverged_at=3, attempt=started.attempts)
+    svg = api.get(f"/runs/{run['id']}/plot.svg").text
+    # matplotlib's SVG names each text it draws in a comment.
+    assert f"<!-- Run {run['id']}: lr = 0.547, seed 0, momentum -->" in svg
+    assert "<!-- lr = 0.547, seed 0, momentum" in svg
+    assert "<!-- loss finite through epoch 2; diverged at epoch 3 -->" in svg
+    assert "mean over seeds" not in svg and "e-01" not in svg
+
+
+def test_the_final_loss_plot_rings_a_diverged_runs_best_loss_only_below_its_start(api, storage, monkeypatch):
+    """The plot is given each run's last loss alone, with a diverged run's first beside it (issue 24)."""
+    sweep = api.post("/sweeps", json=GRID | {"learning_rates": [0.01, 0.1, 1.0], "seeds": [0],
+                                             "optimizers": ["sgd"]}).json()
+    by_rate = {run["learning_rate"]: run for run in all_runs(api, sweep["id"])}
+    finish(storage, by_rate[0.01], 0.1)
+    for rate, losses in ((0.1, [1.0, 5.0, 50.0]), (1.0, [1.0, 0.5, 50.0])):  # climbed at once; dipped first
+        started = start_run(storage, by_rate[rate]["id"], "test-worker")
+        write_losses(storage, by_rate[rate]["id"], 0, losses, attempt=started.attempts)
+        finish_run(storage, by_rate[rate]["id"], RunStatus.DIVERGED, final_loss=50.0, diverged_at=3,
+                   attempt=started.attempts)
+    given = []
+    monkeypatch.setattr(plot_routes, "plot_final", lambda runs, **kwargs: given.extend(runs) or b"")
+    assert api.get(f"/sweeps/{sweep['id']}/plot.png", params={"kind": "final"}).status_code == 200
+    assert {run.learning_rate: (run.initial_loss, list(run.epochs)) for run in given} == {
+        0.01: (None, [1]), 0.1: (1.0, [2]), 1.0: (1.0, [2])}
+    ax = final_figure(given, title="final").axes[0]
+    ringed = [x for line in ax.lines if line.get_marker() == "o" and line.get_markerfacecolor() == "none"
+              for x in line.get_xdata()]
+    assert sorted(ringed) == [0.01, 1.0]

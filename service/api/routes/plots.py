@@ -9,8 +9,9 @@ from gradsweep.service.api.deps import CurveCacheDep, Id, StorageDep
 from gradsweep.service.api.exports import PAGE_LOSSES
 from gradsweep.service.domain.downsampling import min_max_each
 from gradsweep.service.domain.reference_lines import reference_lines, sweep_reference_lines
-from gradsweep.service.plots import RunCurve, plot_compare, plot_curves, plot_final
-from gradsweep.service.storage import RunStatus, Storage
+from gradsweep.service.domain.text import human_number
+from gradsweep.service.plots import RunCurve, plot_compare, plot_curves, plot_final, plot_run
+from gradsweep.service.storage import Run, RunStatus, Storage
 
 router = APIRouter(tags=["plots"])
 Format = Literal["png", "svg"]
@@ -47,26 +48,37 @@ def _sweep_plot(storage: Storage, sweep_id: int, kind: str, fmt: str) -> bytes:
     if kind == "curves":
         curves = _curves(storage, storage.loss_counts(sweep_id), _points_per_curve(overview.sweep.n_runs))
         return plot_curves(curves, title=f"{title}: loss curves", optimum=optimum, fmt=fmt)
-    # Each finished run's final loss is its last, so this plot needs no curve.
+    # Each finished run's final loss is its last, so this plot needs no curve; but a diverged run's best
+    # loss is usually its initial one, which the plot does not ring (issue 24), so their first losses are read.
+    runs = [run for run in storage.list_runs(sweep_id) if run.final_loss is not None]
+    initial = _initial_losses(storage, [run for run in runs if run.status == RunStatus.DIVERGED])
     finals = [RunCurve(run.config.learning_rate, run.config.seed, run.config.optimizer, np.array([run.final_loss]),
                        diverged=run.status == RunStatus.DIVERGED, best_loss=run.best_loss,
-                       stopped_early=run.status == RunStatus.STOPPED_EARLY)
-              for run in storage.list_runs(sweep_id) if run.final_loss is not None]
+                       stopped_early=run.status == RunStatus.STOPPED_EARLY,
+                       epochs=np.array([max(run.epochs_done - 1, 0)]), initial_loss=initial.get(run.id))
+              for run in runs]
     return plot_final(finals, title=f"{title}: final loss against learning rate", stability_limit=limit, fmt=fmt)
+
+
+def _initial_losses(storage: Storage, runs: list[Run]) -> dict[int, float]:
+    """The first loss of each of these runs, by id. Meant for diverged runs, whose curves are short (the loss
+    grows a millionfold within some epochs), so that reading them whole costs little."""
+    pages = storage.curve_pages({run.id: run.epochs_done for run in runs}, PAGE_LOSSES)
+    return {run.id: float(losses[0]) for page in pages for run, losses in page if len(losses)}
 
 
 @router.get("/runs/{run_id}/plot.{fmt}", response_class=Response,
             responses={200: {"content": {"image/png": {}, "image/svg+xml": {}}}})
 def run_plot(run_id: Id, fmt: Format, storage: StorageDep) -> Response:
-    """One run's loss curve so far, with the least-squares optimum of its data."""
+    """One run's loss curve so far, named by its parameters, with the least-squares optimum of its data."""
     run, losses = storage.run_with_curve(run_id)
     config = run.config
-    curves = [RunCurve(config.learning_rate, config.seed, config.optimizer, losses,
-                       diverged=run.status == RunStatus.DIVERGED, best_loss=run.best_loss,
-                       stopped_early=run.status == RunStatus.STOPPED_EARLY)] if len(losses) else []
-    title = f"Run {run.id}: lr = {config.learning_rate:.3g}, seed {config.seed}, {config.optimizer}"
+    title = f"Run {run.id}: lr = {human_number(config.learning_rate)}, seed {config.seed}, {config.optimizer}"
     optimum = reference_lines(config.n_samples, config.n_features, config.data_seed)[0]  # the run's own data
-    image = plot_curves(curves, title=title, optimum=optimum, fmt=fmt)
+    curve = RunCurve(config.learning_rate, config.seed, config.optimizer, losses,
+                     diverged=run.status == RunStatus.DIVERGED, best_loss=run.best_loss,
+                     stopped_early=run.status == RunStatus.STOPPED_EARLY, constants=config.constants)
+    image = plot_run(curve, title=title, optimum=optimum, fmt=fmt)
     return Response(image, media_type=MEDIA_TYPES[fmt])
 
 
