@@ -1,5 +1,6 @@
 """The floor plan, enforced: every import points down the layers, and no two files or packages import
-each other. A newcomer can trust the layout (README: "Layout") because this test reads every import.
+each other. A newcomer can trust the layout (README: "Layout") because this test reads every import, and the
+README's table against the tree.
 
     engine, service.settings        the autodiff engine and its tasks; the one settings object
     service.domain, service.plots   the sweep domain (value types, planning, search); colours, rendering
@@ -129,3 +130,16 @@ def _stdlib() -> frozenset[str]:
     import sys
 
     return frozenset(sys.stdlib_module_names)
+
+
+def test_the_readmes_layout_names_every_package_and_only_what_exists():
+    text = (ROOT / "README.md").read_text()
+    table = text.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    named = {path.rstrip("/") for row in table.splitlines() if row.startswith("| `")
+             for path in row.split(" | ")[0].strip("| ").replace("`", "").split(", ")}
+    assert all((ROOT / path).exists() for path in named), sorted(path for path in named if not (ROOT / path).exists())
+    packages = {str(path.parent.relative_to(ROOT)) for package in PACKAGES for path in (ROOT / package).rglob("__init__.py")}
+    unnamed = {package for package in packages if not any(
+        package == path or package.startswith(path + "/") or (package in PACKAGES and path.startswith(package + "/"))
+        for path in named)}  # a top folder may be named by its parts
+    assert not unnamed, f"packages the README's layout does not name: {sorted(unnamed)}"
