@@ -303,7 +303,7 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=30, help="per search, a multiple of 3 (the grid's optimizers)")
     parser.add_argument("--search-seeds", type=int, nargs="+", default=[0, 1, 2], help="one repetition each")
     parser.add_argument("--backend", choices=["postgresql", "sqlite"], default="postgresql")
-    # 8 and 4: of (10, 3), (5, 3), (4, 4) and (8, 4), the first to meet both hyperband targets (README).
+    # 8 and 4: of (10, 3), (5, 3), (4, 4) and (8, 4), the first to meet both hyperband targets (docs/benchmarks.md).
     parser.add_argument("--min-epochs", type=int, default=8, help="hyperband's first rung (ours and Optuna's)")
     parser.add_argument("--eta", type=int, default=4, help="hyperband's reduction factor (ours and Optuna's)")
     parser.add_argument("--wave-size", type=int, default=None, help="bayes's points per wave (default: the API's)")
