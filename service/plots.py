@@ -29,7 +29,7 @@ from matplotlib.colors import ListedColormap, LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import FixedLocator, LogFormatter, NullFormatter
+from matplotlib.ticker import FixedLocator, LogFormatter, MaxNLocator, NullFormatter
 from matplotlib.transforms import ScaledTranslation, Transform, blended_transform_factory
 
 from gradsweep.service.domain.text import divergence_text, human_number
@@ -338,6 +338,8 @@ def _new_axes(title: str, *, xlabel: str, ylabel: str) -> tuple[Figure, Axes]:
     ax.set_title(as_text(title), pad=14)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
+    if xlabel == EPOCH_LABEL:  # whole epochs only: a short run's axis was labelled 0.5, 1.5
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(True, which="major", alpha=0.3)
     return fig, ax
 

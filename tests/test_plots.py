@@ -371,6 +371,8 @@ def test_one_runs_plot_names_the_run_and_marks_its_divergence_at_its_last_finite
     assert divergence_text(last + 1) == f"loss finite through epoch {last}; diverged at epoch {last + 1}"
     [(x, x_pixels, y_pixels)] = mark_positions(fig, ax)
     assert x == last
+    short = run_figure(RunCurve(0.5, 0, "sgd", np.array([0.17, 0.7, 90.0, 1.5e4]), diverged=True), title="Run 8")
+    assert all(tick == int(tick) for tick in short.axes[0].get_xticks())  # whole epochs, not 0.5, 1.5
     assert_inside(fig, ax, x_pixels, y_pixels)
     # plot_curves with one run draws the same: `gradsweep train` calls it so.
     assert plot_curves([run], title="Run 7", optimum=OPTIMUM) == plot_run(run, title="Run 7", optimum=OPTIMUM)
