@@ -105,10 +105,17 @@ class RunFilter:
     optimizers: tuple[str, ...] | None = None
     min_learning_rate: float | None = None
     max_learning_rate: float | None = None
+    # Bounds on other parameters: (name, low, high), the name one of RANGED_PARAMETERS, either bound None for
+    # none. A run without the parameter (sgd has no beta) matches no bound on it.
+    ranges: tuple[tuple[str, float | None, float | None], ...] = ()
 
 
-# What a page of runs may be sorted by; ties are broken by id, and runs without a loss come last.
-RUN_SORT_KEYS = ("id", "learning_rate", "final_loss", "best_loss")
+# The parameters a page of runs may be sorted by besides the learning rate (a column each in the dashboard's
+# runs table when the sweep varies them, issue 24), and those of them it may be filtered by, as the learning rate.
+PARAMETER_SORT_KEYS = ("seed", "epochs", "beta", "beta1", "beta2", "eps", "n_samples", "n_features", "data_seed")
+RANGED_PARAMETERS = ("beta", "beta1", "beta2", "eps")
+# What a page of runs may be sorted by; ties are broken by id, and runs without a value come last.
+RUN_SORT_KEYS = ("id", "learning_rate", "final_loss", "best_loss", *PARAMETER_SORT_KEYS)
 
 
 @dataclass(frozen=True)

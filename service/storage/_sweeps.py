@@ -208,6 +208,11 @@ class Sweeps(Aggregate):
             conditions.append(_RUNS.c.learning_rate >= where.min_learning_rate)
         if where.max_learning_rate is not None:
             conditions.append(_RUNS.c.learning_rate <= where.max_learning_rate)
+        for name, low, high in where.ranges:
+            if low is not None:
+                conditions.append(_RUNS.c[name] >= low)
+            if high is not None:
+                conditions.append(_RUNS.c[name] <= high)
         key = _RUNS.c[sort]
         order = [key.desc().nulls_last() if descending else key.asc().nulls_last(), _RUNS.c.id]
         with self._transaction() as connection:

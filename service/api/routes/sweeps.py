@@ -25,6 +25,8 @@ from gradsweep.service.storage import RUN_SORT_KEYS, RunFilter, RunStatus, Sweep
 router = APIRouter(tags=["sweeps"])
 MAX_PAGE = 1_000
 Status = Literal[tuple(status.value for status in RunStatus)]  # type: ignore[valid-type]
+# A bound on an optimizer's constant (RANGED_PARAMETERS); a run without that constant matches none.
+Bound = Annotated[float | None, Query(allow_inf_nan=False)]
 
 
 @router.post("/sweeps", response_model=SweepSummary, status_code=status.HTTP_201_CREATED)
@@ -69,15 +71,21 @@ def sweep_runs(
     optimizer: Annotated[list[Optimizer] | None, Query(description="repeat for several")] = None,
     min_learning_rate: Annotated[float | None, Query(gt=0, allow_inf_nan=False)] = None,
     max_learning_rate: Annotated[float | None, Query(gt=0, allow_inf_nan=False)] = None,
+    min_beta: Bound = None, max_beta: Bound = None, min_beta1: Bound = None, max_beta1: Bound = None,
+    min_beta2: Bound = None, max_beta2: Bound = None, min_eps: Bound = None, max_eps: Bound = None,
 ) -> RunPagePublic:
     """A page of the sweep's runs, filtered and sorted; runs without a loss yet come last.
 
     Paged by offset: a sweep's runs are all created with it, so pages never shift under
     new runs, and a table can jump to any page.
     """
+    bounds = {"beta": (min_beta, max_beta), "beta1": (min_beta1, max_beta1), "beta2": (min_beta2, max_beta2),
+              "eps": (min_eps, max_eps)}
     where = RunFilter(statuses=None if status is None else tuple(RunStatus(s) for s in status),
                       optimizers=None if optimizer is None else tuple(optimizer),
-                      min_learning_rate=min_learning_rate, max_learning_rate=max_learning_rate)
+                      min_learning_rate=min_learning_rate, max_learning_rate=max_learning_rate,
+                      ranges=tuple((name, low, high) for name, (low, high) in bounds.items()
+                                   if low is not None or high is not None))
     page = storage.runs_page(sweep_id, limit=limit, offset=offset, sort=sort, descending=order == "desc", where=where)
     return RunPagePublic(total=page.total, offset=offset, limit=limit, runs=[RunPublic.of(run) for run in page.runs])
 
