@@ -7,6 +7,8 @@ import os
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -18,7 +20,9 @@ from rich.table import Table
 
 from gradsweep.engine.tasks import linear_regression
 from gradsweep.service.client.http import MAX_PAGE, ApiError, Client
-from gradsweep.service.domain.text import printable
+from gradsweep.service.domain.search import SearchSpec, swept_parameters
+from gradsweep.service.domain.search_space import FIRST_FORM_PARAMETERS
+from gradsweep.service.domain.text import divergence_text, human_number, printable
 from gradsweep.service.plots import RunCurve, plot_curves
 from gradsweep.service.settings import get_settings
 
@@ -30,6 +34,10 @@ db_app = typer.Typer(help="The results database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 # Piped output is read by programs and people alike: keep tables whole rather than cut at 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 200)
+# One default for every command that trains (submit, train, demo), the Python client's and the README's: `gradsweep
+# train` with the defaults then trains exactly a default sweep's run, bit-equal to it with --one-run-per-job.
+DEFAULT_EPOCHS = 300
+DEFAULT_PAGE = 100  # sweeps `gradsweep list` shows at once, as GET /sweeps gives them
 
 
 # ---- servers and database ----
@@ -213,7 +221,7 @@ def submit(
                                              "then do not apply"),
     lr: Optional[str] = typer.Option(None, help="learning rates, comma-separated: 1e-3,1e-2,5e-2"),
     seeds: str = typer.Option("0", help="seeds: 0-4 or 0,3,7"),
-    epochs: int = typer.Option(300, min=1),
+    epochs: int = typer.Option(DEFAULT_EPOCHS, min=1),
     optimizer: str = typer.Option("sgd", help="optimizers, comma-separated: sgd,momentum,adam"),
     name: str = typer.Option("sweep", help="a name to find the sweep by"),
     mode: str = typer.Option("tensor", help="tensor or scalar"),
@@ -238,11 +246,21 @@ def submit(
             "n_samples": n_samples, "n_features": n_features, "data_seed": data_seed, "batched": batched,
         }
     client = Client()
-    sweep = _call(lambda: client.post("/sweeps", json=body).json())
-    console.print(f"sweep {sweep['id']}: {sweep['n_runs']} runs queued in {sweep['n_jobs']} jobs")
+    sweep = _call(lambda: client.post("/sweeps", json=body).json(), refused="sweep refused")
+    console.print(f"sweep {sweep['id']}: {_queued_line(sweep)}")
     if wait:
         sweep = wait_for_sweep(client, sweep["id"])
         console.print(_shown(_counts_line(sweep)))
+
+
+def _queued_line(sweep: dict) -> str:
+    """What was queued: every run, or of a Bayesian search its first wave of the runs it plans."""
+    queued = f"{sweep['n_runs']} runs queued in {sweep['n_jobs']} jobs"
+    if sweep["planned_runs"] == sweep["n_runs"]:
+        return queued
+    waves = (sweep.get("search") or {}).get("wave_size")
+    return (f"a search of {sweep['planned_runs']} runs; its first {queued}, the others in waves"
+            f"{f' of {waves} points' if waves else ''} as those before end")
 
 
 @app.command()
@@ -256,8 +274,8 @@ def status(
     """A sweep's progress and its runs, a page of them: `--sort final_loss --limit 10` shows the ten best."""
     client = Client()
     sweep = _call(lambda: client.get(f"/sweeps/{sweep_id}").json())
-    console.print(f"sweep {sweep['id']} “{_shown(sweep['name'])}”: {_shown(sweep['status'])}; "
-                  f"{_shown(_counts_line(sweep))}")
+    console.print(f"sweep {sweep['id']} “{_shown(sweep['name'])}”: {_shown(sweep['status'])}, "
+                  f"{sweep['n_finished']}/{sweep['planned_runs']} runs ended; {_shown(_counts_line(sweep))}")
     query = {"sort": sort, "order": "desc" if descending else "asc"} | ({"status": only} if only else {})
     if 0 < limit <= MAX_PAGE:
         page = _call(lambda: client.get(f"/sweeps/{sweep_id}/runs", limit=limit, **query).json())
@@ -265,14 +283,92 @@ def status(
     else:  # more than a page: every run, page by page
         runs = _call(lambda: client.runs(sweep_id, **query))
         total, runs = len(runs), runs[:limit or None]
-    table = Table("run", "lr", "seed", "optimizer", "status", "epochs", "final loss", "best loss", "worker")
-    for run in runs:
-        table.add_row(str(run["id"]), f"{run['learning_rate']:.4g}", str(run["seed"]), _shown(run["optimizer"]),
-                      _shown(run["status"]), f"{run['epochs_done']}/{run['epochs']}", _num(run["final_loss"]),
-                      _num(run["best_loss"]), _shown(run["worker"] or ""))
+    searched = _searched_columns(sweep)
+    notes = [divergence_text(run["diverged_at"]) if run["diverged_at"] is not None else "" for run in runs]
+    table = Table("run", "lr", "seed", "optimizer", *searched, "status", "epochs", "final loss", "best loss",
+                  "worker", *(["note"] if any(notes) else []))
+    for run, note in zip(runs, notes, strict=True):
+        table.add_row(str(run["id"]), human_number(run["learning_rate"]), str(run["seed"]), _shown(run["optimizer"]),
+                      *(_parameter_text(run[name]) for name in searched), _shown(run["status"]),
+                      f"{run['epochs_done']}/{run['epochs']}", _num(run["final_loss"]), _num(run["best_loss"]),
+                      _shown(run["worker"] or ""), *([note] if any(notes) else []))
     console.print(table)
     if total > len(runs):
         console.print(f"{len(runs)} of {total} runs shown: --limit 0 shows them all")
+
+
+def _searched_columns(sweep: dict) -> list[str]:
+    """The parameters the sweep varies beyond the learning rate, seed and optimizer (a column each already) and the
+    epochs (in the epochs column): a search's beta, say."""
+    search = None if sweep.get("search") is None else SearchSpec.of_stored(sweep["search"])
+    return [name for name in swept_parameters(search) if name not in (*FIRST_FORM_PARAMETERS, "epochs")]
+
+
+def _parameter_text(value: float | None) -> str:
+    """A parameter's value for people: 0.936, not 0.9357312; "—" for a run whose optimizer has no such constant."""
+    return "—" if value is None else human_number(value)
+
+
+@app.command("list")
+def list_sweeps(
+    limit: int = typer.Option(DEFAULT_PAGE, min=1, max=MAX_PAGE, help="sweeps to show, newest first"),
+    before: Optional[int] = typer.Option(None, min=1, help="only sweeps older than this id: the next page"),
+) -> None:
+    """The sweeps, newest first, a page at a time as the API gives them: each with its status, progress and runs."""
+    client = Client()
+    response = _call(lambda: client.get("/sweeps", limit=limit, **({} if before is None else {"before": before})))
+    sweeps = response.json()
+    if not sweeps:
+        console.print("no sweeps" if before is None else f"no sweeps older than sweep {before}")
+        return
+    table = Table("sweep", "name", "status", "progress", "runs", "created (UTC)", "by")
+    for listed in sweeps:
+        # A page gives no search's waves to come; its summary does, and only a sweep still going may have any.
+        sweep = listed if listed["status"] == "finished" else _call(partial(client.sweep, listed["id"]))
+        table.add_row(str(sweep["id"]), _shown(sweep["name"]), sweep["status"],
+                      f"{sweep['n_finished']}/{sweep.get('planned_runs', sweep['n_runs'])}",
+                      _shown(_counts_line(sweep)), _when(sweep["created_at"]), _shown(sweep["created_by"] or ""))
+    console.print(table)
+    if "next" in response.links:
+        same_limit = "" if limit == DEFAULT_PAGE else f" --limit {limit}"
+        console.print(f"older sweeps: gradsweep list --before {sweeps[-1]['id']}{same_limit}")
+
+
+def _when(timestamp: str) -> str:
+    return f"{datetime.fromisoformat(timestamp).astimezone(UTC):%Y-%m-%d %H:%M}"
+
+
+@app.command()
+def cancel(sweep_id: int) -> None:
+    """Cancel a sweep's queued and running runs, and a search's waves to come; a running run stops at its next
+    write of losses, its curve kept up to there. `gradsweep retry` queues them again."""
+    client = Client()
+    before = _call(lambda: client.sweep(sweep_id))
+    after = _call(lambda: client.post(f"/sweeps/{sweep_id}/cancel").json())
+    cancelled = after["counts"]["cancelled"] - before["counts"]["cancelled"]
+    to_come = before["planned_runs"] - before["n_runs"]
+    named = f"sweep {sweep_id} “{_shown(before['name'])}”"
+    if cancelled == 0 and to_come == 0:
+        console.print(f"{named} has no queued or running run: nothing to cancel; {_shown(_counts_line(after))}")
+        return
+    waves = f" and the {to_come} runs of its waves to come" if to_come else ""
+    running = " (those running stop at their next write of losses)" if before["counts"]["running"] else ""
+    console.print(f"{named}: cancelled {cancelled} runs{waves}{running}; {_shown(_counts_line(after))}")
+
+
+@app.command()
+def retry(sweep_id: int) -> None:
+    """Queue a sweep's failed and cancelled runs again (a search's cancelled waves stay cancelled)."""
+    client = Client()
+    before = _call(lambda: client.sweep(sweep_id))
+    after = _call(lambda: client.post(f"/sweeps/{sweep_id}/retry").json())
+    again = {status: before["counts"][status] - after["counts"][status] for status in ("failed", "cancelled")}
+    named = f"sweep {sweep_id} “{_shown(before['name'])}”"
+    if not any(again.values()):
+        console.print(f"{named} has no failed or cancelled run: nothing to retry; {_shown(_counts_line(after))}")
+        return
+    which = " and ".join(f"{count} {status}" for status, count in again.items() if count)
+    console.print(f"{named}: {which} runs queued again; {_shown(_counts_line(after))}")
 
 
 @app.command()
@@ -315,7 +411,7 @@ def plot(
 def train(
     lr: float = typer.Option(0.05, help="learning rate"),
     seed: int = typer.Option(0, help="seed of the initial parameters"),
-    epochs: int = typer.Option(500, min=1),
+    epochs: int = typer.Option(DEFAULT_EPOCHS, min=1),
     optimizer: str = typer.Option("sgd", help="sgd, momentum or adam"),
     mode: str = typer.Option("tensor", help="tensor (fast) or scalar (the seed's graph of Variables)"),
     n_samples: int = typer.Option(100, min=1),
@@ -330,17 +426,20 @@ def train(
         raise typer.BadParameter(str(error)) from error
     curve = RunCurve(lr, seed, optimizer, result.losses, result.diverged)
     optimum = linear_regression.least_squares_loss(n_samples, n_features, data_seed)
-    title = f"Linear regression {n_samples}×{n_features}, {optimizer}, lr = {lr:g}, seed {seed}"
+    title = f"Linear regression {n_samples}×{n_features}, {optimizer}, lr = {human_number(lr)}, seed {seed}"
     output.write_bytes(plot_curves([curve], title=title, optimum=optimum, fmt=output.suffix.lstrip(".") or "png"))
-    ending = f"diverged at epoch {result.diverged_at}" if result.diverged else f"final loss {result.losses[-1]:.6g}"
-    console.print(f"{len(result.losses)} epochs, initial loss {result.losses[0]:.6g}, {ending} "
-                  f"(least-squares optimum {optimum:.6g}); plot written to {output}")
+    if result.diverged:
+        ending = divergence_text(result.diverged_at)
+    else:
+        ending = f"{len(result.losses)} epochs, final loss {result.losses[-1]:.6g}"
+    console.print(f"{optimizer}, lr {human_number(lr)}, seed {seed}: {ending} (initial loss {result.losses[0]:.6g}, "
+                  f"least-squares optimum {optimum:.6g}); plot written to {output}", markup=False)
 
 
 @app.command()
 def demo(
     workers: int = typer.Option(2, min=1, help="worker processes to start"),
-    epochs: int = typer.Option(300, min=1),
+    epochs: int = typer.Option(DEFAULT_EPOCHS, min=1),
     output_dir: Path = typer.Option(Path("."), help="where to write the plots"),
 ) -> None:
     """The main job: start the API and workers here, run a sweep, plot it, and stop what was started."""
@@ -358,7 +457,10 @@ def wait_for_sweep(client: Client, sweep_id: int) -> dict:
 
 
 def _counts_line(sweep: dict) -> str:
-    return ", ".join(f"{count} {name}" for name, count in sweep["counts"].items() if count)
+    """Its runs by status, and a Bayesian search's runs still to be proposed: "10 succeeded, 5 queued, 75 to come"."""
+    counts = [f"{count} {name}" for name, count in sweep["counts"].items() if count]
+    to_come = sweep.get("planned_runs", sweep["n_runs"]) - sweep["n_runs"]
+    return ", ".join([*counts, *([f"{to_come} to come in later waves"] if to_come > 0 else [])]) or "no runs"
 
 
 def _floats(text: str, option: str) -> list[float]:
@@ -429,10 +531,14 @@ def _not_finite(value: object, where: str = "") -> str | None:
     return None
 
 
-def _call(request):
+def _call(request, refused: str = ""):
+    """`request()`, or exit 1 saying why not: the API's reason if it found the request wrong (after `refused`),
+    else which request failed how (the service's trouble, or no service at all)."""
     try:
         return request()
     except ApiError as error:
+        if error.status_code is not None and 400 <= error.status_code < 500:
+            _fail(f"{refused}: {error.reason}" if refused else error.reason)
         _fail(str(error))
 
 

@@ -7,6 +7,7 @@ import io
 import os
 import re
 
+from gradsweep.service.domain.text import divergence_text, human_number
 from tests.integration.test_end_to_end import png_size
 from tests.support.processes import embedded_settings, gradsweep
 from tests.support.sweeps import all_runs
@@ -61,10 +62,20 @@ def test_a_sweep_of_one_run_per_job_stores_curves_bit_equal_to_gradsweep_train(s
         assert stack.http.get(f"/runs/{run['id']}").json()["losses"] == train(run["learning_rate"], 3, 40).losses.tolist()
 
 
-def test_bad_input_from_the_cli_names_the_field(stack, tmp_path):
-    refused = gradsweep("submit", "--lr", "0.01,-1", "--epochs", "10", env=stack.env, cwd=tmp_path)
+def test_bad_input_from_the_cli_names_the_field_and_the_reason_as_the_api_does(stack, tmp_path):
+    refused = gradsweep("submit", "--lr", "-1", env=stack.env, cwd=tmp_path)
     assert refused.returncode == 1
-    assert "learning_rates" in refused.stdout and "greater than 0" in refused.stdout
+    # Not the validator's internals: "LogSpace: Input should be a valid dictionary" (issue 24).
+    assert refused.stdout == "error: sweep refused: learning_rates[0] = -1.0: Input should be greater than 0\n"
+    two = gradsweep("submit", "--lr", "0.01", "--optimizer", "sgd,lbfgs", env=stack.env, cwd=tmp_path)
+    assert two.returncode == 1 and two.stdout == (
+        "error: sweep refused: optimizers[1] = \"lbfgs\": Input should be 'sgd', 'momentum' or 'adam'\n")
+    logspace = tmp_path / "logspace.yaml"
+    logspace.write_text("learning_rates: {logspace: [-3, 1, 5]}\nseeds: [0]\nepochs: 10\n")
+    refused = gradsweep("submit", "--file", str(logspace), env=stack.env, cwd=tmp_path)
+    assert refused.stdout == "error: sweep refused: learning_rates.logspace[0] = -3: Input should be greater than 0\n"
+    missing = gradsweep("status", "999999", env=stack.env, cwd=tmp_path)
+    assert (missing.returncode, missing.stdout) == (1, "error: no sweep 999999\n")
 
 
 SEARCH_FILE = """\
@@ -106,9 +117,135 @@ def test_submit_takes_a_yaml_or_json_sweep_file(stack, tmp_path):
 
     path.write_text(SEARCH_FILE.replace("min: 0.001, max: 0.1", "min: 0.1, max: 0.001"))
     refused = gradsweep("submit", "--file", str(path), env=stack.env, cwd=tmp_path)
-    assert refused.returncode == 1 and "learning_rate" in refused.stdout and "must be below max" in refused.stdout
+    assert refused.returncode == 1
+    assert refused.stdout == "error: sweep refused: parameters.learning_rate: min (0.1) must be below max (0.001)\n"
     both = gradsweep("submit", "--file", str(path), "--lr", "0.1", env=stack.env, cwd=tmp_path)
     assert both.returncode == 1 and "not both" in both.stdout
+
+
+def test_status_shows_a_column_per_searched_parameter_with_numbers_for_people(stack, tmp_path):
+    path = tmp_path / "beta-search.yaml"
+    path.write_text(SEARCH_FILE)
+    submitted = gradsweep("submit", "--file", str(path), "--wait", env=stack.env, cwd=tmp_path, timeout=120)
+    sweep_id = int(re.search(r"sweep (\d+):", submitted.stdout).group(1))
+    status = gradsweep("status", str(sweep_id), env=stack.env, cwd=tmp_path)
+    assert status.returncode == 0, status.stdout + status.stderr
+    header, *rows = [cells(line) for line in status.stdout.splitlines() if line.startswith(("┃", "│"))]
+    assert header[:6] == ["run", "lr", "seed", "optimizer", "beta", "status"]
+    runs = {run["id"]: run for run in all_runs(stack.http, sweep_id)}
+    assert len(rows) == 8
+    for row in rows:
+        run = runs[int(row[0])]
+        assert row[1] == human_number(run["learning_rate"])  # 0.0123, not 0.01234
+        # momentum's beta as people write it; sgd has none
+        assert row[4] == (human_number(run["beta"]) if run["optimizer"] == "momentum" else "—")
+    assert {row[3] for row in rows} == {"sgd", "momentum"} and any(len(row[4]) == 5 for row in rows)
+
+
+def test_a_diverged_run_is_said_as_everywhere_in_status_and_train(stack, tmp_path):
+    submitted = gradsweep("submit", "--lr", "0.01,0.5", "--epochs", "30", "--wait", env=stack.env, cwd=tmp_path,
+                          timeout=120)
+    sweep_id = int(re.search(r"sweep (\d+):", submitted.stdout).group(1))
+    diverged = next(run for run in all_runs(stack.http, sweep_id) if run["status"] == "diverged")
+    status = gradsweep("status", str(sweep_id), env=stack.env, cwd=tmp_path)
+    header, *rows = [cells(line) for line in status.stdout.splitlines() if line.startswith(("┃", "│"))]
+    notes = {int(row[0]): row[header.index("note")] for row in rows}
+    assert notes[diverged["id"]] == divergence_text(diverged["diverged_at"]) == (
+        "loss finite through epoch 3; diverged at epoch 4")
+    assert set(notes.values()) == {"", notes[diverged["id"]]}
+
+    trained = gradsweep("train", "--lr", "0.5", "--epochs", "30", "-o", "one.png", env=stack.env, cwd=tmp_path)
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    assert trained.stdout.startswith("sgd, lr 0.5, seed 0: loss finite through epoch 3; diverged at epoch 4 ("), \
+        trained.stdout
+
+
+def test_train_and_submit_train_the_same_default_epochs(stack, tmp_path):
+    from gradsweep.engine.tasks.linear_regression import train
+
+    trained = gradsweep("train", "-o", "one.svg", env=stack.env, cwd=tmp_path)
+    assert trained.stdout.startswith("sgd, lr 0.05, seed 0: 300 epochs, final loss "), trained.stdout
+    submitted = gradsweep("submit", "--lr", "0.05", "--one-run-per-job", "--wait", env=stack.env, cwd=tmp_path,
+                          timeout=120)
+    sweep_id = int(re.search(r"sweep (\d+):", submitted.stdout).group(1))
+    [run] = all_runs(stack.http, sweep_id)
+    assert run["epochs"] == 300
+    assert stack.http.get(f"/runs/{run['id']}").json()["losses"] == train(0.05, 0, 300).losses.tolist()
+
+
+HYPERBAND_FILE = """\
+method: bayes
+run_cap: 4
+wave_size: 2
+early_stopping: {type: hyperband, min_epochs: 4, eta: 2}
+parameters:
+  learning_rate: {distribution: log_uniform, min: 0.001, max: 1}
+  optimizer: {values: [sgd, adam]}
+  epochs: {value: 30}
+  seed: {values: [0, 1, 2], repeat: true}
+"""
+
+
+def test_a_bayesian_search_counts_its_planned_runs_from_the_first_wave(stack, tmp_path):
+    path = tmp_path / "hyperband.yaml"
+    path.write_text(HYPERBAND_FILE)
+    submitted = gradsweep("submit", "--file", str(path), env=stack.env, cwd=tmp_path)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    sweep_id = int(re.search(r"sweep (\d+): a search of 12 runs; its first 6 runs queued in \d+ jobs, the others "
+                             r"in waves of 2 points as those before end\n", submitted.stdout).group(1))
+    # Between its waves as at its end: of 12, not of the 6 it has so far (issue 24).
+    status = gradsweep("status", str(sweep_id), "--limit", "1", env=stack.env, cwd=tmp_path)
+    assert re.search(r"“hyperband”: (queued|running|finished), \d+/12 runs ended; ", status.stdout), status.stdout
+    listed = gradsweep("list", env=stack.env, cwd=tmp_path)
+    row = next(cells(line) for line in listed.stdout.splitlines() if line.startswith(f"│ {sweep_id} "))
+    assert row[3].endswith("/12"), listed.stdout
+
+    waited = gradsweep("submit", "--file", str(path), "--wait", env=stack.env, cwd=tmp_path, timeout=120)
+    assert waited.returncode == 0, waited.stdout + waited.stderr
+    assert "12/12 runs" in waited.stdout and "/6 runs" not in waited.stdout  # the progress bar's last state
+    waited_id = int(re.search(r"sweep (\d+):", waited.stdout).group(1))
+    counts = stack.http.get(f"/sweeps/{waited_id}").json()["counts"]
+    assert waited.stdout.splitlines()[-1] == ", ".join(f"{n} {status}" for status, n in counts.items() if n)
+
+
+def test_list_cancel_and_retry(stack, tmp_path):
+    # The seed's graph of Variables for 100,000 epochs: still queued or running when cancelled
+    long = gradsweep("submit", "--lr", "1e-4,2e-4", "--epochs", "100000", "--mode", "scalar", "--name", "long one",
+                     env=stack.env, cwd=tmp_path)
+    sweep_id = int(re.search(r"sweep (\d+): 2 runs queued in \d jobs\n", long.stdout).group(1))
+    listed = gradsweep("list", env=stack.env, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    header, *rows = [cells(line) for line in listed.stdout.splitlines() if line.startswith(("┃", "│"))]
+    assert header == ["sweep", "name", "status", "progress", "runs", "created (UTC)", "by"]
+    ids = [int(row[0]) for row in rows]
+    assert ids == sorted(ids, reverse=True) and ids[0] == sweep_id  # newest first
+    assert rows[0][1:4] == ["long one", rows[0][2], "0/2"] and rows[0][2] in ("queued", "running")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", rows[0][5])
+
+    first = gradsweep("list", "--limit", "1", env=stack.env, cwd=tmp_path)
+    if len(ids) > 1:
+        assert first.stdout.splitlines()[-1] == f"older sweeps: gradsweep list --before {sweep_id} --limit 1"
+        older = gradsweep("list", "--before", str(sweep_id), env=stack.env, cwd=tmp_path)
+        assert [int(cells(line)[0]) for line in older.stdout.splitlines() if line.startswith("│")] == ids[1:]
+    assert gradsweep("list", "--before", "1", env=stack.env, cwd=tmp_path).stdout == "no sweeps older than sweep 1\n"
+
+    cancelled = gradsweep("cancel", str(sweep_id), env=stack.env, cwd=tmp_path)
+    assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+    assert re.fullmatch(r"sweep \d+ “long one”: cancelled 2 runs( \(those running stop at their next write of "
+                        r"losses\))?; 2 cancelled\n", cancelled.stdout), cancelled.stdout
+    again = gradsweep("cancel", str(sweep_id), env=stack.env, cwd=tmp_path)
+    assert again.stdout == f"sweep {sweep_id} “long one” has no queued or running run: nothing to cancel; 2 cancelled\n"
+    status = gradsweep("status", str(sweep_id), env=stack.env, cwd=tmp_path)
+    assert status.stdout.startswith(f"sweep {sweep_id} “long one”: finished, 2/2 runs ended; 2 cancelled\n")
+
+    retried = gradsweep("retry", str(sweep_id), env=stack.env, cwd=tmp_path)
+    assert retried.stdout == f"sweep {sweep_id} “long one”: 2 cancelled runs queued again; 2 queued\n", retried.stdout
+    nothing = gradsweep("retry", str(sweep_id), env=stack.env, cwd=tmp_path)
+    assert nothing.stdout.startswith(f"sweep {sweep_id} “long one” has no failed or cancelled run: nothing to retry; ")
+    assert gradsweep("cancel", str(sweep_id), env=stack.env, cwd=tmp_path).returncode == 0
+    stack.wait_for_sweep(sweep_id)  # its runs stopped: nothing left running for the next test
+    unknown = gradsweep("cancel", "999999", env=stack.env, cwd=tmp_path)
+    assert (unknown.returncode, unknown.stdout) == (1, "error: no sweep 999999\n")
 
 
 def test_db_upgrade_says_what_it_did(database, tmp_path):
@@ -131,3 +268,8 @@ def test_db_upgrade_says_what_it_did(database, tmp_path):
     upgraded = gradsweep("db", "upgrade", env=env, cwd=tmp_path)
     previous = ScriptDirectory.from_config(alembic_config(url)).get_revision(head).down_revision
     assert upgraded.stdout == f"upgraded the database at {shown} from revision {previous} to {head}\n"
+
+
+def cells(line: str) -> list[str]:
+    """A Rich table row's cells, stripped."""
+    return [cell.strip() for cell in re.split(r"[│┃]", line)[1:-1]]
