@@ -20,6 +20,7 @@ from rich.table import Table
 
 from gradsweep.engine.tasks import linear_regression
 from gradsweep.service.client.http import MAX_PAGE, ApiError, Client
+from gradsweep.service.domain.records import RUN_SORT_KEYS
 from gradsweep.service.domain.search import SearchSpec, swept_parameters
 from gradsweep.service.domain.search_space import FIRST_FORM_PARAMETERS
 from gradsweep.service.domain.text import divergence_text, human_number, printable
@@ -266,7 +267,7 @@ def _queued_line(sweep: dict) -> str:
 @app.command()
 def status(
     sweep_id: int,
-    sort: str = typer.Option("id", help="id, learning_rate, final_loss or best_loss"),
+    sort: str = typer.Option("id", help=f"one of {', '.join(RUN_SORT_KEYS)}"),
     descending: bool = typer.Option(False, "--descending", help="largest first"),
     limit: int = typer.Option(100, min=0, help="runs to show (0: all)"),
     only: Optional[list[str]] = typer.Option(None, "--status", help="only runs of this status (repeat for several)"),

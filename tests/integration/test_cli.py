@@ -141,6 +141,11 @@ def test_status_shows_a_column_per_searched_parameter_with_numbers_for_people(st
         assert row[4] == (human_number(run["beta"]) if run["optimizer"] == "momentum" else "—")
     assert {row[3] for row in rows} == {"sgd", "momentum"} and any(len(row[4]) == 5 for row in rows)
 
+    by_beta = gradsweep("status", str(sweep_id), "--sort", "beta", "--descending", "--limit", "1", env=stack.env,
+                        cwd=tmp_path)
+    [top] = [cells(line) for line in by_beta.stdout.splitlines() if line.startswith("│")]
+    assert top[4] == human_number(max(run["beta"] for run in runs.values() if run["beta"] is not None))
+
 
 def test_a_diverged_run_is_said_as_everywhere_in_status_and_train(stack, tmp_path):
     submitted = gradsweep("submit", "--lr", "0.01,0.5", "--epochs", "30", "--wait", env=stack.env, cwd=tmp_path,
