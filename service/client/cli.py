@@ -345,7 +345,7 @@ def cancel(sweep_id: int) -> None:
     write of losses, its curve kept up to there. `gradsweep retry` queues them again."""
     client = Client()
     before = _call(lambda: client.sweep(sweep_id))
-    after = _call(lambda: client.post(f"/sweeps/{sweep_id}/cancel").json())
+    after = _call(lambda: client.cancel(sweep_id))
     cancelled = after["counts"]["cancelled"] - before["counts"]["cancelled"]
     to_come = before["planned_runs"] - before["n_runs"]
     named = f"sweep {sweep_id} “{_shown(before['name'])}”"
@@ -362,7 +362,7 @@ def retry(sweep_id: int) -> None:
     """Queue a sweep's failed and cancelled runs again (a search's cancelled waves stay cancelled)."""
     client = Client()
     before = _call(lambda: client.sweep(sweep_id))
-    after = _call(lambda: client.post(f"/sweeps/{sweep_id}/retry").json())
+    after = _call(lambda: client.retry(sweep_id))
     again = {status: before["counts"][status] - after["counts"][status] for status in ("failed", "cancelled")}
     named = f"sweep {sweep_id} “{_shown(before['name'])}”"
     if not any(again.values()):

@@ -7,7 +7,8 @@
     runs = client.runs_frame(sweep["id"])  # pandas: one row per run (`runs()` gives plain dicts)
     curves = client.curves_frame(sweep["id"], points=200)  # one row per (run, epoch)
 
-The API's errors become `ApiError` with its message. The DataFrames need pandas
+The API's errors become `ApiError`: its `status_code`, and its `reason` in the user's words (a refused
+body's fields named as the request wrote them). The DataFrames need pandas
 (`pip install 'gradsweep[notebook]'`); every other method returns plain lists, dicts and
 numpy arrays.
 """
@@ -119,6 +120,14 @@ class Client:
                 if sweep["status"] == "finished":
                     return sweep
                 time.sleep(poll_seconds)
+
+    def cancel(self, sweep_id: int) -> dict:
+        """Cancel the sweep's queued and running runs and a search's waves to come; returns its counts after."""
+        return self.post(f"/sweeps/{sweep_id}/cancel").json()
+
+    def retry(self, sweep_id: int) -> dict:
+        """Queue the sweep's failed and cancelled runs again; returns its counts after."""
+        return self.post(f"/sweeps/{sweep_id}/retry").json()
 
     def delete_sweep(self, sweep_id: int) -> None:
         """Delete the sweep, its runs and their losses (the API refuses while a run is running)."""

@@ -54,9 +54,23 @@ def test_submit_wait_and_read_a_sweep_as_dataframes_and_arrays(client):
     assert sampled.groupby("run_id").size().max() <= 20
     assert set(sampled["loss"]) <= set(long["loss"])
 
+    assert client.cancel(submitted["id"])["counts"]["cancelled"] == 0  # nothing left to cancel
+    assert client.retry(submitted["id"])["counts"]["queued"] == 0
     client.delete_sweep(submitted["id"])
-    with pytest.raises(ApiError, match="404"):
+    with pytest.raises(ApiError, match="404") as missing:
         client.sweep(submitted["id"])
+    assert (missing.value.status_code, missing.value.reason) == (404, f"no sweep {submitted['id']}")
+
+
+def test_cancel_and_retry_from_a_notebook(client):
+    long = client.submit(learning_rates=[1e-4], epochs=100_000, mode="scalar", name="long")  # minutes of training
+    cancelled = client.cancel(long["id"])
+    assert cancelled["status"] == "finished" and cancelled["counts"]["cancelled"] == 1
+    retried = client.retry(long["id"])
+    assert retried["counts"]["cancelled"] == 0 and retried["counts"]["queued"] + retried["counts"]["running"] == 1
+    assert client.cancel(long["id"])["counts"]["cancelled"] == 1
+    client.wait(long["id"], poll_seconds=0.1, progress=False)
+    client.delete_sweep(long["id"])
 
 
 def test_a_search_from_a_notebook_comes_back_with_each_runs_hyperparameters(client):
