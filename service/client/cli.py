@@ -341,8 +341,10 @@ def _when(timestamp: str) -> str:
 
 @app.command()
 def cancel(sweep_id: int) -> None:
-    """Cancel a sweep's queued and running runs, and a search's waves to come; a running run stops at its next
-    write of losses, its curve kept up to there. `gradsweep retry` queues them again."""
+    """Cancel a sweep's queued and running runs and a search's waves to come; `gradsweep retry` queues them again.
+
+    A running run stops at its next write of losses, its curve kept up to there.
+    """
     client = Client()
     before = _call(lambda: client.sweep(sweep_id))
     after = _call(lambda: client.cancel(sweep_id))
