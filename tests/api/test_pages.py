@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from gradsweep.engine.tasks.linear_regression import least_squares_loss, stability_limit
 from gradsweep.service.api.routes import plots as plot_routes
+from gradsweep.service.domain.text import human_number
 from gradsweep.service.plots import final_figure
 from gradsweep.service.storage import RunStatus, Storage
 from tests.support.writes import finish_run, start_run, write_losses
@@ -90,6 +91,53 @@ def test_runs_filter_by_status_optimizer_and_learning_rate_and_sort_by_loss(api,
 
     best = api.get(f"/sweeps/{sweep['id']}").json()["best_run"]
     assert best["id"] == min(losses, key=losses.get) and math.isclose(best["final_loss"], min(losses.values()))
+
+
+# Momentum's beta searched, as the README's search.yaml: sgd's runs have none.
+BETA_SEARCH = {"name": "beta", "method": "random", "run_cap": 12, "search_seed": 3,
+               "parameters": {"learning_rate": {"distribution": "log_uniform", "min": 1e-3, "max": 1e-1},
+                              "optimizer": {"values": ["sgd", "momentum"]},
+                              "beta": {"distribution": "uniform", "min": 0.5, "max": 0.99}, "epochs": {"value": 5}}}
+
+
+def test_runs_sort_and_filter_by_a_searched_parameter_and_those_without_it_come_last(api):
+    sweep = api.post("/sweeps", json=BETA_SEARCH).json()
+    runs = all_runs(api, sweep["id"])
+    betas = {run["id"]: run["beta"] for run in runs}
+    with_beta = sorted((run for run in runs if run["beta"] is not None), key=lambda run: (run["beta"], run["id"]))
+    assert 0 < len(with_beta) < len(runs)
+
+    for order, reverse in (("asc", False), ("desc", True)):
+        ordered = all_runs(api, sweep["id"], sort="beta", order=order)
+        assert [run["id"] for run in ordered[:len(with_beta)]] == [
+            run["id"] for run in sorted(with_beta, key=lambda run: run["beta"], reverse=reverse)]
+        assert all(betas[run["id"]] is None for run in ordered[len(with_beta):])  # sgd's: last, either way
+    middle = with_beta[len(with_beta) // 2]["beta"]
+    high = all_runs(api, sweep["id"], min_beta=middle)
+    assert {run["id"] for run in high} == {run["id"] for run in with_beta if run["beta"] >= middle}
+    low = all_runs(api, sweep["id"], max_beta=middle, sort="beta")
+    assert [run["id"] for run in low] == [run["id"] for run in with_beta if run["beta"] <= middle]
+    assert api.get(f"/sweeps/{sweep['id']}/runs", params={"min_beta": "nan"}).status_code == 422
+
+
+def test_the_dashboards_runs_table_has_a_column_per_searched_parameter_sorted_and_filtered_by_the_server(api):
+    sweep = api.post("/sweeps", json=BETA_SEARCH).json()
+    runs = all_runs(api, sweep["id"], sort="beta")
+    with_beta = [run for run in runs if run["beta"] is not None]
+    page = api.get(f"/ui/sweeps/{sweep['id']}/runs", params={"sort": "beta", "order": "asc"})
+    assert page.status_code == 200
+    cells = re.findall(r'<td class="num" data-col="beta" data-value="([^"]*)">([^<]*)</td>', page.text)
+    assert [value for value, _ in cells] == [repr(run["beta"]) if run["beta"] is not None else "" for run in runs]
+    assert [text for _, text in cells[:len(with_beta)]] == [human_number(run["beta"]) for run in with_beta]  # 0.936
+    assert cells[-1][1] == "none"
+    assert 'data-sort-key="beta"' in page.text and 'name="min_beta"' in page.text
+
+    middle = with_beta[len(with_beta) // 2]["beta"]
+    filtered = api.get(f"/ui/sweeps/{sweep['id']}/runs", params={"sort": "beta", "min_beta": middle})
+    shown = re.findall(r'data-col="beta" data-value="([^"]*)"', filtered.text)
+    assert [float(value) for value in shown] == [run["beta"] for run in with_beta if run["beta"] >= middle]
+    assert f"min_beta={middle}" in filtered.text  # the pager's and headers' links keep the filter
+    assert api.get(f"/ui/sweeps/{sweep['id']}/runs", params={"min_beta": "x"}).status_code == 422
 
 
 def test_sweeps_page_newest_first_by_a_cursor_that_new_sweeps_do_not_shift(api):

@@ -1,7 +1,8 @@
 """Browser fixtures: Debian's Chromium, driven by Playwright, against the service's real processes.
 
 Without Chromium or Playwright the tests fail under CI (CI=true) and are skipped elsewhere.
-Screenshots go to GRADSWEEP_ARTIFACTS (default: tests/browser/artifacts/, not committed).
+Screenshots go to GRADSWEEP_ARTIFACTS (default: tests/browser/artifacts/, not committed); with
+GRADSWEEP_UPDATE_DOCS=1, those a test names for the docs also to docs/ (the pictures of docs/dashboard.md).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 ARTIFACTS = Path(os.environ.get("GRADSWEEP_ARTIFACTS", Path(__file__).parent / "artifacts"))
 VIEWPORT = {"width": 1280, "height": 900}
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -94,9 +96,13 @@ def page(open_page, stack: Stack):
 def screenshot() -> Callable:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
 
-    def screenshot(page, name: str, *, full_page: bool = True) -> Path:
+    def screenshot(page, name: str, *, full_page: bool = True, docs: str | None = None) -> Path:
+        """The page as `name`.png among the artifacts; and as docs/`docs`.png when GRADSWEEP_UPDATE_DOCS=1."""
         path = ARTIFACTS / f"{name}.png"
         page.screenshot(path=path, full_page=full_page)
+        if docs is not None and os.environ.get("GRADSWEEP_UPDATE_DOCS") == "1":
+            DOCS.mkdir(exist_ok=True)
+            (DOCS / f"{docs}.png").write_bytes(path.read_bytes())
         return path
 
     return screenshot

@@ -1,17 +1,15 @@
 """The dashboard as a user sees it: Chromium on the pages, a real API and worker behind them.
 
 The tests run in this order and share one service: the first one sees it empty.
-Set GRADSWEEP_UPDATE_DOCS=1 to also write the README's screenshot, docs/dashboard.png.
+Set GRADSWEEP_UPDATE_DOCS=1 to also write the docs' screenshot of a sweep, docs/dashboard.png.
 """
 
 from __future__ import annotations
 
 import csv
 import math
-import os
 import re
 import statistics
-from pathlib import Path
 
 import httpx
 import pytest
@@ -44,7 +42,6 @@ SEARCH = {"name": "random search", "method": "random", "run_cap": 8, "search_see
                          "seed": {"values": [0, 1, 2], "repeat": True}, "epochs": {"values": [30, 40]}},
           "early_stopping": {"type": "successive_halving", "min_epochs": 10, "eta": 2}}
 STOPPED_EARLY_COLOR = "rgb(160, 102, 143)"  # --stopped-early, in the badges and both charts
-DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
 # The run and compare pages' PNG plots, and the sweep page's charts (charts.js marks when both are painted).
 PLOTS_LOADED = "() => [...document.querySelectorAll('img.plot')].every(img => img.complete && img.naturalWidth > 0)"
 CHARTS_DRAWN = "() => performance.getEntriesByName('gradsweep:charts-drawn').length > 0"
@@ -125,10 +122,7 @@ def test_the_sweep_page_shows_counts_charts_and_a_table_the_server_sorts(page, s
     page.mouse.move(0, 0)
     page.evaluate("window.scrollTo(0, 0)")
     page.wait_for_timeout(500)  # the charts follow the new width
-    wide = screenshot(page, "2-sweep-wide", full_page=False)
-    if os.environ.get("GRADSWEEP_UPDATE_DOCS") == "1":
-        DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
-        DOCS_SCREENSHOT.write_bytes(wide.read_bytes())
+    screenshot(page, "2-sweep-wide", full_page=False, docs="dashboard")
 
 
 def point_on_screen(page, selector: str, run_id: int, epoch: int) -> tuple[float, float]:
@@ -385,8 +379,10 @@ def test_a_run_page_shows_its_config_its_curve_and_a_csv(page, stack, grid, scre
     page.goto(f"/ui/sweeps/{grid['id']}")
     page.get_by_role("link", name=str(run["id"]), exact=True).click()
     expect(page.get_by_role("heading", name=f"Run {run['id']}")).to_be_visible()
-    expect(page.locator("dd").filter(has_text=repr(run["learning_rate"])).first).to_be_visible()
-    page.wait_for_function(PLOTS_LOADED)
+    learning_rate = page.locator('dd[data-param="learning_rate"]')  # as people write it; in full on hover
+    expect(learning_rate).to_have_text(format_learning_rate(run["learning_rate"]))
+    expect(learning_rate).to_have_attribute("title", repr(run["learning_rate"]))
+    page.wait_for_function("() => performance.getEntriesByName('gradsweep:run-drawn').length > 0")
 
     with page.expect_download() as download:
         page.get_by_role("link", name="Download CSV").click()

@@ -2,7 +2,8 @@
 
 base.html renders `BROWSER` into every page as a JSON data block (`#gradsweep-constants`, which api.js
 reads) and sets the statuses' colours as CSS custom properties (`--succeeded`, `--stopped-early`…) for
-dashboard.css. The plots' colours come from service/plots.py, so a PNG and a chart of the same sweep agree.
+dashboard.css. The colours of optimizers and learning rates come from service/palette.py, which the PNG and
+SVG plots read too, so a PNG and a chart of any sweep agree.
 """
 
 from __future__ import annotations
@@ -10,18 +11,13 @@ from __future__ import annotations
 from importlib import metadata
 from typing import Any
 
-import numpy as np
-from matplotlib.colors import to_hex
-
 from gradsweep.service.api.routes.sweeps import MAX_PAGE
 from gradsweep.service.api.schemas import RunCurvePublic
 from gradsweep.service.domain.search_space import SearchSpace
-from gradsweep.service.plots import (
-    HEADROOM, KNOWN_LINESTYLES, LOG_FLOOR, STOPPED_EARLY_COLOR, TAB10, VIRIDIS, VIRIDIS_END,
-)
 from gradsweep.service.palette import (
-    DIVERGED_COLOR, LEARNING_RATE_SCALE, LEARNING_RATE_STOPS, OPTIMIZER_COLORS, SPARE_COLORS,
+    DIVERGED_COLOR, LEARNING_RATE_SCALE, LEARNING_RATE_STOPS, OPTIMIZER_COLORS, SPARE_COLORS, STOPPED_EARLY_COLOR,
 )
+from gradsweep.service.plots import KNOWN_LINESTYLES, LOG_FLOOR
 from gradsweep.service.storage import RunStatus
 
 __all__ = ["BROWSER", "FRAGMENT_HEADER", "PLOTLY_URL", "RUNS_PAGE_SIZE", "STATUS_COLORS", "SWEEPS_PAGE_SIZE", "status_name"]
@@ -47,7 +43,8 @@ STATUS_COLORS: dict[str, str] = {
 assert set(STATUS_COLORS) == set(RunStatus), "every status has a colour"
 
 # Learning rates are grouped into at most this many bands per optimizer in the loss-curves chart: one
-# colour, one legend entry and one trace each, so a 100-rate sweep still has a legend one can read and click.
+# colour, one legend entry and one trace each, so a 100-rate sweep still has a legend one can read and click;
+# a band of one rate has that rate's colour on the palette's scale, a wider band the colour of its middle.
 LEARNING_RATE_BANDS = 8
 # plotly's names for the line styles plots.py gives the known optimizers.
 _PLOTLY_DASHES = {"-": "solid", "--": "dash", ":": "dot"}
@@ -66,13 +63,8 @@ BROWSER: dict[str, Any] = {
     # The parameters each curve of GET /sweeps/{id}/losses carries; charts.js reads any other from the runs.
     "curve_parameters": [name for name in RunCurvePublic.model_fields if name in SearchSpace.model_fields],
     "status_names": {status.value: status_name(status) for status in RunStatus},
-    "colors": {
-        "statuses": {status.value: color for status, color in STATUS_COLORS.items()},
-        # Viridis without its pale end, one colour per band of learning rates.
-        "learning_rates": [to_hex(VIRIDIS(position)) for position in np.linspace(0, VIRIDIS_END, LEARNING_RATE_BANDS)],
-        "optimizers": [to_hex(color) for color in TAB10],
-        "diverged": to_hex(TAB10[3]),  # tab10's red: the mark where a diverged run was stopped
-    },
+    "colors": {"statuses": {status.value: color for status, color in STATUS_COLORS.items()}},
+    "learning_rate_bands": LEARNING_RATE_BANDS,
     # The known optimizers' line styles, in their fixed order (so pairs: a JSON object keeps no order);
     # any other optimizer gets a spare one, by name.
     "optimizer_dashes": [[name, _PLOTLY_DASHES[style]] for name, style in KNOWN_LINESTYLES.items()],
@@ -80,5 +72,4 @@ BROWSER: dict[str, Any] = {
     "palette": {"optimizers": OPTIMIZER_COLORS, "spare": SPARE_COLORS, "diverged": DIVERGED_COLOR,
                 "learning_rate_scale": list(LEARNING_RATE_SCALE), "learning_rate_stops": LEARNING_RATE_STOPS},
     "log_floor": LOG_FLOOR,  # a log axis cannot show an exact zero
-    "headroom": HEADROOM,  # the loss axis stops this factor above the highest loss of a run that did not diverge
 }

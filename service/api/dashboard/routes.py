@@ -29,9 +29,11 @@ from gradsweep.service.api.dashboard.constants import (
 )
 from gradsweep.service.api.deps import ANONYMOUS, Id, StorageDep, authenticate
 from gradsweep.service.api.schemas import sweep_status
-from gradsweep.service.domain.reference_lines import sweep_reference_lines
+from gradsweep.service.domain.reference_lines import reference_lines, sweep_reference_lines
+from gradsweep.service.domain.records import PARAMETER_SORT_KEYS, RANGED_PARAMETERS
 from gradsweep.service.domain.search import swept_parameters
-from gradsweep.service.storage import RUN_SORT_KEYS, NotFound, Storage, StorageError
+from gradsweep.service.domain.text import divergence_text, human_number
+from gradsweep.service.storage import RUN_SORT_KEYS, NotFound, RunFilter, Storage, StorageError
 
 __all__ = ["COMPARE_LIMIT", "STATIC_DIR", "router"]
 
@@ -47,6 +49,13 @@ COMPARE_LIMIT = 20  # as many sweeps as /compare/plot.png takes
 RunSort = Literal[RUN_SORT_KEYS]  # type: ignore[valid-type]
 Order = Literal["asc", "desc"]
 Page = Annotated[int, Query(ge=1, le=MAX_PAGE_NUMBER)]
+# The runs table's filters, as GET /sweeps/{id}/runs takes them: ?min_beta=0.6&max_beta=0.9 (issue 24).
+FILTERED = ("learning_rate", *RANGED_PARAMETERS)
+# The parameters with a column of their own in the runs table whenever a sweep varies them, after the
+# learning rate, seed and optimizer, which every table has; as the charts name them.
+PARAMETER_COLUMNS = {"epochs": "Epochs", "beta": "beta", "beta1": "beta1", "beta2": "beta2", "eps": "eps",
+                     "n_samples": "Samples", "n_features": "Features", "data_seed": "Data seed"}
+assert set(PARAMETER_COLUMNS) <= set(PARAMETER_SORT_KEYS)
 
 
 # The pages are open: each one checks the token itself, see `_render`.
@@ -62,7 +71,14 @@ def format_loss(value: float | None) -> str:
 
 
 def format_learning_rate(value: float) -> str:
-    return f"{value:.4g}"
+    return human_number(value)
+
+
+def format_parameter(value: float | str | None) -> str:
+    """A parameter's value in a table: a number for people (0.936), a name, or "none" (sgd has no beta)."""
+    if value is None:
+        return "none"
+    return value if isinstance(value, str) else human_number(value)
 
 
 def format_age(moment: datetime) -> str:
@@ -80,7 +96,7 @@ def format_time(moment: datetime | None) -> str:
 
 templates = Jinja2Templates(directory=DASHBOARD_DIR / "templates")
 templates.env.filters.update(loss=format_loss, lr=format_learning_rate, age=format_age, time=format_time,
-                             status_name=status_name)
+                             status_name=status_name, parameter=format_parameter, divergence=divergence_text)
 # What base.html gives every page: the scripts' constants (a JSON block) and the statuses' colours (CSS).
 templates.env.globals.update(browser_constants=BROWSER, status_colors=STATUS_COLORS)
 
@@ -100,7 +116,8 @@ def sweep_page(
     sort: RunSort = "id", order: Order = "asc",
 ) -> Response:
     """The sweep, its charts, and one page of its runs table in the order asked for."""
-    return _render(request, storage, "sweep.html", lambda: _sweep_context(storage, sweep_id, page, sort, order))
+    filters = _filters(request)
+    return _render(request, storage, "sweep.html", lambda: _sweep_context(storage, sweep_id, page, sort, order, filters))
 
 
 @router.get("/ui/sweeps/{sweep_id}/runs")
@@ -108,8 +125,14 @@ def runs_table(
     request: Request, sweep_id: Id, storage: StorageDep, page: Page = 1,
     sort: RunSort = "id", order: Order = "asc",
 ) -> Response:
-    """The sweep page's runs table alone: what dashboard.js puts in place to page, sort and follow a sweep."""
-    return _render(request, storage, "runs_table.html", lambda: _runs_table_context(storage, sweep_id, page, sort, order))
+    """The sweep page's runs table alone: what dashboard.js puts in place to page, sort, filter and follow a sweep."""
+    filters = _filters(request)
+
+    def context() -> dict[str, Any]:
+        parameters = swept_parameters(storage.sweep_overview(sweep_id).search)
+        return _runs_table_context(storage, sweep_id, page, sort, order, filters, parameters)
+
+    return _render(request, storage, "runs_table.html", context)
 
 
 @router.get("/ui/runs/{run_id}")
@@ -137,36 +160,78 @@ def _sweeps_context(storage: Storage, page: int) -> dict[str, Any]:
     shown = sweeps[(page - 1) * SWEEPS_PAGE_SIZE: page * SWEEPS_PAGE_SIZE]
     best = storage.best_runs([sweep.id for sweep in shown])
     rows = [(sweep, best.get(sweep.id)) for sweep in shown]
-    return {"nav": "sweeps", "rows": rows, "total": len(sweeps), "page": page, "page_count": page_count}
+    # A Bayesian search with waves to come has more runs planned than made: its progress counts them all.
+    planned = {sweep.id: storage.sweep_overview(sweep.id).planned_runs for sweep in shown if sweep.searching}
+    return {"nav": "sweeps", "rows": rows, "total": len(sweeps), "page": page, "page_count": page_count,
+            "planned": planned}
 
 
-def _sweep_context(storage: Storage, sweep_id: int, page: int, sort: str, order: str) -> dict[str, Any]:
+def _filters(request: Request) -> dict[str, tuple[float | None, float | None]]:
+    """The runs table's bounds in the query (`min_beta`, `max_learning_rate`…), by parameter; a bound that is not a
+    finite number is refused (422), as the JSON API refuses it."""
+    filters = {}
+    for name in FILTERED:
+        bounds = []
+        for side in ("min", "max"):
+            text = request.query_params.get(f"{side}_{name}", "").strip()
+            try:
+                bound = float(text) if text else None
+            except ValueError:
+                bound = math.nan
+            if bound is not None and not math.isfinite(bound):
+                raise HTTPException(422, f"{side}_{name} must be a number")
+            bounds.append(bound)
+        if bounds != [None, None]:
+            filters[name] = (bounds[0], bounds[1])
+    return filters
+
+
+def _sweep_context(storage: Storage, sweep_id: int, page: int, sort: str, order: str,
+                   filters: dict[str, tuple[float | None, float | None]]) -> dict[str, Any]:
     overview = storage.sweep_overview(sweep_id)  # the sweep and its task (every run's), in one transaction
     sweep, config = overview.sweep, overview.task
     parameters = swept_parameters(overview.search)  # the charts offer those on which the runs do differ
     optimum, limit = sweep_reference_lines(config, overview.search)
     return {"nav": "sweeps", "sweep": sweep, "status": sweep_status(sweep), "epochs": config.epochs,
-            "optimum": optimum, "stability_limit": limit, "parameters": parameters,
-            **_runs_table_context(storage, sweep_id, page, sort, order)}
+            "planned_runs": overview.planned_runs, "optimum": optimum, "stability_limit": limit,
+            "parameters": parameters, **_runs_table_context(storage, sweep_id, page, sort, order, filters, parameters)}
 
 
-def _runs_table_context(storage: Storage, sweep_id: int, page: int, sort: str, order: str) -> dict[str, Any]:
-    """One page of the runs, sorted by the database; a page past the end shows the last one."""
+def _runs_table_context(storage: Storage, sweep_id: int, page: int, sort: str, order: str,
+                        filters: dict[str, tuple[float | None, float | None]], parameters: list[str]) -> dict[str, Any]:
+    """One page of the runs that pass `filters`, sorted by the database; a page past the end shows the last one.
+    A column for each parameter the sweep varies, and a filter for each of those the API filters by."""
+    lr = filters.get("learning_rate", (None, None))
+    where = RunFilter(min_learning_rate=lr[0], max_learning_rate=lr[1],
+                      ranges=tuple((name, *bounds) for name, bounds in filters.items() if name != "learning_rate"))
+
     def rows(page: int):
         return storage.runs_page(sweep_id, limit=RUNS_PAGE_SIZE, offset=(page - 1) * RUNS_PAGE_SIZE,
-                                 sort=sort, descending=order == "desc")
+                                 sort=sort, descending=order == "desc", where=where)
 
     shown = rows(page)
     page_count = max(1, math.ceil(shown.total / RUNS_PAGE_SIZE))
     if page > page_count:
         page, shown = page_count, rows(page_count)
+    columns = {name: label for name, label in PARAMETER_COLUMNS.items() if name in parameters}
+    filterable = [name for name in FILTERED if name in parameters or name in filters]
+    query = "".join(f"&{side}_{name}={bound}" for name, bounds in filters.items()
+                    for side, bound in zip(("min", "max"), bounds) if bound is not None)
     return {"sweep_id": sweep_id, "runs": shown.runs, "total": shown.total, "page": page, "page_count": page_count,
-            "sort": sort, "order": order, "runs_per_page": RUNS_PAGE_SIZE}
+            "sort": sort, "order": order, "runs_per_page": RUNS_PAGE_SIZE, "columns": columns,
+            "filterable": filterable, "filters": filters, "filter_query": query}
 
 
 def _run_context(storage: Storage, run_id: int) -> dict[str, Any]:
     run = storage.get_run(run_id)
-    return {"nav": "sweeps", "run": run, "sweep": storage.get_sweep(run.sweep_id)}
+    config = run.config
+    overview = storage.sweep_overview(run.sweep_id)
+    optimum, _ = reference_lines(config.n_samples, config.n_features, config.data_seed)
+    # The parameters its sweep searched first, then the optimizer's other constants it trained with.
+    searched = [name for name in PARAMETER_COLUMNS if name in swept_parameters(overview.search)]
+    constants = [name for name in config.constants if name not in searched]
+    return {"nav": "sweeps", "run": run, "sweep": overview.sweep, "optimum": optimum, "searched": searched,
+            "constants": constants, "labels": PARAMETER_COLUMNS}
 
 
 def _compare_context(storage: Storage, ids: list[int]) -> dict[str, Any]:

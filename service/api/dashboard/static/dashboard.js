@@ -3,7 +3,7 @@
 // runs table (the server does the sorting), and runs the buttons. charts.js draws the sweep page's charts.
 
 import { $, $$, Unauthorized, TOKEN_NEEDED, api, askForToken, fetchFragment, showProblem, token } from "./api.js";
-import { drawCharts, lastDrawingMs } from "./charts.js";
+import { drawCharts, drawRunChart, lastDrawingMs } from "./charts.js";
 
 const POLL_MS = 2500;
 const PLOT_MS = 10_000; // a running sweep's charts are redrawn at most this often: each fetches every curve
@@ -32,7 +32,8 @@ document.addEventListener("submit", (event) => {
   const jump = event.target.closest("form[data-runs-form]");
   if (jump) {
     event.preventDefault();
-    const search = `?${new URLSearchParams(new FormData(jump))}`;
+    const given = [...new FormData(jump)].filter(([, value]) => value !== ""); // an empty bound is no bound
+    const search = `?${new URLSearchParams(given)}`;
     showRuns(jump.closest("[data-sweep-id]"), search).catch(() => {});
     return;
   }
@@ -74,6 +75,8 @@ async function refreshLiveParts() {
   const page = await fetchPage();
   for (const fresh of $$("[data-live]", page)) document.getElementById(fresh.id)?.replaceWith(fresh);
   $$("img[data-plot]").forEach((img) => loadPlot(img, true));
+  const runChart = $("[data-run-chart]");
+  if (runChart) await drawRunChart(runChart);
   return $("[data-refresh]", page) !== null;
 }
 
@@ -87,7 +90,7 @@ async function refreshSweep(section) {
     const counter = $(`[data-count="${status}"]`, section);
     if (counter) counter.textContent = count;
   }
-  setProgress($("[data-progress]", section), sweep.counts, sweep.n_runs);
+  setProgress($("[data-progress]", section), sweep.counts, sweep.n_runs, sweep.planned_runs);
   for (const button of $$("button[data-action]", section)) {
     button.disabled = !button.dataset.when.split(" ").some((status) => sweep.counts[status] > 0);
   }
@@ -105,12 +108,16 @@ async function refreshSweep(section) {
   return active;
 }
 
-function setProgress(progress, counts, total) {
-  const done = total - counts.queued - counts.running;
+// `planned`: the runs the sweep will have (a Bayesian search's run cap × repeats from its first wave), of which
+// `made` exist so far.
+function setProgress(progress, counts, made, planned = made) {
+  const total = Math.max(planned, made);
+  const done = made - counts.queued - counts.running;
   for (const segment of $$("[data-segment]", progress)) {
     segment.style.width = `${(100 * (counts[segment.dataset.segment] ?? 0)) / total}%`;
   }
   $("[role=progressbar]", progress).setAttribute("aria-valuenow", done);
+  $("[role=progressbar]", progress).setAttribute("aria-valuemax", total);
   $("[data-progress-label]", progress).textContent = `${Math.floor((100 * done) / total)}% · ${done}/${total}`;
 }
 
@@ -223,6 +230,10 @@ function start() {
   } else if ($("[data-refresh]")) {
     polling.every(refreshLiveParts);
   }
+  const runChart = $("[data-run-chart]");
+  if (runChart) drawRunChart(runChart).catch((error) => {
+    if (!(error instanceof Unauthorized)) showProblem(`Chart: ${error.message}`);
+  });
 }
 
 // A new token: its secret is shown once, in the page, and the table is fetched again.
