@@ -36,9 +36,8 @@ from gradsweep.service.domain.text import divergence_text, human_number
 from gradsweep.service.palette import (
     DIVERGED_COLOR, LEARNING_RATE_SCALE, LEARNING_RATE_STOPS, STOPPED_EARLY_COLOR, learning_rate_color, optimizer_color,
 )
-from gradsweep.service.palette import VIRIDIS_END as _PALETTE_VIRIDIS_END
 
-__all__ = ["HEADROOM", "KNOWN_LINESTYLES", "LOG_FLOOR", "TAB10", "RunCurve", "as_text", "compare_figure",
+__all__ = ["HEADROOM", "KNOWN_LINESTYLES", "LOG_FLOOR", "RunCurve", "as_text", "compare_figure",
            "curves_figure", "final_figure", "plot_compare", "plot_curves", "plot_final", "plot_run", "run_figure"]
 
 FORMATS = ("png", "svg")
@@ -65,12 +64,8 @@ Color = str | tuple[float, ...]
 # Fixed so that an optimizer looks the same in every plot of the service.
 KNOWN_LINESTYLES: dict[str, LineStyle] = {"sgd": "-", "momentum": "--", "adam": ":"}
 SPARE_LINESTYLES: list[LineStyle] = ["-.", (0, (5, 1, 1, 1, 1, 1)), (0, (8, 3)), (0, (1, 4))]
-# One per sweep compared. The colours of optimizers and learning rates are service/palette.py's.
-TAB10 = matplotlib.colormaps["tab10"].colors
-# Not used here, nor exported: kept only while service/api/dashboard/constants.py, as committed, imports them
-# from this module; delete them once it takes its colours from service/palette.py alone.
-VIRIDIS = matplotlib.colormaps["viridis"]
-VIRIDIS_END = _PALETTE_VIRIDIS_END
+# One per sweep compared (tab10). The colours of optimizers and learning rates are service/palette.py's.
+SWEEP_COLORS = matplotlib.colormaps["tab10"].colors
 
 # More learning rates than this get a colour bar rather than a legend entry each, which
 # would not fit beside the axes.
@@ -295,7 +290,7 @@ def compare_figure(
     _log_loss_axis(ax, *_loss_range(all_runs, optimum))
     styles = _optimizer_linestyles(all_runs)
     handles: list[Line2D | Patch] = []
-    for (label, runs), color in zip(sweeps, itertools.cycle(TAB10)):
+    for (label, runs), color in zip(sweeps, itertools.cycle(SWEEP_COLORS)):
         groups = _groups(runs)
         best = _best_group(groups)
         for (learning_rate, optimizer), members in groups.items():
