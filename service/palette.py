@@ -27,9 +27,11 @@ SPARE_COLORS: list[str] = [_TAB10[i] for i in (4, 5, 6, 8, 9)]
 # and the red of divergence.
 STOPPED_EARLY_COLOR = "#a0668f"
 
-# Learning rates from 1e-4 to 10 span viridis up to 0.85 (its pale yellow end vanishes on white);
-# rates outside take the end colours. Sampled into stops so the browser picks exactly these colours.
-LEARNING_RATE_SCALE = (1e-4, 10.0)
+# Learning rates from 0.001 to 1 span viridis up to 0.85 (its pale yellow end vanishes on white);
+# rates outside take the end colours. Three decades, where this task's rates live (its stability
+# limit is near 0.07 for 100×50; Adam's useful rates reach 0.5): over five, a sweep of 0.003–0.1
+# was all one teal. Sampled into stops so the browser picks exactly these colours.
+LEARNING_RATE_SCALE = (1e-3, 1.0)
 VIRIDIS_END = 0.85
 LEARNING_RATE_STOPS: list[str] = [to_hex(matplotlib.colormaps["viridis"](VIRIDIS_END * k / 63)) for k in range(64)]
 

@@ -17,7 +17,7 @@ from gradsweep.service.domain.search_space import SearchSpace
 from gradsweep.service.palette import (
     DIVERGED_COLOR, LEARNING_RATE_SCALE, LEARNING_RATE_STOPS, OPTIMIZER_COLORS, SPARE_COLORS, STOPPED_EARLY_COLOR,
 )
-from gradsweep.service.plots import KNOWN_LINESTYLES, LOG_FLOOR
+from gradsweep.service.plots import HEADROOM, KNOWN_LINESTYLES, LOG_FLOOR
 from gradsweep.service.storage import RunStatus
 
 __all__ = ["BROWSER", "FRAGMENT_HEADER", "PLOTLY_URL", "RUNS_PAGE_SIZE", "STATUS_COLORS", "SWEEPS_PAGE_SIZE", "status_name"]
@@ -72,4 +72,5 @@ BROWSER: dict[str, Any] = {
     "palette": {"optimizers": OPTIMIZER_COLORS, "spare": SPARE_COLORS, "diverged": DIVERGED_COLOR,
                 "learning_rate_scale": list(LEARNING_RATE_SCALE), "learning_rate_stops": LEARNING_RATE_STOPS},
     "log_floor": LOG_FLOOR,  # a log axis cannot show an exact zero
+    "headroom": HEADROOM,  # the loss axis stops this factor above the highest start of a run that did not diverge
 }

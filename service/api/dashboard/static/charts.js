@@ -55,6 +55,9 @@ const PARAMETERS = {
 const CURVE_PARAMETERS = constants.curve_parameters;
 const RUNS_PAGE = constants.runs_per_request; // the most GET /sweeps/{id}/runs gives at once
 const LOG_FLOOR = constants.log_floor; // a log axis cannot show an exact zero
+// As the PNGs (service/plots.py HEADROOM): the fitted loss axis stops this factor above the highest initial loss
+// of the runs that did not diverge, so neither a diverged run nor a converging run's swing sets the scale.
+const HEADROOM = constants.headroom;
 // A log axis labels its 2 and 5 ticks in full ("2e-3", "0.05", smaller) rather than as bare digits.
 const LOG_LABELS = { exponentformat: "e", minorloglabels: "complete" };
 
@@ -281,8 +284,8 @@ function curvesFigure({ runs: curves, lines: { optimum }, varying }, shown, { al
   const traces = new Map();
   const stops = []; // the diverged runs: { epochs, losses, run }, marked where they leave the axis
   const halts = { x: [], y: [], customdata: [] }; // where early stopping ended a run
-  const kept = new Extent(); // the losses of the runs that did not diverge
-  const every = new Extent(); // and of all
+  const kept = new Extent(HEADROOM); // the losses of the runs that did not diverge, up to HEADROOM × their starts
+  const every = new Extent(Infinity); // and of all
   const sorted = curves.filter((curve) => curve.losses.length > 0).sort(byGroup(dashes));
   const drawn = new Set(allLines ? sorted : evenlyChosen(sorted, MAX_LINES));
   for (const curve of sorted) { // every run: its marks (where it diverged or stopped) and the axis; the drawn: a line
@@ -374,19 +377,30 @@ function curvesFigure({ runs: curves, lines: { optimum }, varying }, shown, { al
   };
 }
 
-// The lowest positive and highest finite losses seen, and the loss axis's range over them on either scale.
+// The lowest positive and highest finite losses seen (at most `headroom` times the highest first loss), and the
+// loss axis's range over them on either scale.
 class Extent {
   low = Infinity;
-  high = -Infinity;
+  seen = -Infinity;
+  start = -Infinity;
+
+  constructor(headroom) {
+    this.headroom = headroom;
+  }
+
+  get high() {
+    return this.headroom === Infinity ? this.seen : Math.min(this.seen, this.headroom * this.start);
+  }
 
   get empty() {
-    return this.high === -Infinity;
+    return this.seen === -Infinity;
   }
 
   add(losses) {
+    if (losses.length && losses[0] > this.start) this.start = losses[0];
     for (const loss of losses) {
       if (loss > 0 && loss < this.low) this.low = loss;
-      if (loss > this.high && Number.isFinite(loss)) this.high = loss;
+      if (loss > this.seen && Number.isFinite(loss)) this.seen = loss;
     }
   }
 
