@@ -6,7 +6,6 @@ terminals), drives them over HTTP like any client, and stops them at the end.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -15,13 +14,13 @@ from contextlib import ExitStack
 from pathlib import Path
 from statistics import fmean
 
-import httpx
 from rich.console import Console
 from rich.table import Table
 
 from gradsweep.engine.tasks.linear_regression import least_squares_loss, stability_limit
 from gradsweep.service.client.database import upgrade_database
 from gradsweep.service.client.http import Client
+from gradsweep.service.client.local import answering, free_port
 from gradsweep.service.settings import get_settings
 
 LEARNING_RATES = [0.003, 0.01, 0.03, 0.06, 0.1]  # the last lies above the SGD stability limit (about 0.074)
@@ -35,13 +34,14 @@ def run_demo(workers: int, epochs: int, output_dir: Path, console: Console) -> N
     started = time.perf_counter()
     output_dir.mkdir(parents=True, exist_ok=True)
     console.print(upgrade_database(get_settings().database_url), markup=False)
-    port = _free_port()
+    port = free_port()
     with ExitStack() as stack, open(output_dir / LOG_FILE, "ab") as log:
         stack.callback(console.print, f"stopped the API and the worker (their log: {output_dir / LOG_FILE})")
         stack.enter_context(_process(["worker", f"--concurrency={workers}"], log))
         stack.enter_context(_process(["api", "--port", str(port)], log))
         client = Client(base_url=f"http://127.0.0.1:{port}")
-        _wait_until_healthy(client)
+        if not answering(lambda: client.http.get("/healthz")):
+            raise RuntimeError(f"the API did not become healthy within 60 s; see {output_dir / LOG_FILE}")
         console.print(f"API on http://127.0.0.1:{port} (docs at /docs), {workers} worker processes; "
                       f"ready after {time.perf_counter() - started:.1f} s")
 
@@ -103,22 +103,3 @@ class _process:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_until_healthy(client: Client, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if client.http.get("/healthz").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the API did not become healthy within {timeout:.0f} s; see {LOG_FILE}")
-        time.sleep(0.2)

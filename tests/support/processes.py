@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
+from gradsweep.service.client.local import answering, free_port
 from tests.support.sweeps import wait_until_finished
 
 
@@ -23,27 +22,6 @@ def embedded_settings(workdir: Path, **extra: str) -> dict[str, str]:
     return {"GRADSWEEP_DATABASE_URL": f"sqlite:///{workdir}/gradsweep.sqlite",
             "GRADSWEEP_BROKER_URL": f"sqla+sqlite:///{workdir}/gradsweep-broker.sqlite",
             "GRADSWEEP_API_TOKEN": "", **extra}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def answering(get: Callable[[], httpx.Response], healthy: bool = True, timeout: float = 60) -> bool:
-    """Whether `get()` (a GET /healthz) answered 200 (or, unless `healthy`, anything) within `timeout` seconds,
-    tried every 0.2 s: a server process just started is up."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if get().status_code == 200 or not healthy:
-                return True
-        except httpx.TransportError:
-            pass
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.2)
 
 
 def stop_all(processes: Sequence[subprocess.Popen], *, whole_sessions: bool, timeout: float) -> None:
