@@ -361,7 +361,7 @@ def cancel(sweep_id: int) -> None:
 
 @app.command()
 def retry(sweep_id: int) -> None:
-    """Queue a sweep's failed and cancelled runs again (a search's cancelled waves stay cancelled)."""
+    """Queue a sweep's failed and cancelled runs again; a Bayesian search cancelled before its last wave goes on."""
     client = Client()
     before = _call(lambda: client.sweep(sweep_id))
     after = _call(lambda: client.retry(sweep_id))

@@ -150,11 +150,20 @@ class Sweeps(Aggregate):
             return len(cancelled.all())
 
     def retry_sweep(self, sweep_id: int, enqueue: Enqueue, *, actor: str | None = None) -> list[int]:
-        """Queues the sweep's failed and cancelled runs again and enqueues them; returns their ids."""
+        """Queues the sweep's failed and cancelled runs again and enqueues them; returns their ids.
+
+        A Bayesian search cancelled before its last wave searches again: its next wave is
+        proposed when the runs queued again end (or at once by a reaper, if none was).
+        """
         with self._transaction(write=True) as connection:
             _require(connection, _SWEEPS, sweep_id)
             if actor is not None:
                 audit(connection, actor, "retry", sweep_id)
+            search = _search(connection, sweep_id)
+            if search is not None and search.method == "bayes":
+                points = connection.scalar(select(func.max(_RUNS.c.point)).where(_RUNS.c.sweep_id == sweep_id))
+                searching = search.searching_after(0 if points is None else points + 1)
+                connection.execute(update(_SWEEPS).where(_SWEEPS.c.id == sweep_id).values(searching=searching))
             run_ids = connection.scalars(
                 update(_RUNS)
                 .where(_RUNS.c.sweep_id == sweep_id, _RUNS.c.status.in_([RunStatus.FAILED, RunStatus.CANCELLED]))

@@ -84,3 +84,27 @@ def test_a_cancelled_search_proposes_no_more_waves(api, queued, storage):
     assert api.post(f"/sweeps/{sweep_id}/cancel").status_code == 200
     assert propose_next_wave(storage, sweep_id, queued.extend) == []
     assert api.get(f"/sweeps/{sweep_id}").json()["status"] == "finished"
+
+
+def test_a_cancelled_search_retried_goes_on_to_its_run_cap(api, queued, storage):
+    sweep_id = api.post("/sweeps", json=BAYES).json()["id"]
+    assert api.post(f"/sweeps/{sweep_id}/cancel").status_code == 200
+    assert api.post(f"/sweeps/{sweep_id}/retry").status_code == 200
+    assert propose_next_wave(storage, sweep_id, queued.extend) == []  # its first wave again, queued
+    train_wave(storage, sweep_id)
+    assert len(propose_next_wave(storage, sweep_id, queued.extend)) == 8  # the waves come again
+    train_wave(storage, sweep_id)
+    assert len(propose_next_wave(storage, sweep_id, queued.extend)) == 4
+    train_wave(storage, sweep_id)
+    summary = api.get(f"/sweeps/{sweep_id}").json()
+    assert summary["status"] == "finished" and summary["n_runs"] == summary["planned_runs"] == 20
+
+
+def test_a_finished_search_retried_proposes_nothing_more(api, queued, storage):
+    sweep_id = api.post("/sweeps", json=BAYES).json()["id"]
+    for _ in range(3):
+        train_wave(storage, sweep_id)
+        propose_next_wave(storage, sweep_id, queued.extend)
+    assert api.post(f"/sweeps/{sweep_id}/retry").status_code == 200
+    assert storage.waiting_searches() == []
+    assert api.get(f"/sweeps/{sweep_id}").json()["n_runs"] == 20
