@@ -23,7 +23,7 @@ from gradsweep.service.client.http import MAX_PAGE, ApiError, Client
 from gradsweep.service.domain.records import RUN_SORT_KEYS
 from gradsweep.service.domain.search import SearchSpec, swept_parameters
 from gradsweep.service.domain.search_space import FIRST_FORM_PARAMETERS
-from gradsweep.service.domain.text import divergence_text, human_number, printable
+from gradsweep.service.domain.text import counted, divergence_text, human_number, printable
 from gradsweep.service.plots import RunCurve, plot_curves
 from gradsweep.service.settings import get_settings
 
@@ -256,7 +256,7 @@ def submit(
 
 def _queued_line(sweep: dict) -> str:
     """What was queued: every run, or of a Bayesian search its first wave of the runs it plans."""
-    queued = f"{sweep['n_runs']} runs queued in {sweep['n_jobs']} jobs"
+    queued = f"{counted(sweep['n_runs'], 'run')} queued in {counted(sweep['n_jobs'], 'job')}"
     if sweep["planned_runs"] == sweep["n_runs"]:
         return queued
     waves = (sweep.get("search") or {}).get("wave_size")

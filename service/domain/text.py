@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import unicodedata
 
-__all__ = ["divergence_text", "first_hidden", "human_number", "printable"]
+__all__ = ["counted", "divergence_text", "first_hidden", "human_number", "printable"]
 
 HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs"})
 
@@ -55,3 +55,8 @@ def divergence_text(diverged_at: int) -> str:
     if diverged_at == 0:
         return "diverged at epoch 0: no finite loss"
     return f"loss finite through epoch {diverged_at - 1}; diverged at epoch {diverged_at}"
+
+
+def counted(count: int, noun: str) -> str:
+    """"1 run", "2 runs", "0 jobs": a count with its noun, singular for one."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
