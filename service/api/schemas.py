@@ -294,13 +294,16 @@ class SweepPublic(BaseModel):
     n_finished: int
     counts: dict[str, int]
     created_by: str | None = Field(None, description="the name of the token that submitted it")
+    planned_runs: int = Field(description="the runs the sweep will have when done: n_runs, except for a Bayesian "
+                                          "search still proposing waves, whose run_cap × its repeated values count "
+                                          "from the first wave on; progress is n_finished of planned_runs")
 
     @classmethod
     def of(cls, sweep: Sweep) -> SweepPublic:
         active = sweep.counts["queued"] + sweep.counts["running"]
         return cls(id=sweep.id, name=sweep.name, created_at=sweep.created_at, status=sweep_status(sweep),
                    n_runs=sweep.n_runs, n_finished=sweep.n_runs - active, counts=sweep.counts,
-                   created_by=sweep.created_by)
+                   created_by=sweep.created_by, planned_runs=sweep.planned_runs)
 
 
 def sweep_status(sweep: Sweep) -> Literal["queued", "running", "finished"]:
@@ -314,9 +317,6 @@ class SweepSummary(SweepPublic):
     """A sweep without its runs: what a client polls, whatever the sweep's size."""
 
     n_jobs: int
-    planned_runs: int = Field(description="the runs the sweep will have when done: n_runs, except for a Bayesian "
-                                          "search still proposing waves, which counts its run_cap × its repeats "
-                                          "from the first wave on; progress is n_finished of planned_runs")
     best_run: RunPublic | None  # the lowest loss so far, of runs that neither diverged nor failed
     n_samples: int
     n_features: int

@@ -8,7 +8,6 @@ import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -324,10 +323,9 @@ def list_sweeps(
         return
     table = Table("sweep", "name", "status", "progress", "runs", "created (UTC)", "by")
     for listed in sweeps:
-        # A page gives no search's waves to come; its summary does, and only a sweep still going may have any.
-        sweep = listed if listed["status"] == "finished" else _call(partial(client.sweep, listed["id"]))
+        sweep = listed  # with its planned runs: a search's waves to come count in its progress
         table.add_row(str(sweep["id"]), _shown(sweep["name"]), sweep["status"],
-                      f"{sweep['n_finished']}/{sweep.get('planned_runs', sweep['n_runs'])}",
+                      f"{sweep['n_finished']}/{sweep['planned_runs']}",
                       _shown(_counts_line(sweep)), _when(sweep["created_at"]), _shown(sweep["created_by"] or ""))
     console.print(table)
     if "next" in response.links:

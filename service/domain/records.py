@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -94,6 +93,7 @@ class Sweep:
     n_runs: int
     counts: dict[str, int]  # runs per status; every status is a key, in RunStatus order
     searching: bool = False  # a Bayesian search with waves still to come: not finished when its runs are
+    planned_runs: int = 0  # the runs it will have when done (SearchSpec.planned_runs); storage sets it, n_runs or more
     created_by: str | None = None  # the name of the token that submitted it; None before tokens had names
 
 
@@ -130,14 +130,7 @@ class SweepOverview:
 
     @property
     def planned_runs(self) -> int:
-        """The runs the sweep will have once no wave is to come: of a Bayesian search still proposing, its run cap
-        × the values of its repeated parameters, from its first wave on (issue 24: its first wave was taken for
-        the whole); of any other sweep, or a search cancelled before its last wave, the runs it has."""
-        if self.search is None or not self.sweep.searching:
-            return self.sweep.n_runs
-        _, repeated = self.search.parameters.drawn_and_repeated()
-        runs_per_point = math.prod(len(parameter.choices()) for parameter in repeated.values())
-        return max(self.sweep.n_runs, (self.search.run_cap or 0) * runs_per_point)
+        return self.sweep.planned_runs
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ proposals, early stopping in the worker, the reference lines, the dashboard) rea
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -45,6 +46,16 @@ class SearchSpec(BaseModel):
     @classmethod
     def of_stored(cls, stored: dict[str, Any]) -> SearchSpec:
         return cls.model_validate(stored)
+
+    def planned_runs(self, n_runs: int, searching: bool) -> int:
+        """The runs its sweep will have once no wave is to come: while a Bayesian search still proposes, its run cap
+        × the values of its repeated parameters, from its first wave on (issue 24: its first wave was taken for
+        the whole); else, and for a search cancelled before its last wave, the `n_runs` it has."""
+        if not searching:
+            return n_runs
+        _, repeated = self.parameters.drawn_and_repeated()
+        runs_per_point = math.prod(len(parameter.choices()) for parameter in repeated.values())
+        return max(n_runs, (self.run_cap or 0) * runs_per_point)
 
     def searching_after(self, points_made: int) -> bool:
         """Whether a Bayesian search has waves to come once it has made this many points."""

@@ -273,7 +273,8 @@ def _overview(connection: Connection, sweep_id: int) -> SweepOverview:
 
 
 def _sweeps(connection: Connection, *where: Any) -> list[Sweep]:
-    """Sweeps with their run counts per status, newest (highest id) first, from one grouped query."""
+    """Sweeps with their run counts per status, newest (highest id) first, from one grouped query; and of the
+    searches still proposing waves, how many runs they plan (from their stored search, read in the same query)."""
     rows = connection.execute(
         select(_SWEEPS.c.id, _SWEEPS.c.name, _SWEEPS.c.created_at, _SWEEPS.c.searching, _SWEEPS.c.created_by,
                _RUNS.c.status, func.count(_RUNS.c.id))
@@ -290,9 +291,14 @@ def _sweeps(connection: Connection, *where: Any) -> list[Sweep]:
         counts.setdefault(sweep_id, {status.value: 0 for status in RunStatus})
         if status is not None:
             counts[sweep_id][status] = n
+    searching_ids = [id_ for id_, (_, _, searching, _) in heads.items() if searching]
+    searches: dict[int, Any] = dict(connection.execute(
+        select(_SWEEPS.c.id, _SWEEPS.c.search).where(_SWEEPS.c.id.in_(searching_ids))).all()) if searching_ids else {}
     return [
-        Sweep(id=id_, name=name, created_at=created_at, n_runs=sum(counts[id_].values()), counts=counts[id_],
-              searching=searching, created_by=created_by)
+        Sweep(id=id_, name=name, created_at=created_at, n_runs=(n_runs := sum(counts[id_].values())), counts=counts[id_],
+              searching=searching, created_by=created_by,
+              planned_runs=SearchSpec.of_stored(searches[id_]).planned_runs(n_runs, searching) if id_ in searches
+              else n_runs)
         for id_, (name, created_at, searching, created_by) in heads.items()
     ]
 

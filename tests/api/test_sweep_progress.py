@@ -26,6 +26,8 @@ def test_a_bayesian_search_plans_its_run_cap_times_its_repeats_from_the_first_wa
     assert (between["status"], between["n_finished"], between["planned_runs"]) == ("running", 15, 90)
     assert len(propose_next_wave(api_storage, sweep["id"], queued.extend)) == 15
     assert api.get(f"/sweeps/{sweep['id']}").json()["planned_runs"] == 90
+    # The list says it as well, so a client pages through sweeps without reading each summary.
+    assert [(listed["id"], listed["planned_runs"]) for listed in api.get("/sweeps").json()] == [(sweep["id"], 90)]
 
 
 def test_a_search_cancelled_between_waves_plans_only_the_runs_it_has(api, queued, api_storage):

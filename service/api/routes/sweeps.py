@@ -158,7 +158,7 @@ def _summary(overview: SweepOverview) -> SweepSummary:
     task, best = overview.task, overview.best_run
     optimum, limit = sweep_reference_lines(task, overview.search)
     return SweepSummary(
-        **SweepPublic.of(overview.sweep).model_dump(), n_jobs=overview.n_jobs, planned_runs=overview.planned_runs,
+        **SweepPublic.of(overview.sweep).model_dump(), n_jobs=overview.n_jobs,
         best_run=None if best is None else RunPublic.of(best), n_samples=task.n_samples,
         n_features=task.n_features, data_seed=task.data_seed, least_squares_loss=optimum, stability_limit=limit,
         search=None if overview.search is None else overview.search.stored(),
