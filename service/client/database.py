@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from alembic.runtime.migration import MigrationContext
 from sqlalchemy import URL
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from gradsweep.service.storage import DatabaseUnavailable, Storage, StorageError
-from gradsweep.service.storage.engine import make_engine
+from gradsweep.service.storage import Storage
 
 __all__ = ["upgrade_database"]
 
@@ -20,9 +17,9 @@ def upgrade_database(url: str | URL) -> str:
     """
     storage = Storage(url)
     try:
-        before = _revision(storage.url)
+        before = ", ".join(sorted(storage.schema_revision())) or None
         storage.upgrade()
-        after = _revision(storage.url)
+        after = ", ".join(sorted(storage.schema_revision()))
     finally:
         storage.close()
     where = f"the database at {storage.url.render_as_string(hide_password=True)}"
@@ -31,18 +28,3 @@ def upgrade_database(url: str | URL) -> str:
     if before != after:
         return f"upgraded {where} from revision {before} to {after}"
     return f"{where} is already at revision {after}, the newest"
-
-
-def _revision(url: URL) -> str | None:
-    """The database's schema revision (its migrations' heads, joined by commas), or None if it has no schema."""
-    engine = make_engine(url)
-    try:
-        with engine.connect() as connection:
-            heads = MigrationContext.configure(connection).get_current_heads()
-    except (OperationalError, InterfaceError) as error:
-        raise DatabaseUnavailable(str(error.orig)) from error
-    except DBAPIError as error:
-        raise StorageError(str(error.orig)) from error
-    finally:
-        engine.dispose()
-    return ", ".join(sorted(heads)) or None

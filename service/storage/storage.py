@@ -71,11 +71,15 @@ class Storage(Sweeps, Jobs, Losses, Rungs, Access):
         """Closes the pooled connections."""
         self._engine.dispose()
 
+    def schema_revision(self) -> set[str]:
+        """The database's schema revision: its migrations' heads (empty: no schema yet)."""
+        with self._transaction() as connection:
+            return set(MigrationContext.configure(connection).get_current_heads())
+
     def check_schema(self) -> None:
         """Raises SchemaOutOfDate unless the database is at the newest revision: better than a missing column later."""
         heads = set(ScriptDirectory.from_config(alembic_config(self.url)).get_heads())
-        with self._transaction() as connection:
-            current = set(MigrationContext.configure(connection).get_current_heads())
+        current = self.schema_revision()
         if current != heads:
             raise SchemaOutOfDate(
                 f"the database is at revision {sorted(current) or 'none'}, gradsweep needs {sorted(heads)}: "
