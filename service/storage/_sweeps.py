@@ -274,7 +274,7 @@ def _overview(connection: Connection, sweep_id: int) -> SweepOverview:
 
 def _sweeps(connection: Connection, *where: Any) -> list[Sweep]:
     """Sweeps with their run counts per status, newest (highest id) first, from one grouped query; and of the
-    searches still proposing waves, how many runs they plan (from their stored search, read in the same query)."""
+    searches still proposing waves, how many runs they plan (from their stored search, in the same transaction)."""
     rows = connection.execute(
         select(_SWEEPS.c.id, _SWEEPS.c.name, _SWEEPS.c.created_at, _SWEEPS.c.searching, _SWEEPS.c.created_by,
                _RUNS.c.status, func.count(_RUNS.c.id))
