@@ -18,9 +18,6 @@ from tests.support.databases import new_database, new_schema
 from tests.support.services import unavailable
 
 DEPLOY_TESTS = "tests/deploy/"  # node ids start so
-# The suites that start the service's processes on this machine: they share its Redis database (GRADSWEEP_TEST_REDIS_DB),
-# so they run in one process. The rest (in-process, each with databases of its own) may run beside anything.
-PROCESS_TESTS = ("tests/integration/", "tests/browser/", "tests/attacks/")
 POSTGRES_URL = os.environ.get("GRADSWEEP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
@@ -69,17 +66,14 @@ def storage(empty_storage: Storage) -> Storage:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    """`pytest -n 2` (the README's command): three scopes, each run whole by one process. The suites that start
-    processes on this machine (the longest) in one; the in-process tests in the other, which then takes the
-    deployment suite, which mostly waits for Docker. (xdist orders the scopes by size and gives a process the
-    next scope when it has two tests left; its own `--dist loadgroup` spreads a group over both with pytest 9.)"""
+    """`pytest -n 2` (the README's command): the deployment suite, which mostly waits for Docker, in one
+    process, everything else in the other, each in its own order. (xdist's own `--dist loadgroup`
+    spreads a group over both processes with pytest 9.)"""
     from xdist.scheduler import LoadScopeScheduling
 
     class DeployBesideTheRest(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            if nodeid.startswith(DEPLOY_TESTS):
-                return "deploy"
-            return "processes" if nodeid.startswith(PROCESS_TESTS) else "in-process"
+            return "deploy" if nodeid.startswith(DEPLOY_TESTS) else "local"
 
     return DeployBesideTheRest(config, log)
 
