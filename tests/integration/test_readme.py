@@ -29,6 +29,7 @@ from gradsweep.service.client.demo import LOG_FILE
 from gradsweep.service.settings import get_settings
 from tests.integration.test_end_to_end import png_size
 from tests.support.processes import gradsweep
+from tests.support.services import unavailable
 from tests.support.sweeps import all_runs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,7 +71,7 @@ def test_the_quick_starts_second_command_is_the_one_ci_runs():
 
 def test_what_the_readmes_commands_write_in_the_working_folder_is_ignored_by_git():
     if not (ROOT / ".git").exists():
-        pytest.skip("not a git checkout")
+        unavailable("not a git checkout")
     written = ["gradsweep.sqlite", "gradsweep-broker.sqlite", "demo-curves.png", "demo-final.png", LOG_FILE,
                "loss-curve.png",  # `gradsweep train`'s default
                "one-run.png", "curves.png", "curves.csv"]  # the tour's and the command table's

@@ -160,10 +160,7 @@ def _sweeps_context(storage: Storage, page: int) -> dict[str, Any]:
     shown = sweeps[(page - 1) * SWEEPS_PAGE_SIZE: page * SWEEPS_PAGE_SIZE]
     best = storage.best_runs([sweep.id for sweep in shown])
     rows = [(sweep, best.get(sweep.id)) for sweep in shown]
-    # A Bayesian search with waves to come has more runs planned than made: its progress counts them all.
-    planned = {sweep.id: sweep.planned_runs for sweep in shown if sweep.searching}
-    return {"nav": "sweeps", "rows": rows, "total": len(sweeps), "page": page, "page_count": page_count,
-            "planned": planned}
+    return {"nav": "sweeps", "rows": rows, "total": len(sweeps), "page": page, "page_count": page_count}
 
 
 def _filters(request: Request) -> dict[str, tuple[float | None, float | None]]:
